@@ -1,0 +1,43 @@
+// Package pandadocauth gives any http.Client PandaDoc OAuth 2.0
+// authentication: a TokenSource backed by PandaDoc's token endpoint
+// (POST https://api.pandadoc.com/oauth2/access_token) and a Transport that
+// attaches "Authorization: Bearer …" to every request.
+//
+// Wrap an existing client in a few lines:
+//
+//	conf := &pandadocauth.Config{ClientID: id, ClientSecret: secret}
+//	src := &pandadocauth.TokenSource{
+//		Config: conf,
+//		Store:  &pandadocauth.FileStore{Path: "token.json"}, // holds the grant's token
+//	}
+//	client := pandadocauth.NewClient(existingClient, src)
+//	resp, err := client.Get("https://api.pandadoc.com/public/v1/documents")
+//
+// Get the first token with Config.AuthCodeURL and Config.Exchange (or the
+// pandadoc-oauth command's login).
+//
+// # Guarantees
+//
+//   - A valid cached token is served without locks, network or
+//     allocation; the header value is built once per token.
+//   - Concurrent callers that find the token expired cause one refresh,
+//     and share its result, success or failure.
+//   - A caller whose context ends stops waiting at once; the shared
+//     refresh goes on for the others.
+//   - Shortly before expiry (TokenSource.EarlyRefresh) one background
+//     refresh runs while the current token is still served.
+//   - Transient token-endpoint failures are retried (3 attempts, backoff
+//     with jitter, Retry-After honoured); permanent ones are returned as
+//     errors wrapping *oauth2.RetrieveError and remembered briefly, so
+//     callers fail fast instead of hammering the endpoint.
+//   - Every new token, with its rotated refresh token, is saved to the
+//     Store before any request uses it; a failed Save is retried, and the
+//     newest refresh token is never dropped.
+//   - A 401 from the API invalidates the exact token it rejected (a late
+//     401 cannot discard a newer token), triggers one refresh, and
+//     replays the request once when its body allows.
+//   - No token is sent on a redirect to another host, nor over plain
+//     http:// except to loopback.
+//   - No client secret, refresh token or access token appears in an
+//     error, a log line or a String method.
+package pandadocauth

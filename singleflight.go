@@ -1,0 +1,92 @@
+package pandadocauth
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Refresh coordination.
+//
+// golang.org/x/oauth2's ReuseTokenSource holds a mutex across the refresh
+// and takes it on every read. Waiters then queue behind the one doing the
+// network call; none can give up early (Token takes no context), and when
+// the refresh fails each waiter in turn makes its own request, so N
+// waiters on a failing endpoint cause N requests.
+//
+// Here reads never lock: the token is an atomic pointer. A refresh is a
+// singleflight "flight": the first caller starts it, later callers join
+// it and share its result, success or failure, so N waiters cause one
+// request. The flight runs on a context detached from the callers'
+// (context.WithoutCancel, keeping their values) with a deadline of its
+// own, and each caller waits on its own context: a caller whose context
+// ends leaves at once, and the refresh goes on for the others instead of
+// being cancelled under them. A failure is also remembered for a short
+// back-off, so callers arriving after a failed flight fail fast instead
+// of starting another.
+
+// flightKey is the singleflight key: one grant, one flight.
+const flightKey = "refresh"
+
+// await waits for a flight that replaces seen, the snapshot the caller
+// found unusable, or until ctx ends.
+func (s *TokenSource) await(ctx context.Context, seen *cachedToken) (*cachedToken, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("pandadocauth: waiting for a token: %w", err)
+	}
+	if err := s.recentFailure(s.clock()); err != nil {
+		return nil, err
+	}
+	ch := s.group.DoChan(flightKey, func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+		defer cancel()
+		return s.flight(fctx, seen, false)
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*cachedToken), nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("pandadocauth: waiting for a token refresh: %w", ctx.Err())
+	}
+}
+
+// refreshInBackground starts an early refresh of seen, which is still
+// valid, unless one is running or the back-off after a failed one has
+// not ended. The caller does not wait.
+func (s *TokenSource) refreshInBackground(seen *cachedToken, now time.Time) {
+	if !s.bgRunning.CompareAndSwap(false, true) {
+		return
+	}
+	s.mu.Lock()
+	wait := now.Before(s.bgNext)
+	s.mu.Unlock()
+	if wait {
+		s.bgRunning.Store(false)
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.bgRunning.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
+		defer cancel()
+		_, err, _ := s.group.Do(flightKey, func() (any, error) {
+			return s.flight(ctx, seen, true)
+		})
+		s.mu.Lock()
+		if err == nil {
+			s.bgBackoff, s.bgNext = 0, time.Time{}
+			s.mu.Unlock()
+			return
+		}
+		s.bgBackoff = min(max(2*s.bgBackoff, minBackgroundBackoff), maxBackgroundBackoff)
+		s.bgNext = s.clock().Add(s.bgBackoff)
+		backoff := s.bgBackoff
+		s.mu.Unlock()
+		s.logWarn("pandadocauth: early refresh failed; serving the current token", slog.Any("error", err), slog.Duration("retry_in", backoff))
+	}()
+}

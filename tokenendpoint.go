@@ -1,0 +1,325 @@
+package pandadocauth
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// Errors returned by this package. Match them with errors.Is.
+var (
+	// ErrNoToken means a TokenSource has no token to start from: neither
+	// Initial nor a token in its Store.
+	ErrNoToken = errors.New("no token: set TokenSource.Initial or store a token in TokenSource.Store")
+
+	// ErrNoRefreshToken means the token expired or was rejected and there
+	// is no refresh token to obtain a new one.
+	ErrNoRefreshToken = errors.New("no refresh token")
+
+	// ErrEmptyCode means Exchange was called with an empty code.
+	ErrEmptyCode = errors.New("empty authorization code")
+
+	// ErrMalformedResponse means the token endpoint answered 2xx with a
+	// body that is not a usable token (not JSON, no access_token, a bad
+	// expires_in, an "error" member, or over 1 MiB).
+	ErrMalformedResponse = errors.New("malformed token response")
+
+	// ErrInsecureRequest means a credential would have been sent over
+	// plain http:// to a host that is not loopback. The request is not
+	// sent.
+	ErrInsecureRequest = errors.New("refusing to send credentials over plain http to a non-loopback host")
+)
+
+const (
+	// maxBodyBytes bounds how much of a token-endpoint response is read.
+	maxBodyBytes = 1 << 20
+	// maxExpiresIn is the largest expires_in accepted: ten years.
+	// PandaDoc's tokens live one year (31535999 s).
+	maxExpiresIn = 10 * 365 * 24 * 60 * 60
+	// redacted stands in for secrets in errors and descriptions.
+	redacted = "[redacted]"
+	// maxDescription bounds the error_description quoted in an error.
+	maxDescription = 200
+)
+
+// attemptError is the failure of one token-endpoint request: the error
+// to return, and whether the request may be sent again.
+type attemptError struct {
+	err        error
+	transient  bool          // network error, 5xx, 429: worth another attempt
+	retryAfter time.Duration // from a Retry-After header, 0 if none
+}
+
+func (e *attemptError) unwrap() error {
+	if e == nil {
+		return nil
+	}
+	return e.err
+}
+
+// endpointError is a token endpoint's rejection. It unwraps to the
+// *oauth2.RetrieveError so existing x/oauth2 error handling
+// (errors.As(err, &re)) keeps working, and its own message is short and
+// free of secrets: the RetrieveError's Body and ErrorDescription are
+// redacted before they are stored.
+type endpointError struct {
+	msg string
+	re  *oauth2.RetrieveError
+}
+
+func (e *endpointError) Error() string { return e.msg }
+func (e *endpointError) Unwrap() error { return e.re }
+
+// post sends one form to the token endpoint and parses the answer.
+func (c *Config) post(ctx context.Context, form url.Values, now func() time.Time) (*oauth2.Token, *attemptError) {
+	secrets := []string{form.Get("client_secret"), form.Get("refresh_token"), form.Get("code")}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.tokenURL(), strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, &attemptError{err: fmt.Errorf("pandadocauth: token request: %w", err)}
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	if err := checkSecure(req.URL); err != nil {
+		return nil, &attemptError{err: fmt.Errorf("pandadocauth: token endpoint: %w", err)}
+	}
+	resp, err := c.httpClient(ctx).Do(req)
+	if err != nil {
+		// A *url.Error names the token URL, which carries no secret: the
+		// credentials travel in the body.
+		return nil, &attemptError{
+			err:       fmt.Errorf("pandadocauth: token endpoint request failed: %w", err),
+			transient: ctx.Err() == nil,
+		}
+	}
+	defer resp.Body.Close()
+	body, readErr := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes+1))
+	status := resp.StatusCode
+	if status < 200 || status > 299 {
+		return nil, rejection(resp, body, readErr, secrets)
+	}
+	if readErr != nil {
+		return nil, &attemptError{
+			err:       fmt.Errorf("pandadocauth: reading token response: %w", readErr),
+			transient: ctx.Err() == nil,
+		}
+	}
+	if len(body) > maxBodyBytes {
+		return nil, &attemptError{err: fmt.Errorf("pandadocauth: %w: body exceeds %d bytes", ErrMalformedResponse, maxBodyBytes)}
+	}
+	tok, err := parseToken(body, now())
+	if err != nil {
+		if tr, ok := err.(*tokenRejection); ok {
+			re := &oauth2.RetrieveError{Response: resp, Body: redact(body, secrets), ErrorCode: tr.code, ErrorDescription: redactString(tr.description, secrets), ErrorURI: tr.uri}
+			return nil, &attemptError{err: &endpointError{msg: rejectionMessage(resp, re, body), re: re}}
+		}
+		return nil, &attemptError{err: fmt.Errorf("pandadocauth: %w (status %d, content type %q): %w", ErrMalformedResponse, status, mediaType(resp), err)}
+	}
+	return tok, nil
+}
+
+// rejection turns a non-2xx token-endpoint response into an error,
+// transient for 5xx, 429 and 408.
+func rejection(resp *http.Response, body []byte, readErr error, secrets []string) *attemptError {
+	if len(body) > maxBodyBytes {
+		body = body[:maxBodyBytes]
+	}
+	re := &oauth2.RetrieveError{Response: resp, Body: redact(body, secrets)}
+	var e struct {
+		Error            any    `json:"error"`
+		ErrorDescription string `json:"error_description"`
+		ErrorURI         string `json:"error_uri"`
+	}
+	if json.Unmarshal(body, &e) == nil {
+		if code, ok := e.Error.(string); ok {
+			re.ErrorCode = code
+			re.ErrorDescription = redactString(e.ErrorDescription, secrets)
+			re.ErrorURI = e.ErrorURI
+		}
+	}
+	status := resp.StatusCode
+	ae := &attemptError{
+		err:       &endpointError{msg: rejectionMessage(resp, re, body), re: re},
+		transient: status >= 500 || status == http.StatusTooManyRequests || status == http.StatusRequestTimeout,
+	}
+	if ae.transient {
+		ae.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	}
+	_ = readErr // a failure to read an error body changes nothing: the status decides
+	return ae
+}
+
+func rejectionMessage(resp *http.Response, re *oauth2.RetrieveError, body []byte) string {
+	var b strings.Builder
+	b.WriteString("pandadocauth: token endpoint: ")
+	b.WriteString(resp.Status)
+	if resp.Status == "" {
+		b.WriteString(strconv.Itoa(resp.StatusCode))
+	}
+	if re.ErrorCode != "" {
+		b.WriteString(": ")
+		b.WriteString(strconv.Quote(re.ErrorCode))
+		if d := re.ErrorDescription; d != "" {
+			if len(d) > maxDescription {
+				d = d[:maxDescription] + "…"
+			}
+			b.WriteString(": ")
+			b.WriteString(strconv.Quote(d))
+		}
+	} else {
+		fmt.Fprintf(&b, " (%d-byte %s body)", len(body), mediaTypeOr(resp, "untyped"))
+	}
+	return b.String()
+}
+
+func mediaType(resp *http.Response) string {
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	return mt
+}
+
+func mediaTypeOr(resp *http.Response, def string) string {
+	if mt := mediaType(resp); mt != "" {
+		return mt
+	}
+	return def
+}
+
+// tokenRejection is a 2xx response that carries an OAuth "error" member.
+type tokenRejection struct{ code, description, uri string }
+
+func (e *tokenRejection) Error() string { return "token endpoint returned error " + strconv.Quote(e.code) }
+
+// tokenResponse is PandaDoc's OAuth2AccessTokenResponse. No member is
+// marked required by PandaDoc's specification.
+type tokenResponse struct {
+	AccessToken      string          `json:"access_token"`
+	TokenType        string          `json:"token_type"`
+	RefreshToken     string          `json:"refresh_token"`
+	ExpiresIn        json.RawMessage `json:"expires_in"`
+	Scope            any             `json:"scope"`
+	Error            any             `json:"error"`
+	ErrorDescription string          `json:"error_description"`
+	ErrorURI         string          `json:"error_uri"`
+}
+
+// parseToken parses a 2xx token-endpoint body. It never quotes the body
+// in its errors: a 2xx body may hold a token.
+func parseToken(body []byte, now time.Time) (*oauth2.Token, error) {
+	var r tokenResponse
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&r); err != nil {
+		return nil, errors.New("body is not a JSON object")
+	}
+	if r.Error != nil {
+		code, _ := r.Error.(string)
+		if code == "" {
+			code = "unknown_error"
+		}
+		return nil, &tokenRejection{code: code, description: r.ErrorDescription, uri: r.ErrorURI}
+	}
+	if r.AccessToken == "" {
+		return nil, errors.New("no access_token")
+	}
+	expiresIn, err := parseExpiresIn(r.ExpiresIn)
+	if err != nil {
+		return nil, err
+	}
+	tok := &oauth2.Token{
+		AccessToken:  r.AccessToken,
+		TokenType:    r.TokenType,
+		RefreshToken: r.RefreshToken,
+		ExpiresIn:    expiresIn,
+	}
+	if expiresIn > 0 {
+		tok.Expiry = now.Add(time.Duration(expiresIn) * time.Second)
+	}
+	extra := map[string]any{}
+	if json.Unmarshal(body, &extra) == nil {
+		tok = tok.WithExtra(extra)
+	}
+	return tok, nil
+}
+
+// parseExpiresIn accepts an integer, a float or a numeric string. Absent
+// or null is 0: no expiry known.
+func parseExpiresIn(raw json.RawMessage) (int64, error) {
+	s := strings.TrimSpace(string(raw))
+	if s == "" || s == "null" {
+		return 0, nil
+	}
+	if strings.HasPrefix(s, `"`) {
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return 0, errors.New("expires_in is not a number")
+		}
+		s = strings.TrimSpace(s)
+		if s == "" {
+			return 0, nil
+		}
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, errors.New("expires_in is not a number")
+	}
+	if f < 0 {
+		return 0, errors.New("expires_in is negative")
+	}
+	if f > maxExpiresIn {
+		return 0, fmt.Errorf("expires_in exceeds %d seconds", maxExpiresIn)
+	}
+	return int64(f), nil
+}
+
+// parseRetryAfter reads a Retry-After header: delay-seconds or an
+// HTTP-date. It returns 0 when absent or unreadable.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		if n > 3600 {
+			n = 3600
+		}
+		return time.Duration(n) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return min(d, time.Hour)
+		}
+	}
+	return 0
+}
+
+// redact replaces every secret in b.
+func redact(b []byte, secrets []string) []byte {
+	for _, s := range secrets {
+		if s != "" {
+			b = bytes.ReplaceAll(b, []byte(s), []byte(redacted))
+		}
+	}
+	return b
+}
+
+func redactString(v string, secrets []string) string {
+	for _, s := range secrets {
+		if s != "" {
+			v = strings.ReplaceAll(v, s, redacted)
+		}
+	}
+	return v
+}

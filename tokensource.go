@@ -1,0 +1,532 @@
+package pandadocauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/sync/singleflight"
+)
+
+const (
+	// DefaultEarlyRefresh is the early-refresh window used when
+	// TokenSource.EarlyRefresh is 0.
+	DefaultEarlyRefresh = 5 * time.Minute
+
+	// blockingSkew is how long before Expiry a token stops being served
+	// and callers wait for a new one, so that a token is not sent just
+	// as it expires.
+	blockingSkew = 10 * time.Second
+
+	// refreshTimeout bounds one shared refresh, all attempts included.
+	// It runs on a context detached from the callers', so it needs a
+	// deadline of its own.
+	refreshTimeout = time.Minute
+
+	// maxAttempts is how many token-endpoint requests one refresh makes
+	// at most when failures are transient.
+	maxAttempts = 3
+
+	// defaultRetryBase is the first back-off between attempts; it doubles
+	// after each one and gets jitter.
+	defaultRetryBase = 250 * time.Millisecond
+
+	// permanentFailureBackoff is how long a permanent refresh failure
+	// (invalid_grant, invalid_client, a malformed answer) is remembered:
+	// calls fail fast with it instead of asking the endpoint again.
+	permanentFailureBackoff = 5 * time.Second
+
+	// transientFailureBackoff is the same for a refresh whose every
+	// attempt failed transiently.
+	transientFailureBackoff = time.Second
+
+	// minBackgroundBackoff and maxBackgroundBackoff bound the wait after
+	// a failed early refresh before the next one.
+	minBackgroundBackoff = 5 * time.Second
+	maxBackgroundBackoff = 2 * time.Minute
+
+	// saveRetryInterval is how often a failed Store.Save is tried again.
+	saveRetryInterval = time.Second
+
+	// saveTimeout bounds a Save retried in the background.
+	saveTimeout = 30 * time.Second
+)
+
+// TokenSource is the PandaDoc token source for one grant (one user's or
+// one workspace's authorization of the application). It caches the token,
+// refreshes it shortly before it expires while the old one is still being
+// served, deduplicates concurrent refreshes, and saves every new token to
+// Store before it is used.
+//
+// Set the fields before first use and do not change them afterwards; a
+// TokenSource must not be copied after first use. Token, TokenContext
+// and Invalidate are safe for concurrent use by multiple goroutines.
+type TokenSource struct {
+	// Config is the application the grant belongs to. Required.
+	Config *Config
+
+	// Initial is the token to start from, for example one saved earlier
+	// or just returned by Config.Exchange. It may be nil when Store holds
+	// the token. When set, it is used first and Store is not read until
+	// a refresh is due.
+	Initial *oauth2.Token
+
+	// Store, if set, persists the grant's token. Every new token is
+	// saved before any request uses it, the Store is read again before
+	// every refresh (a valid token stored by another process is adopted
+	// instead of refreshing), and if the Store also implements Locker,
+	// refreshes across processes are serialised with it.
+	Store Store
+
+	// EarlyRefresh is how long before Expiry a background refresh starts
+	// while the current token keeps being served. 0 means
+	// DefaultEarlyRefresh. A token whose lifetime is shorter than twice
+	// the window gets half its lifetime instead.
+	EarlyRefresh time.Duration
+
+	// Logger, if set, receives refreshes, failures and Store problems.
+	// Nil means silent. Token values are never logged.
+	Logger *slog.Logger
+
+	// cur is the token served, nil until first use. It is read without
+	// locks on every request.
+	cur atomic.Pointer[cachedToken]
+
+	// group deduplicates refreshes: one flight at a time, shared by all
+	// waiters.
+	group singleflight.Group
+
+	// bgRunning is set while an early refresh runs in the background.
+	bgRunning atomic.Bool
+
+	// mu guards failErr, failUntil, bgNext, bgBackoff, saving and
+	// saveNext.
+	mu        sync.Mutex
+	failErr   error     // last refresh failure, served until failUntil
+	failUntil time.Time // end of the fail-fast back-off
+	bgNext    time.Time // earliest next early refresh after a failed one
+	bgBackoff time.Duration
+	saving    bool      // a Save retry runs
+	saveNext  time.Time // earliest next Save retry
+
+	// saveMu serialises Store.Save calls, so that a retried Save of an
+	// older token can never overwrite a newer one.
+	saveMu sync.Mutex
+
+	// wg counts the goroutines a TokenSource starts by itself (early
+	// refreshes and Save retries), so tests can wait for them.
+	wg sync.WaitGroup
+
+	// Test hooks: the clock and the first retry back-off.
+	now       func() time.Time
+	retryBase time.Duration
+}
+
+var _ oauth2.TokenSource = (*TokenSource)(nil)
+
+// cachedToken is an immutable snapshot of the token served, with the
+// derived values requests need, so the hot path computes nothing.
+type cachedToken struct {
+	tok      *oauth2.Token
+	header   string    // "Bearer <access token>", built once per token
+	early    time.Time // background refresh starts here
+	hard     time.Time // callers wait for a new token from here
+	noExpiry bool      // zero Expiry: valid until the API answers 401
+	invalid  bool      // rejected by the API (Invalidate)
+	unsaved  bool      // Store.Save failed; retried on later calls
+}
+
+// usable reports whether ct may be sent at now.
+func (ct *cachedToken) usable(now time.Time) bool {
+	return ct != nil && !ct.invalid && (ct.noExpiry || now.Before(ct.hard))
+}
+
+// fresh reports whether ct is usable and not yet due for an early
+// refresh.
+func (ct *cachedToken) fresh(now time.Time) bool {
+	return ct != nil && !ct.invalid && (ct.noExpiry || now.Before(ct.early))
+}
+
+// String describes s without any secret.
+func (s *TokenSource) String() string {
+	state := "unused"
+	if ct := s.cur.Load(); ct != nil {
+		switch {
+		case ct.invalid:
+			state = "invalidated"
+		case ct.noExpiry:
+			state = "valid, no expiry"
+		default:
+			state = "expires " + ct.tok.Expiry.UTC().Format(time.RFC3339)
+		}
+	}
+	clientID := ""
+	if s.Config != nil {
+		clientID = s.Config.ClientID
+	}
+	return fmt.Sprintf("pandadocauth.TokenSource{ClientID: %q, token: %s}", clientID, state)
+}
+
+// GoString is like String, for the %#v verb.
+func (s *TokenSource) GoString() string { return s.String() }
+
+// Token returns a valid token, refreshing it if needed. It implements
+// oauth2.TokenSource; prefer TokenContext, which can be cancelled. The
+// returned token is shared and must not be modified.
+func (s *TokenSource) Token() (*oauth2.Token, error) {
+	return s.TokenContext(context.Background())
+}
+
+// TokenContext returns a valid token. A cached token is returned at once,
+// without locks, network or allocation. Inside the early-refresh window
+// the cached token is still returned at once while one background refresh
+// runs. Only when the token has expired, or was invalidated, does the
+// caller wait for a refresh, shared with every other waiter; if ctx ends
+// first TokenContext returns an error satisfying errors.Is(err,
+// ctx.Err()) and the refresh goes on for the others. The returned token
+// is shared and must not be modified.
+func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
+	ct, err := s.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ct.tok, nil
+}
+
+// current is TokenContext returning the cached snapshot, whose header the
+// Transport uses.
+func (s *TokenSource) current(ctx context.Context) (*cachedToken, error) {
+	ct := s.cur.Load()
+	if ct != nil && !ct.invalid {
+		if ct.unsaved {
+			s.retrySave(ct)
+		}
+		if ct.noExpiry {
+			return ct, nil
+		}
+		now := s.clock()
+		if now.Before(ct.early) {
+			return ct, nil
+		}
+		if now.Before(ct.hard) {
+			s.refreshInBackground(ct, now)
+			return ct, nil
+		}
+	}
+	return s.await(ctx, ct)
+}
+
+// Invalidate tells s that the API rejected t (for example with 401). If
+// t is still the token being served, the next call refreshes; if a newer
+// token has replaced it already, nothing happens, so a late rejection
+// cannot throw away a newer token. It reports whether t was invalidated.
+func (s *TokenSource) Invalidate(t *oauth2.Token) bool {
+	if t == nil {
+		return false
+	}
+	return s.invalidate(t.AccessToken)
+}
+
+func (s *TokenSource) invalidate(accessToken string) bool {
+	for {
+		ct := s.cur.Load()
+		if ct == nil || ct.invalid || ct.tok.AccessToken != accessToken {
+			return false
+		}
+		next := *ct
+		next.invalid = true
+		if s.cur.CompareAndSwap(ct, &next) {
+			s.logInfo("pandadocauth: token rejected by the API; will refresh")
+			return true
+		}
+	}
+}
+
+func (s *TokenSource) clock() time.Time {
+	if s.now != nil {
+		return s.now()
+	}
+	return time.Now()
+}
+
+func (s *TokenSource) earlyWindow() time.Duration {
+	if s.EarlyRefresh > 0 {
+		return s.EarlyRefresh
+	}
+	return DefaultEarlyRefresh
+}
+
+// snapshot builds the cached form of t, obtained (or loaded) at now.
+func (s *TokenSource) snapshot(t *oauth2.Token, now time.Time) *cachedToken {
+	ct := &cachedToken{tok: t, header: "Bearer " + t.AccessToken}
+	if t.Expiry.IsZero() {
+		ct.noExpiry = true
+		return ct
+	}
+	window := s.earlyWindow()
+	// A token's lifetime is known only for tokens obtained here; for
+	// loaded ones the time left stands in for it.
+	if lifetime := t.Expiry.Sub(now); lifetime < 2*window {
+		window = max(lifetime/2, 0)
+	}
+	skew := min(blockingSkew, window/2)
+	ct.early = t.Expiry.Add(-window)
+	ct.hard = t.Expiry.Add(-skew)
+	return ct
+}
+
+// recentFailure returns the remembered refresh failure, if its back-off
+// has not ended.
+func (s *TokenSource) recentFailure(now time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failErr != nil && now.Before(s.failUntil) {
+		return s.failErr
+	}
+	return nil
+}
+
+func (s *TokenSource) rememberFailure(err error, transient bool, now time.Time) {
+	d := permanentFailureBackoff
+	if transient {
+		d = transientFailureBackoff
+	}
+	s.mu.Lock()
+	s.failErr, s.failUntil = err, now.Add(d)
+	s.mu.Unlock()
+}
+
+func (s *TokenSource) clearFailure() {
+	s.mu.Lock()
+	s.failErr, s.failUntil = nil, time.Time{}
+	s.mu.Unlock()
+}
+
+// flight obtains a token to replace seen, the snapshot the caller found
+// unusable (nil before first use). It runs alone: the singleflight group
+// in await admits one flight at a time.
+func (s *TokenSource) flight(ctx context.Context, seen *cachedToken, background bool) (*cachedToken, error) {
+	if s.Config == nil {
+		return nil, errors.New("pandadocauth: TokenSource.Config is nil")
+	}
+	now := s.clock()
+	ok := (*cachedToken).usable
+	if background {
+		ok = (*cachedToken).fresh
+	}
+	cur := s.cur.Load()
+	if cur != seen && ok(cur, now) {
+		return cur, nil // refreshed while the caller was arriving
+	}
+	if cur == nil && s.Initial != nil {
+		t := *s.Initial
+		cur = s.snapshot(&t, now)
+		s.cur.Store(cur)
+		if ok(cur, now) {
+			return cur, nil
+		}
+	}
+	if err := s.recentFailure(now); err != nil {
+		return nil, err
+	}
+	if l, isLocker := s.Store.(Locker); isLocker {
+		unlock, err := l.Lock(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("pandadocauth: taking the refresh lock: %w", err)
+		}
+		defer unlock()
+	}
+	base, err := s.fromStore(ctx, cur, ok)
+	if err != nil || base != cur && ok(base, now) {
+		return base, err
+	}
+	ct, err := s.refresh(ctx, base)
+	if err != nil && s.Store != nil && isPermanent(err) {
+		// Another process may have rotated the refresh token since the
+		// Store was read: look once more before giving up.
+		if again, lerr := s.fromStore(ctx, base, ok); lerr == nil && again != base {
+			if ok(again, s.clock()) {
+				return again, nil
+			}
+			ct, err = s.refresh(ctx, again)
+		}
+	}
+	if err != nil {
+		s.rememberFailure(err, !isPermanent(err), s.clock())
+		return nil, err
+	}
+	s.clearFailure()
+	return ct, nil
+}
+
+// fromStore reads the Store and returns what the next step should start
+// from: a stored token that differs from cur (another process refreshed
+// or rotated; it is published if ok), else cur. When cur's last Save
+// failed, cur is newer than anything stored and the Store is not read.
+func (s *TokenSource) fromStore(ctx context.Context, cur *cachedToken, ok func(*cachedToken, time.Time) bool) (*cachedToken, error) {
+	if s.Store == nil || cur != nil && cur.unsaved {
+		if cur == nil {
+			return nil, fmt.Errorf("pandadocauth: %w", ErrNoToken)
+		}
+		return cur, nil
+	}
+	stored, err := s.Store.Load(ctx)
+	if err != nil {
+		if cur == nil {
+			return nil, fmt.Errorf("pandadocauth: loading token from store: %w", err)
+		}
+		s.logWarn("pandadocauth: loading token from store failed; using the cached token", slog.Any("error", err))
+		return cur, nil
+	}
+	if stored == nil || stored.AccessToken == "" && stored.RefreshToken == "" {
+		if cur == nil {
+			return nil, fmt.Errorf("pandadocauth: %w", ErrNoToken)
+		}
+		return cur, nil
+	}
+	if cur != nil && stored.AccessToken == cur.tok.AccessToken && stored.RefreshToken == cur.tok.RefreshToken {
+		return cur, nil
+	}
+	now := s.clock()
+	ct := s.snapshot(stored, now)
+	if stored.AccessToken == "" {
+		ct.invalid = true // only a refresh token was stored
+	}
+	if cur != nil && stored.AccessToken == cur.tok.AccessToken && cur.invalid {
+		ct.invalid = true // the API rejected it already
+	}
+	if ok(ct, now) {
+		s.cur.Store(ct)
+		s.logInfo("pandadocauth: adopted a token from the store")
+	}
+	return ct, nil
+}
+
+// refresh obtains a new token with base's refresh token, retrying
+// transient failures, saves it and publishes it.
+func (s *TokenSource) refresh(ctx context.Context, base *cachedToken) (*cachedToken, error) {
+	if base == nil || base.tok.RefreshToken == "" {
+		return nil, fmt.Errorf("pandadocauth: token expired or rejected: %w", ErrNoRefreshToken)
+	}
+	rt := base.tok.RefreshToken
+	delay := s.retryBase
+	if delay <= 0 {
+		delay = defaultRetryBase
+	}
+	for attempt := 1; ; attempt++ {
+		tok, aerr := s.Config.refreshAttempt(ctx, rt, s.clock)
+		if aerr == nil {
+			ct := s.snapshot(tok, s.clock())
+			if s.Store != nil {
+				s.saveMu.Lock()
+				err := s.Store.Save(ctx, tok)
+				s.saveMu.Unlock()
+				if err != nil {
+					ct.unsaved = true
+					s.logError("pandadocauth: saving the new token failed; using it and retrying the save", slog.Any("error", err))
+				}
+			}
+			s.cur.Store(ct)
+			s.logInfo("pandadocauth: token refreshed", slog.Time("expiry", tok.Expiry), slog.Int("attempts", attempt))
+			return ct, nil
+		}
+		if !aerr.transient || attempt == maxAttempts {
+			s.logWarn("pandadocauth: token refresh failed", slog.Any("error", aerr.err), slog.Int("attempts", attempt))
+			return nil, classify(aerr)
+		}
+		wait := delay/2 + rand.N(delay/2+1)
+		if aerr.retryAfter > 0 {
+			wait = aerr.retryAfter
+		}
+		if deadline, has := ctx.Deadline(); has && time.Until(deadline) < wait {
+			return nil, classify(aerr)
+		}
+		s.logInfo("pandadocauth: token refresh failed; retrying", slog.Any("error", aerr.err), slog.Int("attempt", attempt), slog.Duration("wait", wait))
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, classify(aerr)
+		case <-timer.C:
+		}
+		delay *= 2
+	}
+}
+
+// transientError marks a refresh failure that may pass by itself.
+type transientError struct{ error }
+
+func (e transientError) Unwrap() error { return e.error }
+
+func classify(aerr *attemptError) error {
+	if aerr.transient {
+		return transientError{aerr.err}
+	}
+	return aerr.err
+}
+
+func isPermanent(err error) bool {
+	var t transientError
+	return !errors.As(err, &t)
+}
+
+// retrySave tries again, in the background and at most once per
+// saveRetryInterval, to save a token whose Save failed.
+func (s *TokenSource) retrySave(ct *cachedToken) {
+	now := s.clock()
+	s.mu.Lock()
+	if s.saving || now.Before(s.saveNext) {
+		s.mu.Unlock()
+		return
+	}
+	s.saving, s.saveNext = true, now.Add(saveRetryInterval)
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			s.saving = false
+			s.mu.Unlock()
+		}()
+		s.saveMu.Lock()
+		defer s.saveMu.Unlock()
+		if cur := s.cur.Load(); cur == nil || cur.tok != ct.tok {
+			return // a newer token replaced it, and was saved itself
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
+		defer cancel()
+		if err := s.Store.Save(ctx, ct.tok); err != nil {
+			s.logError("pandadocauth: saving the token failed again", slog.Any("error", err))
+			return
+		}
+		saved := *ct
+		saved.unsaved = false
+		s.cur.CompareAndSwap(ct, &saved)
+		s.logInfo("pandadocauth: token saved")
+	}()
+}
+
+func (s *TokenSource) logInfo(msg string, attrs ...slog.Attr) {
+	s.log(slog.LevelInfo, msg, attrs)
+}
+
+func (s *TokenSource) logWarn(msg string, attrs ...slog.Attr) {
+	s.log(slog.LevelWarn, msg, attrs)
+}
+
+func (s *TokenSource) logError(msg string, attrs ...slog.Attr) {
+	s.log(slog.LevelError, msg, attrs)
+}
+
+func (s *TokenSource) log(level slog.Level, msg string, attrs []slog.Attr) {
+	if s.Logger != nil {
+		s.Logger.LogAttrs(context.Background(), level, msg, attrs...)
+	}
+}
