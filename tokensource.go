@@ -203,23 +203,20 @@ func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 // Transport uses.
 func (s *TokenSource) current(ctx context.Context) (*cachedToken, error) {
 	ct := s.cur.Load()
-	if ct != nil && !ct.invalid {
-		if ct.unsaved {
-			s.retrySave(ct)
-		}
-		if ct.noExpiry {
-			return ct, nil
-		}
-		now := s.clock()
-		if now.Before(ct.early) {
-			return ct, nil
-		}
-		if now.Before(ct.hard) {
-			s.refreshInBackground(ct, now)
-			return ct, nil
+	now := s.clock()
+	if !ct.usable(now) {
+		var err error
+		if ct, err = s.await(ctx, ct); err != nil {
+			return nil, err
 		}
 	}
-	return s.await(ctx, ct)
+	if ct.unsaved {
+		s.retrySave(ct)
+	}
+	if !ct.noExpiry && !now.Before(ct.early) {
+		s.refreshInBackground(ct, now)
+	}
+	return ct, nil
 }
 
 // Invalidate tells s that the API rejected t (for example with 401). If
@@ -262,18 +259,19 @@ func (s *TokenSource) earlyWindow() time.Duration {
 	return DefaultEarlyRefresh
 }
 
-// snapshot builds the cached form of t, obtained (or loaded) at now.
-func (s *TokenSource) snapshot(t *oauth2.Token, now time.Time) *cachedToken {
+// snapshot builds the cached form of t.
+func (s *TokenSource) snapshot(t *oauth2.Token) *cachedToken {
 	ct := &cachedToken{tok: t, header: "Bearer " + t.AccessToken}
 	if t.Expiry.IsZero() {
 		ct.noExpiry = true
 		return ct
 	}
 	window := s.earlyWindow()
-	// A token's lifetime is known only for tokens obtained here; for
-	// loaded ones the time left stands in for it.
-	if lifetime := t.Expiry.Sub(now); lifetime < 2*window {
-		window = max(lifetime/2, 0)
+	// The lifetime is known from expires_in, which tokens from the
+	// endpoint carry (and FileStore keeps). A short-lived token gets half
+	// its lifetime as window, so a new token is never due at once.
+	if lifetime := time.Duration(t.ExpiresIn) * time.Second; lifetime > 0 && lifetime < 2*window {
+		window = lifetime / 2
 	}
 	skew := min(blockingSkew, window/2)
 	ct.early = t.Expiry.Add(-window)
@@ -326,7 +324,7 @@ func (s *TokenSource) flight(ctx context.Context, seen *cachedToken, background 
 	}
 	if cur == nil && s.Initial != nil {
 		t := *s.Initial
-		cur = s.snapshot(&t, now)
+		cur = s.snapshot(&t)
 		s.cur.Store(cur)
 		if ok(cur, now) {
 			return cur, nil
@@ -394,7 +392,7 @@ func (s *TokenSource) fromStore(ctx context.Context, cur *cachedToken, ok func(*
 		return cur, nil
 	}
 	now := s.clock()
-	ct := s.snapshot(stored, now)
+	ct := s.snapshot(stored)
 	if stored.AccessToken == "" {
 		ct.invalid = true // only a refresh token was stored
 	}
@@ -422,7 +420,7 @@ func (s *TokenSource) refresh(ctx context.Context, base *cachedToken) (*cachedTo
 	for attempt := 1; ; attempt++ {
 		tok, aerr := s.Config.refreshAttempt(ctx, rt, s.clock)
 		if aerr == nil {
-			ct := s.snapshot(tok, s.clock())
+			ct := s.snapshot(tok)
 			if s.Store != nil {
 				s.saveMu.Lock()
 				err := s.Store.Save(ctx, tok)

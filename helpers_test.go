@@ -1,0 +1,238 @@
+package pandadocauth
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jarcoal/httpmock"
+	"golang.org/x/oauth2"
+)
+
+// Secrets used by the tests; none may appear in an error or a log line.
+const (
+	testClientID     = "client-id-1"
+	testClientSecret = "cs-SECRET-5f2a"
+	testRefresh      = "rt-SECRET-0"
+	testAccess       = "at-SECRET-0"
+)
+
+// tokenCall is the httpmock call-count key of the token endpoint.
+const tokenCall = "POST " + TokenURL
+
+// apiURL is an API route used by transport tests.
+const apiURL = "https://api.pandadoc.com/public/v1/documents"
+
+// fakeClock is a settable clock.
+type fakeClock struct {
+	mu sync.Mutex // guards t
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// testConfig returns a Config whose token calls go to mt.
+func testConfig(mt *httpmock.MockTransport) *Config {
+	return &Config{
+		ClientID:     testClientID,
+		ClientSecret: testClientSecret,
+		HTTPClient:   &http.Client{Transport: mt},
+	}
+}
+
+// tokenServer answers refresh grants with numbered tokens (at-SECRET-1,
+// rt-SECRET-1, …), optionally holding each answer until gate is closed.
+type tokenServer struct {
+	expiresIn int  // 0 omits expires_in
+	noRotate  bool // omit refresh_token from answers
+	gate      chan struct{}
+	n         atomic.Int32
+	mu        sync.Mutex // guards forms
+	forms     []map[string]string
+}
+
+func (ts *tokenServer) responder() httpmock.Responder {
+	return func(req *http.Request) (*http.Response, error) {
+		if err := req.ParseForm(); err != nil {
+			return nil, err
+		}
+		form := map[string]string{}
+		for k := range req.PostForm {
+			form[k] = req.PostForm.Get(k)
+		}
+		form["#authorization"] = req.Header.Get("Authorization")
+		form["#content-type"] = req.Header.Get("Content-Type")
+		form["#accept"] = req.Header.Get("Accept")
+		ts.mu.Lock()
+		ts.forms = append(ts.forms, form)
+		ts.mu.Unlock()
+		n := ts.n.Add(1)
+		if ts.gate != nil {
+			select {
+			case <-ts.gate:
+			case <-req.Context().Done():
+				return nil, req.Context().Err()
+			}
+		}
+		body := map[string]any{
+			"access_token": fmt.Sprintf("at-SECRET-%d", n),
+			"token_type":   "Bearer",
+			"scope":        "read+write",
+		}
+		if ts.expiresIn != 0 {
+			body["expires_in"] = ts.expiresIn
+		}
+		if !ts.noRotate {
+			body["refresh_token"] = fmt.Sprintf("rt-SECRET-%d", n)
+		}
+		return httpmock.NewJsonResponse(200, body)
+	}
+}
+
+func (ts *tokenServer) form(i int) map[string]string {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.forms[i]
+}
+
+// newSource returns a TokenSource on a fake clock whose initial token
+// expires in expiresIn (0: no expiry), with the token endpoint answering
+// through srv.
+func newSource(t *testing.T, srv *tokenServer, expiresIn time.Duration) (*TokenSource, *httpmock.MockTransport, *fakeClock) {
+	t.Helper()
+	mt := httpmock.NewMockTransport()
+	if srv != nil {
+		mt.RegisterResponder("POST", TokenURL, srv.responder())
+	}
+	clock := newFakeClock()
+	initial := &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, TokenType: "Bearer"}
+	if expiresIn != 0 {
+		initial.Expiry = clock.Now().Add(expiresIn)
+		initial.ExpiresIn = int64(expiresIn / time.Second)
+	}
+	ts := &TokenSource{Config: testConfig(mt), Initial: initial, now: clock.Now, retryBase: time.Millisecond}
+	t.Cleanup(ts.wg.Wait)
+	return ts, mt, clock
+}
+
+// waitFor polls cond, failing the test after a generous timeout. It is
+// for events that happen on another goroutine with no signal to wait
+// on (an httpmock call count, a background goroutine's effect).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// memStore is an in-memory Store that records its calls and can fail.
+type memStore struct {
+	mu       sync.Mutex // guards all fields
+	tok      *oauth2.Token
+	saves    []*oauth2.Token
+	loads    int
+	saveErrs int // the next saveErrs Saves fail
+	loadErr  error
+	onSave   func(*oauth2.Token)
+}
+
+func (m *memStore) Load(ctx context.Context) (*oauth2.Token, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.loads++
+	if m.loadErr != nil {
+		return nil, m.loadErr
+	}
+	if m.tok == nil {
+		return nil, nil
+	}
+	t := *m.tok
+	return &t, nil
+}
+
+func (m *memStore) Save(ctx context.Context, t *oauth2.Token) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.onSave != nil {
+		m.onSave(t)
+	}
+	m.saves = append(m.saves, t)
+	if m.saveErrs > 0 {
+		m.saveErrs--
+		return errors.New("disk full")
+	}
+	c := *t
+	m.tok = &c
+	return nil
+}
+
+func (m *memStore) stored() *oauth2.Token {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.tok
+}
+
+func (m *memStore) saveCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.saves)
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers, for logs.
+type syncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newTestLogger() (*slog.Logger, *syncBuffer) {
+	buf := &syncBuffer{}
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
+}
+
+// assertNoSecret fails if s contains any test secret.
+func assertNoSecret(t *testing.T, what, s string) {
+	t.Helper()
+	for _, secret := range []string{testClientSecret, "rt-SECRET", "at-SECRET", "code-SECRET", "key-SECRET"} {
+		if strings.Contains(s, secret) {
+			t.Errorf("%s leaks a secret (%s): %s", what, secret, s)
+		}
+	}
+}

@@ -1,0 +1,743 @@
+package pandadocauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jarcoal/httpmock"
+	"golang.org/x/oauth2"
+)
+
+func TestTokenSourceHotPath(t *testing.T) {
+	srv := &tokenServer{expiresIn: 3600}
+	ts, mt, _ := newSource(t, srv, time.Hour)
+	first, err := ts.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.AccessToken != testAccess {
+		t.Fatalf("got %q, want the initial token", first.AccessToken)
+	}
+	ct1, _ := ts.current(context.Background())
+	ct2, _ := ts.current(context.Background())
+	if ct1 != ct2 {
+		t.Fatal("the cached snapshot changed between two reads of a valid token")
+	}
+	if ct1.header != "Bearer "+testAccess {
+		t.Fatalf("header %q", ct1.header)
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		if _, err := ts.Token(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Token allocates %.1f times per call on the hot path, want 0", allocs)
+	}
+	if n := mt.GetCallCountInfo()[tokenCall]; n != 0 {
+		t.Errorf("%d token POSTs for a valid token, want 0", n)
+	}
+}
+
+func TestTokenSourceZeroExpiryNeverRefreshes(t *testing.T) {
+	t.Parallel()
+	ts, mt, clock := newSource(t, &tokenServer{}, 0)
+	clock.Advance(10 * 365 * 24 * time.Hour)
+	tok, err := ts.Token()
+	if err != nil || tok.AccessToken != testAccess {
+		t.Fatalf("Token() = %v, %v; want the initial token", tok, err)
+	}
+	if n := mt.GetCallCountInfo()[tokenCall]; n != 0 {
+		t.Errorf("%d token POSTs, want 0: a zero Expiry is valid until a 401", n)
+	}
+}
+
+func TestTokenSourceConcurrentRefreshIsDeduplicated(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
+	ts, mt, clock := newSource(t, srv, time.Hour)
+	clock.Advance(2 * time.Hour) // expired
+
+	const n = 64
+	var wg sync.WaitGroup
+	results := make([]string, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok, err := ts.TokenContext(context.Background())
+			errs[i] = err
+			if err == nil {
+				results[i] = tok.AccessToken
+			}
+		}()
+	}
+	waitFor(t, "the refresh POST", func() bool { return srv.n.Load() == 1 })
+	close(srv.gate)
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || results[i] != "at-SECRET-1" {
+			t.Fatalf("caller %d: %q, %v; want at-SECRET-1", i, results[i], errs[i])
+		}
+	}
+	if got := mt.GetCallCountInfo()[tokenCall]; got != 1 {
+		t.Errorf("%d token POSTs for %d concurrent callers, want 1", got, n)
+	}
+}
+
+func TestTokenSourceFailedRefreshIsShared(t *testing.T) {
+	t.Parallel()
+	mt := httpmock.NewMockTransport()
+	gate := make(chan struct{})
+	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
+		<-gate
+		return httpmock.NewStringResponse(400, `{"error":"invalid_grant","error_description":"refresh token is expired"}`), nil
+	})
+	clock := newFakeClock()
+	ts := &TokenSource{
+		Config:  testConfig(mt),
+		Initial: &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, Expiry: clock.Now().Add(-time.Minute)},
+		now:     clock.Now,
+	}
+	const n = 50
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = ts.Token()
+		}()
+	}
+	waitFor(t, "the refresh POST", func() bool { return mt.GetCallCountInfo()[tokenCall] == 1 })
+	close(gate)
+	wg.Wait()
+	for i, err := range errs {
+		var re *oauth2.RetrieveError
+		if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
+			t.Fatalf("caller %d: %v; want a RetrieveError with ErrorCode invalid_grant", i, err)
+		}
+	}
+	if got := mt.GetCallCountInfo()[tokenCall]; got != 1 {
+		t.Errorf("%d token POSTs for %d waiters on a failing endpoint, want 1", got, n)
+	}
+
+	// Within the back-off, calls fail fast with the same error.
+	_, err := ts.Token()
+	if !errors.Is(err, errs[0]) {
+		t.Errorf("call within the back-off: %v, want the remembered error", err)
+	}
+	if got := mt.GetCallCountInfo()[tokenCall]; got != 1 {
+		t.Errorf("%d token POSTs within the back-off, want 1", got)
+	}
+	// After it, the endpoint is asked again.
+	clock.Advance(permanentFailureBackoff + time.Second)
+	if _, err := ts.Token(); err == nil {
+		t.Fatal("want the endpoint's error again")
+	}
+	if got := mt.GetCallCountInfo()[tokenCall]; got != 2 {
+		t.Errorf("%d token POSTs after the back-off, want 2", got)
+	}
+}
+
+func TestTokenSourceCallerContextEndsWhileWaiting(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
+	ts, mt, clock := newSource(t, srv, time.Hour)
+	clock.Advance(2 * time.Hour)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	leaver := make(chan error, 1)
+	go func() {
+		_, err := ts.TokenContext(ctx)
+		leaver <- err
+	}()
+	stayer := make(chan error, 1)
+	go func() {
+		_, err := ts.TokenContext(context.Background())
+		stayer <- err
+	}()
+	waitFor(t, "the refresh POST", func() bool { return srv.n.Load() == 1 })
+	cancel()
+	// The leaver returns while the endpoint still holds the refresh.
+	if err := <-leaver; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled caller got %v, want context.Canceled", err)
+	}
+	close(srv.gate)
+	if err := <-stayer; err != nil {
+		t.Fatalf("the other caller failed: %v", err)
+	}
+	tok, err := ts.Token()
+	if err != nil || tok.AccessToken != "at-SECRET-1" {
+		t.Fatalf("after the shared refresh: %v, %v", tok, err)
+	}
+	if got := mt.GetCallCountInfo()[tokenCall]; got != 1 {
+		t.Errorf("%d token POSTs, want 1", got)
+	}
+
+	// A context already past its deadline fails at once.
+	clock.Advance(2 * time.Hour)
+	dctx, dcancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer dcancel()
+	if _, err := ts.TokenContext(dctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("expired deadline: %v, want context.DeadlineExceeded", err)
+	}
+}
+
+func TestTokenSourceEarlyRefresh(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
+	ts, mt, clock := newSource(t, srv, 10*time.Minute)
+	ts.EarlyRefresh = 5 * time.Minute
+
+	clock.Advance(4 * time.Minute) // before the window
+	if tok, _ := ts.Token(); tok.AccessToken != testAccess {
+		t.Fatalf("got %q", tok.AccessToken)
+	}
+	if srv.n.Load() != 0 {
+		t.Fatal("refreshed before the early window")
+	}
+
+	clock.Advance(2 * time.Minute) // inside the window, 4 minutes left
+	for range 100 {
+		// Served at once while the gated refresh runs in the background.
+		tok, err := ts.Token()
+		if err != nil || tok.AccessToken != testAccess {
+			t.Fatalf("inside the window: %v, %v; want the current token", tok, err)
+		}
+	}
+	waitFor(t, "the background refresh POST", func() bool { return srv.n.Load() == 1 })
+	for range 100 {
+		ts.Token()
+	}
+	close(srv.gate)
+	ts.wg.Wait()
+	tok, err := ts.Token()
+	if err != nil || tok.AccessToken != "at-SECRET-1" {
+		t.Fatalf("after the background refresh: %v, %v", tok, err)
+	}
+	if got := mt.GetCallCountInfo()[tokenCall]; got != 1 {
+		t.Errorf("%d token POSTs, want 1 background refresh at a time", got)
+	}
+}
+
+func TestTokenSourceEarlyRefreshFailureKeepsServing(t *testing.T) {
+	t.Parallel()
+	mt := httpmock.NewMockTransport()
+	mt.RegisterResponder("POST", TokenURL, httpmock.NewStringResponder(500, "boom"))
+	clock := newFakeClock()
+	logger, logs := newTestLogger()
+	ts := &TokenSource{
+		Config:    testConfig(mt),
+		Initial:   &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, Expiry: clock.Now().Add(10 * time.Minute)},
+		Logger:    logger,
+		now:       clock.Now,
+		retryBase: time.Millisecond,
+	}
+	t.Cleanup(ts.wg.Wait)
+	clock.Advance(6 * time.Minute)
+	if tok, err := ts.Token(); err != nil || tok.AccessToken != testAccess {
+		t.Fatalf("%v, %v", tok, err)
+	}
+	ts.wg.Wait()
+	if got := mt.GetCallCountInfo()[tokenCall]; got != maxAttempts {
+		t.Fatalf("%d POSTs, want %d attempts for a 500", got, maxAttempts)
+	}
+	// The valid token keeps being served, and no new attempt starts
+	// before the back-off ends.
+	for range 10 {
+		if tok, err := ts.Token(); err != nil || tok.AccessToken != testAccess {
+			t.Fatalf("after a failed early refresh: %v, %v", tok, err)
+		}
+	}
+	ts.wg.Wait()
+	if got := mt.GetCallCountInfo()[tokenCall]; got != maxAttempts {
+		t.Fatalf("%d POSTs within the back-off, want %d", got, maxAttempts)
+	}
+	clock.Advance(minBackgroundBackoff + time.Second)
+	ts.Token()
+	ts.wg.Wait()
+	if got := mt.GetCallCountInfo()[tokenCall]; got != 2*maxAttempts {
+		t.Fatalf("%d POSTs after the back-off, want %d", got, 2*maxAttempts)
+	}
+	if !strings.Contains(logs.String(), "early refresh failed") {
+		t.Errorf("the failure was not logged: %s", logs)
+	}
+	assertNoSecret(t, "log", logs.String())
+}
+
+func TestTokenSourceShortLivedTokenWindow(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name     string
+		lifetime time.Duration
+		early    time.Duration
+		at       time.Duration
+		refresh  bool
+	}{
+		{"default window, long token, before it", time.Hour, 0, 54 * time.Minute, false},
+		{"default window, long token, inside it", time.Hour, 0, 56 * time.Minute, true},
+		{"60s token gets a 30s window, before it", time.Minute, 0, 29 * time.Second, false},
+		{"60s token gets a 30s window, inside it", time.Minute, 0, 31 * time.Second, true},
+		{"explicit window, short token", 10 * time.Second, time.Minute, 4 * time.Second, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ts, mt, clock := newSource(t, &tokenServer{expiresIn: int(tc.lifetime / time.Second)}, tc.lifetime)
+			ts.EarlyRefresh = tc.early
+			clock.Advance(tc.at)
+			tok, err := ts.Token()
+			if err != nil || tok.AccessToken != testAccess {
+				t.Fatalf("%v, %v; want the current token served", tok, err)
+			}
+			ts.wg.Wait()
+			if got, want := mt.GetCallCountInfo()[tokenCall], map[bool]int{false: 0, true: 1}[tc.refresh]; got != want {
+				t.Errorf("%d POSTs, want %d", got, want)
+			}
+			if tc.refresh {
+				// The refreshed token is not itself due: no loop.
+				for range 10 {
+					ts.Token()
+				}
+				ts.wg.Wait()
+				if got := mt.GetCallCountInfo()[tokenCall]; got != 1 {
+					t.Errorf("%d POSTs after the refresh, want 1", got)
+				}
+			}
+		})
+	}
+}
+
+func TestTokenSourceBlocksOnlyNearExpiry(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600}
+	ts, _, clock := newSource(t, srv, 10*time.Minute)
+	// Within blockingSkew of expiry the old token is no longer served.
+	clock.Advance(10*time.Minute - blockingSkew + time.Second)
+	tok, err := ts.Token()
+	if err != nil || tok.AccessToken != "at-SECRET-1" {
+		t.Fatalf("%v, %v; want a new token", tok, err)
+	}
+}
+
+func TestTokenSourceRetries(t *testing.T) {
+	t.Parallel()
+	ok := httpmock.NewStringResponder(200, `{"access_token":"at-SECRET-1","expires_in":3600,"refresh_token":"rt-SECRET-1"}`)
+	cases := []struct {
+		name      string
+		responder httpmock.Responder
+		posts     int
+		wantErr   bool
+		transient bool
+	}{
+		{"503 then success", httpmock.NewStringResponder(503, "busy").Once().Then(ok), 2, false, false},
+		{"network error then success", httpmock.NewErrorResponder(errors.New("connection reset by peer")).Once().Then(ok), 2, false, false},
+		{"429 then success", httpmock.NewStringResponder(429, "slow down").Once().Then(ok), 2, false, false},
+		{"500 every time", httpmock.NewStringResponder(500, "boom"), maxAttempts, true, true},
+		{"invalid_grant is not retried", httpmock.NewStringResponder(400, `{"error":"invalid_grant"}`), 1, true, false},
+		{"invalid_client is not retried", httpmock.NewStringResponder(401, `{"error":"invalid_client"}`), 1, true, false},
+		{"Retry-After past the deadline gives up", httpmock.NewStringResponder(429, "").HeaderSet(map[string][]string{"Retry-After": {"3600"}}), 1, true, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ts, mt, clock := newSource(t, nil, time.Hour)
+			mt.RegisterResponder("POST", TokenURL, tc.responder)
+			clock.Advance(2 * time.Hour)
+			tok, err := ts.Token()
+			if got := mt.GetCallCountInfo()[tokenCall]; got != tc.posts {
+				t.Errorf("%d POSTs, want %d", got, tc.posts)
+			}
+			if tc.wantErr {
+				if err == nil {
+					t.Fatal("want an error")
+				}
+				if isPermanent(err) == tc.transient {
+					t.Errorf("transient = %v, want %v", !isPermanent(err), tc.transient)
+				}
+				assertNoSecret(t, "error", err.Error())
+				return
+			}
+			if err != nil || tok.AccessToken != "at-SECRET-1" {
+				t.Fatalf("%v, %v", tok, err)
+			}
+		})
+	}
+}
+
+func TestTokenSourceHonoursRetryAfter(t *testing.T) {
+	t.Parallel()
+	ts, mt, clock := newSource(t, nil, time.Hour)
+	var first time.Time
+	var gap time.Duration
+	calls := 0
+	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
+		calls++
+		if calls == 1 {
+			first = time.Now()
+			r := httpmock.NewStringResponse(429, "")
+			r.Header.Set("Retry-After", "1")
+			return r, nil
+		}
+		gap = time.Since(first)
+		return httpmock.NewStringResponse(200, `{"access_token":"at-SECRET-1"}`), nil
+	})
+	clock.Advance(2 * time.Hour)
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	// A lower bound only: the retry cannot come before Retry-After.
+	if gap < time.Second {
+		t.Errorf("retried after %v, before Retry-After's 1s", gap)
+	}
+}
+
+func TestTokenSourceBadResponses(t *testing.T) {
+	t.Parallel()
+	huge := `{"access_token":"at-SECRET-1","pad":"` + strings.Repeat("x", maxBodyBytes) + `"}`
+	cases := []struct {
+		name      string
+		status    int
+		body      string
+		malformed bool   // errors.Is ErrMalformedResponse
+		code      string // RetrieveError.ErrorCode
+		expiresIn int64  // for valid ones
+	}{
+		{"HTML page", 200, "<html><body>maintenance</body></html>", true, "", 0},
+		{"empty body", 200, "", true, "", 0},
+		{"truncated JSON", 200, `{"access_token":"at-SEC`, true, "", 0},
+		{"JSON array", 200, `[1,2]`, true, "", 0},
+		{"no access_token", 200, `{"token_type":"Bearer","expires_in":3600}`, true, "", 0},
+		{"negative expires_in", 200, `{"access_token":"at-SECRET-1","expires_in":-5}`, true, "", 0},
+		{"huge expires_in", 200, `{"access_token":"at-SECRET-1","expires_in":1e15}`, true, "", 0},
+		{"non-numeric expires_in", 200, `{"access_token":"at-SECRET-1","expires_in":"soon"}`, true, "", 0},
+		{"boolean expires_in", 200, `{"access_token":"at-SECRET-1","expires_in":true}`, true, "", 0},
+		{"body over 1 MiB", 200, huge, true, "", 0},
+		{"200 carrying error", 200, `{"error":"invalid_grant","error_description":"nope"}`, false, "invalid_grant", 0},
+		{"400 HTML", 400, "<html>bad</html>", false, "", 0},
+		{"numeric string expires_in", 200, `{"access_token":"at-SECRET-1","expires_in":"3600"}`, false, "", 3600},
+		{"float expires_in", 200, `{"access_token":"at-SECRET-1","expires_in":31535999.0}`, false, "", 31535999},
+		{"null expires_in", 200, `{"access_token":"at-SECRET-1","expires_in":null}`, false, "", 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			mt := httpmock.NewMockTransport()
+			mt.RegisterResponder("POST", TokenURL, httpmock.NewStringResponder(tc.status, tc.body))
+			tok, err := testConfig(mt).Refresh(context.Background(), testRefresh)
+			valid := !tc.malformed && tc.code == "" && tc.status == 200
+			if valid {
+				if err != nil {
+					t.Fatalf("want a token, got %v", err)
+				}
+				if tok.ExpiresIn != tc.expiresIn || (tc.expiresIn == 0) != tok.Expiry.IsZero() {
+					t.Errorf("ExpiresIn %d, Expiry %v; want %d", tok.ExpiresIn, tok.Expiry, tc.expiresIn)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("want an error, got token %+v", tok)
+			}
+			if tok != nil {
+				t.Error("a token came back with the error")
+			}
+			if got := errors.Is(err, ErrMalformedResponse); got != tc.malformed {
+				t.Errorf("errors.Is(err, ErrMalformedResponse) = %v: %v", got, err)
+			}
+			var re *oauth2.RetrieveError
+			if tc.code != "" && (!errors.As(err, &re) || re.ErrorCode != tc.code) {
+				t.Errorf("want a RetrieveError with code %q, got %v", tc.code, err)
+			}
+			if !strings.HasPrefix(err.Error(), "pandadocauth: ") {
+				t.Errorf("error %q lacks the package prefix", err)
+			}
+			assertNoSecret(t, "error", err.Error())
+		})
+	}
+}
+
+func TestTokenSourceKeepsRefreshTokenWhenOmitted(t *testing.T) {
+	t.Parallel()
+	store := &memStore{}
+	ts, _, clock := newSource(t, &tokenServer{expiresIn: 3600, noRotate: true}, time.Hour)
+	ts.Store = store
+	clock.Advance(2 * time.Hour)
+	tok, err := ts.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.AccessToken != "at-SECRET-1" || tok.RefreshToken != testRefresh {
+		t.Fatalf("got access %q refresh %q; want the old refresh token kept", tok.AccessToken, tok.RefreshToken)
+	}
+	if s := store.stored(); s == nil || s.RefreshToken != testRefresh {
+		t.Fatalf("stored %+v; want the kept refresh token", s)
+	}
+}
+
+func TestTokenSourceSavesBeforeUse(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600}
+	ts, _, clock := newSource(t, srv, time.Hour)
+	var servedAtSave string
+	store := &memStore{}
+	store.onSave = func(tok *oauth2.Token) {
+		servedAtSave = ts.cur.Load().tok.AccessToken
+	}
+	ts.Store = store
+	clock.Advance(2 * time.Hour)
+	tok, err := ts.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.RefreshToken != "rt-SECRET-1" {
+		t.Fatalf("refresh token %q, want the rotated one", tok.RefreshToken)
+	}
+	if servedAtSave != testAccess {
+		t.Errorf("when Save ran, %q was already served; the new token must be saved before use", servedAtSave)
+	}
+	if s := store.stored(); s == nil || s.RefreshToken != "rt-SECRET-1" {
+		t.Errorf("stored %v; want the rotated refresh token", s)
+	}
+	if got := srv.form(0)["refresh_token"]; got != testRefresh {
+		t.Errorf("refreshed with %q", got)
+	}
+}
+
+func TestTokenSourceSaveFailureIsRetried(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600}
+	ts, _, clock := newSource(t, srv, time.Hour)
+	store := &memStore{saveErrs: 2}
+	logger, logs := newTestLogger()
+	ts.Store, ts.Logger = store, logger
+	clock.Advance(2 * time.Hour)
+
+	tok, err := ts.Token()
+	if err != nil || tok.AccessToken != "at-SECRET-1" {
+		t.Fatalf("a failed Save must not lose the token: %v, %v", tok, err)
+	}
+	if !strings.Contains(logs.String(), "saving the new token failed") {
+		t.Errorf("the Save failure was not logged: %s", logs)
+	}
+	// Many calls within a second: one retry.
+	for range 50 {
+		if tok, _ := ts.Token(); tok.AccessToken != "at-SECRET-1" {
+			t.Fatal("lost the new token")
+		}
+	}
+	ts.wg.Wait()
+	if got := store.saveCount(); got != 2 {
+		t.Fatalf("%d Saves, want 2 (the first and one retry)", got)
+	}
+	clock.Advance(saveRetryInterval)
+	ts.Token()
+	ts.wg.Wait()
+	if got := store.saveCount(); got != 3 {
+		t.Fatalf("%d Saves, want 3", got)
+	}
+	if s := store.stored(); s == nil || s.RefreshToken != "rt-SECRET-1" {
+		t.Fatalf("stored %v after the retry succeeded", s)
+	}
+	// Saved: no more retries.
+	clock.Advance(saveRetryInterval)
+	ts.Token()
+	ts.wg.Wait()
+	if got := store.saveCount(); got != 3 {
+		t.Errorf("%d Saves after success, want 3", got)
+	}
+	assertNoSecret(t, "log", logs.String())
+}
+
+func TestTokenSourceUnsavedTokenOutranksStore(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600}
+	ts, _, clock := newSource(t, srv, time.Hour)
+	store := &memStore{saveErrs: 100, tok: &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh}}
+	ts.Store = store
+	clock.Advance(2 * time.Hour)
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Hour)
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	ts.wg.Wait()
+	// The second refresh used the rotated token, not the stale stored one.
+	if got := srv.form(1)["refresh_token"]; got != "rt-SECRET-1" {
+		t.Errorf("second refresh used %q, want rt-SECRET-1", got)
+	}
+}
+
+func TestTokenSourceStore(t *testing.T) {
+	t.Parallel()
+	t.Run("loads when Initial is nil", func(t *testing.T) {
+		t.Parallel()
+		clock := newFakeClock()
+		store := &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-9", RefreshToken: "rt-SECRET-9", Expiry: clock.Now().Add(time.Hour)}}
+		mt := httpmock.NewMockTransport()
+		ts := &TokenSource{Config: testConfig(mt), Store: store, now: clock.Now}
+		tok, err := ts.Token()
+		if err != nil || tok.AccessToken != "at-SECRET-9" {
+			t.Fatalf("%v, %v", tok, err)
+		}
+		if n := mt.GetTotalCallCount(); n != 0 {
+			t.Errorf("%d POSTs", n)
+		}
+	})
+	t.Run("adopts a valid token another process stored", func(t *testing.T) {
+		t.Parallel()
+		ts, mt, clock := newSource(t, &tokenServer{expiresIn: 3600}, time.Hour)
+		store := &memStore{}
+		ts.Store = store
+		clock.Advance(2 * time.Hour)
+		store.tok = &oauth2.Token{AccessToken: "at-SECRET-other", RefreshToken: "rt-SECRET-other", Expiry: clock.Now().Add(time.Hour)}
+		tok, err := ts.Token()
+		if err != nil || tok.AccessToken != "at-SECRET-other" {
+			t.Fatalf("%v, %v; want the stored token adopted", tok, err)
+		}
+		if n := mt.GetCallCountInfo()[tokenCall]; n != 0 {
+			t.Errorf("%d POSTs, want 0", n)
+		}
+	})
+	t.Run("refreshes with a newer stored refresh token", func(t *testing.T) {
+		t.Parallel()
+		srv := &tokenServer{expiresIn: 3600}
+		ts, _, clock := newSource(t, srv, time.Hour)
+		store := &memStore{}
+		ts.Store = store
+		clock.Advance(2 * time.Hour)
+		store.tok = &oauth2.Token{AccessToken: "at-SECRET-other", RefreshToken: "rt-SECRET-other", Expiry: clock.Now().Add(-time.Minute)}
+		if _, err := ts.Token(); err != nil {
+			t.Fatal(err)
+		}
+		if got := srv.form(0)["refresh_token"]; got != "rt-SECRET-other" {
+			t.Errorf("refreshed with %q, want the stored rt-SECRET-other", got)
+		}
+	})
+	t.Run("nothing anywhere", func(t *testing.T) {
+		t.Parallel()
+		ts := &TokenSource{Config: testConfig(httpmock.NewMockTransport()), Store: &memStore{}}
+		if _, err := ts.Token(); !errors.Is(err, ErrNoToken) {
+			t.Errorf("%v, want ErrNoToken", err)
+		}
+		ts = &TokenSource{Config: testConfig(httpmock.NewMockTransport())}
+		if _, err := ts.Token(); !errors.Is(err, ErrNoToken) {
+			t.Errorf("%v, want ErrNoToken", err)
+		}
+	})
+	t.Run("failing Load with no token is an error", func(t *testing.T) {
+		t.Parallel()
+		ts := &TokenSource{Config: testConfig(httpmock.NewMockTransport()), Store: &memStore{loadErr: errors.New("db down")}}
+		if _, err := ts.Token(); err == nil || !strings.Contains(err.Error(), "db down") {
+			t.Errorf("%v, want the Load error", err)
+		}
+	})
+	t.Run("failing Load at refresh keeps the cached refresh token", func(t *testing.T) {
+		t.Parallel()
+		srv := &tokenServer{expiresIn: 3600}
+		ts, _, clock := newSource(t, srv, time.Hour)
+		ts.Store = &memStore{loadErr: errors.New("db down")}
+		clock.Advance(2 * time.Hour)
+		if tok, err := ts.Token(); err != nil || tok.AccessToken != "at-SECRET-1" {
+			t.Fatalf("%v, %v", tok, err)
+		}
+	})
+	t.Run("no refresh token", func(t *testing.T) {
+		t.Parallel()
+		clock := newFakeClock()
+		mt := httpmock.NewMockTransport()
+		ts := &TokenSource{Config: testConfig(mt), Initial: &oauth2.Token{AccessToken: testAccess, Expiry: clock.Now().Add(-time.Second)}, now: clock.Now}
+		if _, err := ts.Token(); !errors.Is(err, ErrNoRefreshToken) {
+			t.Errorf("%v, want ErrNoRefreshToken", err)
+		}
+		if n := mt.GetTotalCallCount(); n != 0 {
+			t.Errorf("%d POSTs", n)
+		}
+	})
+	t.Run("nil Config", func(t *testing.T) {
+		t.Parallel()
+		ts := &TokenSource{Initial: &oauth2.Token{AccessToken: testAccess, Expiry: time.Now().Add(-time.Second), RefreshToken: testRefresh}}
+		if _, err := ts.Token(); err == nil {
+			t.Error("want an error")
+		}
+	})
+}
+
+func TestTokenSourceInvalidate(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600}
+	ts, mt, _ := newSource(t, srv, time.Hour)
+	old, _ := ts.Token()
+	if !ts.Invalidate(old) {
+		t.Fatal("Invalidate of the current token returned false")
+	}
+	if ts.Invalidate(old) {
+		t.Error("a second Invalidate of the same token returned true")
+	}
+	fresh, err := ts.Token()
+	if err != nil || fresh.AccessToken != "at-SECRET-1" {
+		t.Fatalf("%v, %v", fresh, err)
+	}
+	// A late rejection of the replaced token changes nothing.
+	if ts.Invalidate(old) {
+		t.Error("Invalidate of a replaced token returned true")
+	}
+	if tok, _ := ts.Token(); tok != fresh {
+		t.Error("a late Invalidate threw away the newer token")
+	}
+	if n := mt.GetCallCountInfo()[tokenCall]; n != 1 {
+		t.Errorf("%d POSTs, want 1", n)
+	}
+}
+
+func TestTokenSourceNoSecretInStrings(t *testing.T) {
+	t.Parallel()
+	ts, _, _ := newSource(t, &tokenServer{}, time.Hour)
+	ts.Token()
+	conf := *ts.Config
+	for _, s := range []string{
+		fmt.Sprint(ts), fmt.Sprintf("%+v", ts), fmt.Sprintf("%#v", ts), fmt.Sprintf("%v", *ts.Config),
+		fmt.Sprintf("%+v", conf), fmt.Sprintf("%#v", &conf), fmt.Sprint(APIKeyTransport{Key: "key-SECRET"}),
+		fmt.Sprintf("%+v", &APIKeyTransport{Key: "key-SECRET"}),
+	} {
+		assertNoSecret(t, "String", s)
+	}
+}
+
+func TestTokenSourceRedactsEndpointErrors(t *testing.T) {
+	t.Parallel()
+	echo := `{"error":"invalid_grant","error_description":"refresh token ` + testRefresh + ` of client ` + testClientSecret + ` is revoked"}`
+	for _, status := range []int{400, 200} {
+		mt := httpmock.NewMockTransport()
+		mt.RegisterResponder("POST", TokenURL, httpmock.NewStringResponder(status, echo))
+		_, err := testConfig(mt).Refresh(context.Background(), testRefresh)
+		var re *oauth2.RetrieveError
+		if !errors.As(err, &re) {
+			t.Fatalf("status %d: %v, want a RetrieveError", status, err)
+		}
+		assertNoSecret(t, "error", err.Error())
+		assertNoSecret(t, "RetrieveError", re.Error())
+		assertNoSecret(t, "RetrieveError.Body", string(re.Body))
+		assertNoSecret(t, "RetrieveError.ErrorDescription", re.ErrorDescription)
+	}
+	// The same without an error code: the body is what RetrieveError
+	// prints.
+	mt := httpmock.NewMockTransport()
+	mt.RegisterResponder("POST", TokenURL, httpmock.NewStringResponder(502, "<p>upstream said "+testClientSecret+"</p>"))
+	_, err := testConfig(mt).Refresh(context.Background(), testRefresh)
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.Response.StatusCode != 502 {
+		t.Fatalf("%v", err)
+	}
+	assertNoSecret(t, "RetrieveError", re.Error())
+	assertNoSecret(t, "error", err.Error())
+}
