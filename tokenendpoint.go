@@ -198,7 +198,9 @@ func mediaTypeOr(resp *http.Response, def string) string {
 // tokenRejection is a 2xx response that carries an OAuth "error" member.
 type tokenRejection struct{ code, description, uri string }
 
-func (e *tokenRejection) Error() string { return "token endpoint returned error " + strconv.Quote(e.code) }
+func (e *tokenRejection) Error() string {
+	return "token endpoint returned error " + strconv.Quote(e.code)
+}
 
 // tokenResponse is PandaDoc's OAuth2AccessTokenResponse. No member is
 // marked required by PandaDoc's specification.

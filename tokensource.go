@@ -261,7 +261,8 @@ func (s *TokenSource) earlyWindow() time.Duration {
 
 // snapshot builds the cached form of t.
 func (s *TokenSource) snapshot(t *oauth2.Token) *cachedToken {
-	ct := &cachedToken{tok: t, header: "Bearer " + t.AccessToken}
+	// A token saved with only its refresh token has nothing to send.
+	ct := &cachedToken{tok: t, header: "Bearer " + t.AccessToken, invalid: t.AccessToken == ""}
 	if t.Expiry.IsZero() {
 		ct.noExpiry = true
 		return ct
@@ -393,9 +394,6 @@ func (s *TokenSource) fromStore(ctx context.Context, cur *cachedToken, ok func(*
 	}
 	now := s.clock()
 	ct := s.snapshot(stored)
-	if stored.AccessToken == "" {
-		ct.invalid = true // only a refresh token was stored
-	}
 	if cur != nil && stored.AccessToken == cur.tok.AccessToken && cur.invalid {
 		ct.invalid = true // the API rejected it already
 	}

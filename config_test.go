@@ -1,0 +1,147 @@
+package pandadocauth
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/jarcoal/httpmock"
+	"golang.org/x/oauth2"
+)
+
+func TestConfigAuthCodeURL(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		conf Config
+		arg  string
+		want string
+	}{
+		{"defaults", Config{ClientID: "id"}, "",
+			"https://app.pandadoc.com/oauth2/authorize?client_id=id&response_type=code&scope=read+write"},
+		{"redirect and state", Config{ClientID: "id", RedirectURL: "http://127.0.0.1:8765/callback"}, "xyz",
+			"https://app.pandadoc.com/oauth2/authorize?client_id=id&redirect_uri=http%3A%2F%2F127.0.0.1%3A8765%2Fcallback&response_type=code&scope=read+write&state=xyz"},
+		{"explicit scopes", Config{ClientID: "id", Scopes: []string{"read"}}, "",
+			"https://app.pandadoc.com/oauth2/authorize?client_id=id&response_type=code&scope=read"},
+		{"own auth URL", Config{ClientID: "id", AuthURL: "http://127.0.0.1:9/oauth2/authorize"}, "s",
+			"http://127.0.0.1:9/oauth2/authorize?client_id=id&response_type=code&scope=read+write&state=s"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.conf.AuthCodeURL(tc.arg); got != tc.want {
+				t.Errorf("got  %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+	if Endpoint.AuthStyle != oauth2.AuthStyleInParams || Endpoint.TokenURL != TokenURL || Endpoint.AuthURL != AuthURL {
+		t.Errorf("Endpoint = %+v", Endpoint)
+	}
+}
+
+func TestConfigTokenRequests(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		conf func(*Config)
+		call func(*Config) (*oauth2.Token, error)
+		want url.Values
+	}{
+		{"exchange", func(c *Config) {},
+			func(c *Config) (*oauth2.Token, error) { return c.Exchange(context.Background(), "code-SECRET") },
+			url.Values{"grant_type": {"authorization_code"}, "client_id": {testClientID}, "client_secret": {testClientSecret}, "code": {"code-SECRET"}}},
+		{"exchange with redirect and scopes", func(c *Config) { c.RedirectURL = "http://127.0.0.1/cb"; c.Scopes = []string{"read", "write"} },
+			func(c *Config) (*oauth2.Token, error) { return c.Exchange(context.Background(), "code-SECRET") },
+			url.Values{"grant_type": {"authorization_code"}, "client_id": {testClientID}, "client_secret": {testClientSecret}, "code": {"code-SECRET"}, "redirect_uri": {"http://127.0.0.1/cb"}, "scope": {"read write"}}},
+		{"refresh", func(c *Config) {},
+			func(c *Config) (*oauth2.Token, error) { return c.Refresh(context.Background(), testRefresh) },
+			url.Values{"grant_type": {"refresh_token"}, "client_id": {testClientID}, "client_secret": {testClientSecret}, "refresh_token": {testRefresh}}},
+		{"refresh with scope", func(c *Config) { c.Scopes = []string{"read"} },
+			func(c *Config) (*oauth2.Token, error) { return c.Refresh(context.Background(), testRefresh) },
+			url.Values{"grant_type": {"refresh_token"}, "client_id": {testClientID}, "client_secret": {testClientSecret}, "refresh_token": {testRefresh}, "scope": {"read"}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			mt := httpmock.NewMockTransport()
+			var got url.Values
+			var header http.Header
+			mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
+				req.ParseForm()
+				got, header = req.PostForm, req.Header
+				return httpmock.NewStringResponse(200, `{"access_token":"at-SECRET-1","token_type":"Bearer","expires_in":31535999,"scope":"read+write","refresh_token":"rt-SECRET-1"}`), nil
+			})
+			conf := testConfig(mt)
+			tc.conf(conf)
+			before := time.Now()
+			tok, err := tc.call(conf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Encode() != tc.want.Encode() {
+				t.Errorf("form\n got  %s\n want %s", got.Encode(), tc.want.Encode())
+			}
+			if header.Get("Authorization") != "" || header.Get("Content-Type") != "application/x-www-form-urlencoded" || header.Get("Accept") != "application/json" {
+				t.Errorf("headers %v", header)
+			}
+			if tok.AccessToken != "at-SECRET-1" || tok.RefreshToken != "rt-SECRET-1" || tok.Type() != "Bearer" || tok.Extra("scope") != "read+write" {
+				t.Errorf("token %+v", tok)
+			}
+			if exp := before.Add(31535999 * time.Second); tok.Expiry.Before(exp) || tok.Expiry.After(exp.Add(time.Minute)) {
+				t.Errorf("expiry %v", tok.Expiry)
+			}
+		})
+	}
+}
+
+func TestConfigExchangeIsNeverRetried(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{500, 503, 429} {
+		mt := httpmock.NewMockTransport()
+		mt.RegisterResponder("POST", TokenURL, httpmock.NewStringResponder(status, "busy"))
+		_, err := testConfig(mt).Exchange(context.Background(), "code-SECRET")
+		var re *oauth2.RetrieveError
+		if !errors.As(err, &re) || re.Response.StatusCode != status {
+			t.Errorf("%d: %v, want a RetrieveError", status, err)
+		}
+		if n := mt.GetCallCountInfo()[tokenCall]; n != 1 {
+			t.Errorf("%d: %d POSTs, want 1: codes are single-use", status, n)
+		}
+		assertNoSecret(t, "error", err.Error())
+	}
+	if _, err := (&Config{}).Exchange(context.Background(), ""); !errors.Is(err, ErrEmptyCode) {
+		t.Errorf("empty code: %v", err)
+	}
+}
+
+func TestConfigHTTPClientFromContext(t *testing.T) {
+	t.Parallel()
+	mt := httpmock.NewMockTransport()
+	mt.RegisterResponder("POST", TokenURL, httpmock.NewStringResponder(200, `{"access_token":"at-SECRET-1"}`))
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: mt})
+	conf := &Config{ClientID: testClientID, ClientSecret: testClientSecret}
+	if _, err := conf.Refresh(ctx, testRefresh); err != nil {
+		t.Fatal(err)
+	}
+	if n := mt.GetCallCountInfo()[tokenCall]; n != 1 {
+		t.Errorf("%d POSTs through the context's client, want 1", n)
+	}
+	if defaultHTTPClient.Timeout <= 0 || defaultHTTPClient == http.DefaultClient {
+		t.Error("the default token client must have a finite timeout")
+	}
+}
+
+func TestConfigRefusesPlainHTTPTokenURL(t *testing.T) {
+	t.Parallel()
+	mt := httpmock.NewMockTransport()
+	conf := testConfig(mt)
+	conf.TokenURL = "http://api.pandadoc.com/oauth2/access_token"
+	if _, err := conf.Refresh(context.Background(), testRefresh); !errors.Is(err, ErrInsecureRequest) {
+		t.Errorf("%v, want ErrInsecureRequest", err)
+	}
+	if n := mt.GetTotalCallCount(); n != 0 {
+		t.Errorf("%d requests sent", n)
+	}
+}

@@ -1,0 +1,555 @@
+package pandadocauth
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jarcoal/httpmock"
+	"golang.org/x/oauth2"
+)
+
+// apiResponder answers 200 to requests whose Bearer token is accepted
+// and PandaDoc's 401 to the others, recording the bodies it received.
+type apiResponder struct {
+	accept func(token string) bool
+	mu     sync.Mutex // guards bodies and auths
+	bodies []string
+	auths  []string
+}
+
+func (a *apiResponder) responder() httpmock.Responder {
+	return func(req *http.Request) (*http.Response, error) {
+		var body []byte
+		if req.Body != nil {
+			body, _ = io.ReadAll(req.Body)
+		}
+		auth := req.Header.Get("Authorization")
+		a.mu.Lock()
+		a.bodies = append(a.bodies, string(body))
+		a.auths = append(a.auths, auth)
+		a.mu.Unlock()
+		if !a.accept(strings.TrimPrefix(auth, "Bearer ")) {
+			return httpmock.NewStringResponse(401, `{"type":"authentication_error","detail":"Authentication credentials were not provided."}`), nil
+		}
+		return httpmock.NewStringResponse(200, `{"results":[]}`), nil
+	}
+}
+
+// closeCounter is a request body that counts Close calls.
+type closeCounter struct {
+	io.Reader
+	closed atomic.Int32
+}
+
+func (c *closeCounter) Close() error {
+	c.closed.Add(1)
+	return nil
+}
+
+// errSource is an oauth2.TokenSource that fails.
+type errSource struct{}
+
+func (errSource) Token() (*oauth2.Token, error) { return nil, errors.New("no token today") }
+
+func TestTransportSetsBearerAndLeavesRequestAlone(t *testing.T) {
+	t.Parallel()
+	ts, mt, _ := newSource(t, &tokenServer{}, time.Hour)
+	api := &apiResponder{accept: func(string) bool { return true }}
+	mt.RegisterResponder("GET", apiURL, api.responder())
+	req, _ := http.NewRequest("GET", apiURL, nil)
+	req.Header.Set("X-Caller", "kept")
+	before := req.Header.Clone()
+	resp, err := (&Transport{Source: ts, Base: mt}).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := api.auths[0]; got != "Bearer "+testAccess {
+		t.Errorf("Authorization %q", got)
+	}
+	if len(req.Header) != len(before) || req.Header.Get("Authorization") != "" || req.Header.Get("X-Caller") != "kept" {
+		t.Errorf("the caller's request was modified: %v", req.Header)
+	}
+}
+
+func TestTransportCloseRequestBody(t *testing.T) {
+	t.Parallel()
+	okBase := httpmock.NewMockTransport()
+	okBase.RegisterResponder("POST", apiURL, func(req *http.Request) (*http.Response, error) {
+		req.Body.Close() // as a real transport does
+		return httpmock.NewStringResponse(200, ""), nil
+	})
+	errBase := httpmock.NewMockTransport()
+	errBase.RegisterNoResponder(func(req *http.Request) (*http.Response, error) {
+		req.Body.Close()
+		return nil, errors.New("network down")
+	})
+	valid := oauth2.StaticTokenSource(&oauth2.Token{AccessToken: testAccess})
+	expired := &TokenSource{Config: testConfig(httpmock.NewMockTransport()), Initial: &oauth2.Token{AccessToken: testAccess, Expiry: time.Now().Add(-time.Hour)}}
+	cases := []struct {
+		name    string
+		rt      http.RoundTripper
+		url     string
+		wantErr bool
+	}{
+		{"success", &Transport{Source: valid, Base: okBase}, apiURL, false},
+		{"base error", &Transport{Source: valid, Base: errBase}, apiURL, true},
+		{"nil source", &Transport{Base: okBase}, apiURL, true},
+		{"token source error", &Transport{Source: errSource{}, Base: okBase}, apiURL, true},
+		{"TokenSource error", &Transport{Source: expired, Base: okBase}, apiURL, true},
+		{"plain http", &Transport{Source: valid, Base: okBase}, "http://api.pandadoc.com/public/v1/documents", true},
+		{"API key success", &APIKeyTransport{Key: "key-SECRET", Base: okBase}, apiURL, false},
+		{"API key empty", &APIKeyTransport{Base: okBase}, apiURL, true},
+		{"API key plain http", &APIKeyTransport{Key: "key-SECRET", Base: okBase}, "http://api.pandadoc.com/x", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			body := &closeCounter{Reader: strings.NewReader("{}")}
+			req, _ := http.NewRequest("POST", tc.url, body)
+			resp, err := tc.rt.RoundTrip(req)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tc.wantErr)
+			}
+			if err != nil {
+				if resp != nil {
+					t.Error("a response came back with the error")
+				}
+				// Base's errors pass through unchanged, like x/oauth2's.
+				if tc.name != "base error" && !strings.HasPrefix(err.Error(), "pandadocauth: ") {
+					t.Errorf("error %q lacks the package prefix", err)
+				}
+				assertNoSecret(t, "error", err.Error())
+			} else {
+				resp.Body.Close()
+			}
+			if n := body.closed.Load(); n != 1 {
+				t.Errorf("request body closed %d times, want 1", n)
+			}
+		})
+	}
+}
+
+func TestTransportRefusesPlainHTTP(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		url  string
+		sent bool
+	}{
+		{"http://api.pandadoc.com/public/v1/documents", false},
+		{"http://10.0.0.1/x", false},
+		{"http://127.0.0.1:8080/x", true},
+		{"http://localhost:8080/x", true},
+		{"http://[::1]:8080/x", true},
+		{"https://api.pandadoc.com/public/v1/documents", true},
+	} {
+		for _, rt := range []func(http.RoundTripper) http.RoundTripper{
+			func(b http.RoundTripper) http.RoundTripper {
+				return &Transport{Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: testAccess}), Base: b}
+			},
+			func(b http.RoundTripper) http.RoundTripper { return &APIKeyTransport{Key: "key-SECRET", Base: b} },
+		} {
+			mt := httpmock.NewMockTransport()
+			mt.RegisterNoResponder(httpmock.NewStringResponder(200, "ok"))
+			req, _ := http.NewRequest("GET", tc.url, nil)
+			resp, err := rt(mt).RoundTrip(req)
+			if tc.sent {
+				if err != nil {
+					t.Errorf("%s: %v", tc.url, err)
+					continue
+				}
+				resp.Body.Close()
+			} else if !errors.Is(err, ErrInsecureRequest) {
+				t.Errorf("%s: %v, want ErrInsecureRequest", tc.url, err)
+			}
+			if got, want := mt.GetTotalCallCount(), map[bool]int{true: 1, false: 0}[tc.sent]; got != want {
+				t.Errorf("%s: Base called %d times, want %d", tc.url, got, want)
+			}
+		}
+	}
+}
+
+func TestTransportNoTokenOnCrossHostRedirect(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex // guards seen
+	seen := map[string]string{}
+	record := func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.Host+r.URL.Path] = r.Header.Get("Authorization")
+		mu.Unlock()
+	}
+	other := httptest.NewServer(http.HandlerFunc(record))
+	defer other.Close()
+	// The same server under another hostname: localhost vs 127.0.0.1.
+	otherURL := strings.Replace(other.URL, "127.0.0.1", "localhost", 1)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		record(w, r)
+		switch r.URL.Path {
+		case "/away":
+			http.Redirect(w, r, otherURL+"/landed", http.StatusFound)
+		case "/here":
+			http.Redirect(w, r, "/stayed", http.StatusFound)
+		}
+	}))
+	defer origin.Close()
+
+	for _, mk := range []func() http.RoundTripper{
+		func() http.RoundTripper {
+			return &Transport{Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: testAccess}), Base: origin.Client().Transport}
+		},
+		func() http.RoundTripper { return &APIKeyTransport{Key: "key-SECRET", Base: origin.Client().Transport} },
+	} {
+		client := &http.Client{Transport: mk()}
+		for _, path := range []string{"/away", "/here"} {
+			resp, err := client.Get(origin.URL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+		mu.Lock()
+		originHost := strings.TrimPrefix(origin.URL, "http://")
+		if seen[originHost+"/away"] == "" || seen[originHost+"/stayed"] == "" {
+			t.Errorf("no credential on the origin host: %v", seen)
+		}
+		if got := seen[strings.TrimPrefix(otherURL, "http://")+"/landed"]; got != "" {
+			t.Errorf("credential %q sent to another host after a redirect", got)
+		}
+		clear(seen)
+		mu.Unlock()
+	}
+}
+
+func TestTransport401RefreshesAndRetriesOnce(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600}
+	ts, mt, _ := newSource(t, srv, time.Hour)
+	api := &apiResponder{accept: func(tok string) bool { return tok != testAccess }}
+	mt.RegisterResponder("POST", apiURL, api.responder())
+	client := &http.Client{Transport: &Transport{Source: ts, Base: mt}}
+
+	resp, err := client.Post(apiURL, "application/json", bytes.NewBufferString(`{"name":"contract"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d, want 200 after the retry", resp.StatusCode)
+	}
+	if len(api.bodies) != 2 || api.bodies[0] != api.bodies[1] || api.bodies[1] != `{"name":"contract"}` {
+		t.Errorf("bodies sent: %q; want the body replayed once", api.bodies)
+	}
+	if api.auths[1] != "Bearer at-SECRET-1" {
+		t.Errorf("retry carried %q", api.auths[1])
+	}
+	if n := mt.GetCallCountInfo()[tokenCall]; n != 1 {
+		t.Errorf("%d token POSTs, want 1", n)
+	}
+}
+
+func TestTransportRefreshTokenOnlyRefreshesFirst(t *testing.T) {
+	t.Parallel()
+	mt := httpmock.NewMockTransport()
+	srv := &tokenServer{expiresIn: 3600}
+	mt.RegisterResponder("POST", TokenURL, srv.responder())
+	api := &apiResponder{accept: func(tok string) bool { return tok == "at-SECRET-1" }}
+	mt.RegisterResponder("GET", apiURL, api.responder())
+	src := testConfig(mt).TokenSource(&oauth2.Token{RefreshToken: testRefresh})
+	resp, err := NewClient(&http.Client{Transport: mt}, src).Get(apiURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(api.auths) != 1 {
+		t.Errorf("status %d after %d API calls; want 200 after 1: a token with no access token is refreshed before use", resp.StatusCode, len(api.auths))
+	}
+}
+
+func TestTransport401NeverRetriesTwice(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600}
+	ts, mt, _ := newSource(t, srv, time.Hour)
+	api := &apiResponder{accept: func(string) bool { return false }}
+	mt.RegisterResponder("GET", apiURL, api.responder())
+	resp, err := (&http.Client{Transport: &Transport{Source: ts, Base: mt}}).Get(apiURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 401 || !strings.Contains(string(body), "authentication_error") {
+		t.Fatalf("status %d body %q; want the API's 401", resp.StatusCode, body)
+	}
+	if n := mt.GetCallCountInfo()["GET "+apiURL]; n != 2 {
+		t.Errorf("%d API calls, want 2 (one retry)", n)
+	}
+}
+
+func TestTransport401WithUnreplayableBody(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600}
+	ts, mt, _ := newSource(t, srv, time.Hour)
+	api := &apiResponder{accept: func(tok string) bool { return tok != testAccess }}
+	mt.RegisterResponder("POST", apiURL, api.responder())
+	tr := &Transport{Source: ts, Base: mt}
+
+	req, _ := http.NewRequest("POST", apiURL, io.NopCloser(strings.NewReader("once")))
+	req.GetBody = nil
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Fatalf("status %d, want the 401 returned", resp.StatusCode)
+	}
+	if n := mt.GetCallCountInfo()["POST "+apiURL]; n != 1 {
+		t.Fatalf("%d API calls, want 1: the body cannot be replayed", n)
+	}
+	// The next request uses a new token.
+	req, _ = http.NewRequest("POST", apiURL, strings.NewReader("next"))
+	resp, err = tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || api.auths[1] != "Bearer at-SECRET-1" {
+		t.Errorf("next request: status %d with %q", resp.StatusCode, api.auths[1])
+	}
+}
+
+func TestTransport401StormRefreshesOnce(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
+	ts, mt, _ := newSource(t, srv, time.Hour)
+	api := &apiResponder{accept: func(tok string) bool { return tok != testAccess }}
+	mt.RegisterResponder("GET", apiURL, api.responder())
+	client := &http.Client{Transport: &Transport{Source: ts, Base: mt}}
+
+	const n = 40
+	var wg sync.WaitGroup
+	statuses := make([]int, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Get(apiURL)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			statuses[i] = resp.StatusCode
+		}()
+	}
+	waitFor(t, "the refresh POST", func() bool { return srv.n.Load() == 1 })
+	close(srv.gate)
+	wg.Wait()
+	for i, s := range statuses {
+		if s != 200 {
+			t.Errorf("request %d: status %d", i, s)
+		}
+	}
+	if got := mt.GetCallCountInfo()[tokenCall]; got != 1 {
+		t.Errorf("%d token POSTs for a storm of %d 401s, want 1", got, n)
+	}
+}
+
+func TestTransportLate401KeepsNewerToken(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600}
+	ts, mt, _ := newSource(t, srv, time.Hour)
+	// The API holds the first request until the token has been replaced,
+	// then rejects the old token.
+	replaced := make(chan struct{})
+	first := true
+	var mu sync.Mutex // guards first
+	mt.RegisterResponder("GET", apiURL, func(req *http.Request) (*http.Response, error) {
+		mu.Lock()
+		wasFirst := first
+		first = false
+		mu.Unlock()
+		if wasFirst {
+			<-replaced
+			return httpmock.NewStringResponse(401, "{}"), nil
+		}
+		return httpmock.NewStringResponse(200, "{}"), nil
+	})
+	tr := &Transport{Source: ts, Base: mt}
+	done := make(chan *http.Response)
+	go func() {
+		req, _ := http.NewRequest("GET", apiURL, nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- resp
+	}()
+	waitFor(t, "the first API call", func() bool { return mt.GetCallCountInfo()["GET "+apiURL] == 1 })
+	old, _ := ts.Token()
+	ts.Invalidate(old)
+	newer, err := ts.Token()
+	if err != nil || newer.AccessToken != "at-SECRET-1" {
+		t.Fatalf("%v, %v", newer, err)
+	}
+	close(replaced)
+	if resp := <-done; resp != nil {
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("late-rejected request: status %d, want 200 from the retry with the newer token", resp.StatusCode)
+		}
+	}
+	if tok, _ := ts.Token(); tok != newer {
+		t.Error("a late 401 replaced the newer token")
+	}
+	if n := mt.GetCallCountInfo()[tokenCall]; n != 1 {
+		t.Errorf("%d token POSTs, want 1: a late 401 starts no refresh", n)
+	}
+}
+
+func TestTransport401RefreshFails(t *testing.T) {
+	t.Parallel()
+	ts, mt, _ := newSource(t, nil, time.Hour)
+	mt.RegisterResponder("POST", TokenURL, httpmock.NewStringResponder(400, `{"error":"invalid_grant"}`))
+	mt.RegisterResponder("GET", apiURL, httpmock.NewStringResponder(401, `{"type":"authentication_error"}`))
+	tr := &Transport{Source: ts, Base: mt}
+	req, _ := http.NewRequest("GET", apiURL, nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("want the 401 response, got %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	// The next request fails fast with the refresh error.
+	req, _ = http.NewRequest("GET", apiURL, nil)
+	_, err = tr.RoundTrip(req)
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
+		t.Fatalf("next request: %v, want the refresh error", err)
+	}
+	if n := mt.GetCallCountInfo()[tokenCall]; n != 1 {
+		t.Errorf("%d token POSTs, want 1", n)
+	}
+	if n := mt.GetCallCountInfo()["GET "+apiURL]; n != 1 {
+		t.Errorf("%d API calls, want 1: the second request fails before it is sent", n)
+	}
+}
+
+func TestTransportCallerContextLeavesDuringRefresh(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
+	ts, mt, clock := newSource(t, srv, time.Hour)
+	mt.RegisterResponder("GET", apiURL, httpmock.NewStringResponder(200, "{}"))
+	clock.Advance(2 * time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", apiURL, nil)
+	_, err := (&Transport{Source: ts, Base: mt}).RoundTrip(req)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("%v, want context.DeadlineExceeded", err)
+	}
+	close(srv.gate)
+	// The refresh went on: the next request gets the new token.
+	tok, err := ts.Token()
+	if err != nil || tok.AccessToken != "at-SECRET-1" {
+		t.Fatalf("%v, %v", tok, err)
+	}
+	if n := mt.GetCallCountInfo()[tokenCall]; n != 1 {
+		t.Errorf("%d token POSTs, want 1", n)
+	}
+}
+
+func TestTransportAllocations(t *testing.T) {
+	ts, _, _ := newSource(t, &tokenServer{}, time.Hour)
+	tr := &Transport{Source: ts, Base: noopTransport{}}
+	req, _ := http.NewRequest("GET", apiURL, nil)
+	req.Header.Set("Accept", "application/json")
+	if _, err := tr.RoundTrip(req); err != nil { // first use loads Initial
+		t.Fatal(err)
+	}
+	got := testing.AllocsPerRun(1000, func() { tr.RoundTrip(req) })
+	header := "Bearer " + testAccess
+	limit := testing.AllocsPerRun(1000, func() {
+		r := req.Clone(req.Context())
+		r.Header.Set("Authorization", header)
+		noopTransport{}.RoundTrip(r)
+	})
+	if got != limit {
+		t.Errorf("RoundTrip allocates %.0f times, a bare Clone+Set %.0f: the hot path must add nothing", got, limit)
+	}
+}
+
+// noopTransport answers every request with a shared empty response.
+type noopTransport struct{}
+
+var noopResponse = &http.Response{StatusCode: 200, Body: http.NoBody}
+
+func (noopTransport) RoundTrip(*http.Request) (*http.Response, error) { return noopResponse, nil }
+
+func TestTransportThroughRealServers(t *testing.T) {
+	t.Parallel()
+	var refreshes atomic.Int32
+	tokenSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != "POST" || r.Header.Get("Content-Type") != "application/x-www-form-urlencoded" || r.Header.Get("Authorization") != "" {
+			http.Error(w, `{"error":"invalid_request"}`, 400)
+			return
+		}
+		r.ParseForm()
+		if r.PostForm.Get("client_secret") != testClientSecret || r.PostForm.Get("grant_type") != "refresh_token" {
+			http.Error(w, `{"error":"invalid_client"}`, 401)
+			return
+		}
+		refreshes.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"access_token":"at-SECRET-new","token_type":"Bearer","expires_in":31535999,"scope":"read+write","refresh_token":"rt-SECRET-new"}`)
+	}))
+	defer tokenSrv.Close()
+	apiSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer at-SECRET-new" {
+			w.WriteHeader(401)
+			io.WriteString(w, `{"type":"authentication_error","detail":"Authentication credentials were not provided."}`)
+			return
+		}
+		io.WriteString(w, `{"results":[]}`)
+	}))
+	defer apiSrv.Close()
+
+	conf := &Config{ClientID: testClientID, ClientSecret: testClientSecret, TokenURL: tokenSrv.URL}
+	src := conf.TokenSource(&oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, Expiry: time.Now().Add(time.Hour)})
+	client := NewClient(&http.Client{Timeout: 5 * time.Second}, src)
+	if client.Timeout != 5*time.Second {
+		t.Error("NewClient dropped the base client's settings")
+	}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Get(apiSrv.URL + "/public/v1/documents")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("status %d", resp.StatusCode)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := refreshes.Load(); n != 1 {
+		t.Errorf("%d refreshes, want 1", n)
+	}
+	tokenSrv.Client().CloseIdleConnections()
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+}
