@@ -1,0 +1,37 @@
+// Package pandadoctest provides a fake PandaDoc for tests, in the manner
+// of net/http/httptest: a loopback server that speaks PandaDoc's OAuth 2.0
+// endpoints and a few of its API routes, with knobs to expire, revoke and
+// rotate tokens and to script failures of the token endpoint.
+//
+// A test starts a server, points a client at it and closes it:
+//
+//	srv := pandadoctest.NewServer()
+//	defer srv.Close()
+//
+//	cfg := srv.Config()     // a *pandadocauth.Config aimed at srv
+//	tok := srv.IssueToken() // a grant, without the browser
+//
+//	srv.FailNext(pandadoctest.Status(503)) // the next token POST fails
+//	srv.ExpireAll()                        // every access token expires
+//
+//	client := cfg.Client(tok)
+//	resp, err := client.Get(srv.URL + "/public/v1/documents")
+//
+// The server answers:
+//
+//   - GET /oauth2/authorize: checks client_id, redirect_uri and
+//     response_type=code, then redirects to the redirect URI with a
+//     single-use code and the caller's state (or with
+//     error=access_denied when consent is denied).
+//   - POST /oauth2/access_token: the authorization_code and refresh_token
+//     grants, with the client credentials in the form body, answering
+//     PandaDoc's token JSON or an RFC 6749 error.
+//   - /public/v1/...: GET and POST /public/v1/documents, for a current
+//     Bearer access token or the configured API key, else 401 with
+//     PandaDoc's authentication_error body.
+//
+// Guarantees: tokens and codes are 160 random bits from crypto/rand; no
+// error body echoes a secret; a Server is safe for concurrent use; Close releases
+// every request that a fault holds and returns only when all handlers
+// have ended, leaving no goroutine behind.
+package pandadoctest

@@ -1,0 +1,322 @@
+package pandadoctest
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxFormBytes bounds the body of a token request.
+const maxFormBytes = 1 << 20
+
+// serveAuthorize is GET /oauth2/authorize. It approves (or denies) at
+// once, as if the user had clicked, and redirects to the redirect URI.
+func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if q.Get("client_id") != s.clientID {
+		http.Error(w, "Invalid client_id.", http.StatusBadRequest)
+		return
+	}
+	redirect := q.Get("redirect_uri")
+	if redirect != s.redirectURL {
+		http.Error(w, "Invalid redirect_uri: it does not match the application's redirect URI.", http.StatusBadRequest)
+		return
+	}
+	if q.Get("response_type") != "code" {
+		http.Error(w, "Invalid response_type: only code is supported.", http.StatusBadRequest)
+		return
+	}
+	u, err := url.Parse(redirect)
+	if err != nil {
+		http.Error(w, "Invalid redirect_uri.", http.StatusBadRequest)
+		return
+	}
+
+	s.mu.Lock()
+	deny := s.denyConsent
+	s.mu.Unlock()
+	v := u.Query()
+	if deny {
+		v.Set("error", "access_denied")
+	} else {
+		code := randomToken()
+		s.mu.Lock()
+		s.codes[code] = redirect
+		s.mu.Unlock()
+		v.Set("code", code)
+	}
+	if q.Has("state") {
+		v.Set("state", q.Get("state"))
+	}
+	u.RawQuery = v.Encode()
+	http.Redirect(w, r, u.String(), http.StatusFound)
+}
+
+// serveToken is POST /oauth2/access_token: it counts the request, takes
+// the next fault and either answers the grant or misbehaves.
+func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+	form, problem := readForm(w, r)
+	f := s.takeFault(form.Get("grant_type"))
+
+	if f.Delay > 0 {
+		t := time.NewTimer(f.Delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			panic(http.ErrAbortHandler)
+		case <-s.closing.Done():
+			t.Stop()
+			panic(http.ErrAbortHandler)
+		}
+	}
+
+	if f.Kind == KindSuccess {
+		resp, terr := s.grant(form, problem)
+		if terr != nil {
+			writeJSON(w, terr.status, terr)
+			return
+		}
+		writeJSON(w, http.StatusOK, resp)
+		return
+	}
+	if f.AfterGrant {
+		s.grant(form, problem)
+	}
+	s.misbehave(w, r, f)
+}
+
+// readForm reads a token request's form body, or says what is wrong with
+// it. Query parameters are not part of it: PandaDoc reads the client
+// credentials and the grant from the body only.
+func readForm(w http.ResponseWriter, r *http.Request) (form url.Values, problem string) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	// Read the whole body whatever happens, so that the server notices
+	// when a client gives up on a request that a fault holds.
+	defer io.Copy(io.Discard, r.Body)
+
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return url.Values{}, "The request body must be application/x-www-form-urlencoded."
+	}
+	if err := r.ParseForm(); err != nil {
+		return url.Values{}, "The request body is not a valid form."
+	}
+	return r.PostForm, ""
+}
+
+// takeFault counts a token request for grantType and returns the fault
+// it must suffer: the next queued one, else the FailAlways one, else the
+// zero Fault.
+func (s *Server) takeFault(grantType string) Fault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tokenRequests[grantType]++
+	s.tokenTotal++
+	switch {
+	case len(s.faults) > 0:
+		f := s.faults[0]
+		s.faults = s.faults[1:]
+		return f
+	case s.always != nil:
+		return *s.always
+	}
+	return Fault{}
+}
+
+// tokenError is an RFC 6749 error answer of the token endpoint. Its
+// description never includes a value the client sent.
+type tokenError struct {
+	status      int
+	Code        string `json:"error"`
+	Description string `json:"error_description"`
+}
+
+func invalidRequest(desc string) *tokenError {
+	return &tokenError{http.StatusBadRequest, "invalid_request", desc}
+}
+
+func invalidGrant(desc string) *tokenError {
+	return &tokenError{http.StatusBadRequest, "invalid_grant", desc}
+}
+
+func invalidClient(desc string) *tokenError {
+	return &tokenError{http.StatusUnauthorized, "invalid_client", desc}
+}
+
+// grant carries out the grant that form asks for; problem is what
+// readForm found wrong with the request.
+func (s *Server) grant(form url.Values, problem string) (*tokenResponse, *tokenError) {
+	if problem != "" {
+		return nil, invalidRequest(problem)
+	}
+	for name, vs := range form {
+		if len(vs) > 1 {
+			return nil, invalidRequest("Parameter " + strconv.Quote(name) + " is repeated.")
+		}
+	}
+	grantType := form.Get("grant_type")
+	if grantType == "" {
+		return nil, invalidRequest("Missing grant_type parameter.")
+	}
+	id, secret := form.Get("client_id"), form.Get("client_secret")
+	if id == "" && secret == "" {
+		return nil, invalidClient("Client credentials must be sent as client_id and client_secret in the request body.")
+	}
+	if subtle.ConstantTimeCompare([]byte(id), []byte(s.clientID)) != 1 ||
+		subtle.ConstantTimeCompare([]byte(secret), []byte(s.clientSecret)) != 1 {
+		return nil, invalidClient("Client authentication failed.")
+	}
+
+	switch grantType {
+	case "authorization_code":
+		code := form.Get("code")
+		if code == "" {
+			return nil, invalidRequest("Missing code parameter.")
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		redirect, ok := s.codes[code]
+		if !ok {
+			return nil, invalidGrant("The authorization code is invalid, expired or already used.")
+		}
+		// A code is spent by any attempt to use it.
+		delete(s.codes, code)
+		if form.Has("redirect_uri") && form.Get("redirect_uri") != redirect {
+			return nil, invalidGrant("The redirect_uri does not match the authorization request.")
+		}
+		return s.mintLocked("", s.now()), nil
+
+	case "refresh_token":
+		rt := form.Get("refresh_token")
+		if rt == "" {
+			return nil, invalidRequest("Missing refresh_token parameter.")
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, ok := s.refresh[rt]; !ok {
+			return nil, invalidGrant("The refresh token is invalid or revoked.")
+		}
+		if s.rotation {
+			delete(s.refresh, rt)
+			return s.mintLocked("", s.now()), nil
+		}
+		return s.mintLocked(rt, s.now()), nil
+	}
+	return nil, &tokenError{http.StatusBadRequest, "unsupported_grant_type", "The grant type is not supported."}
+}
+
+// misbehave answers as f says, in place of the token endpoint.
+func (s *Server) misbehave(w http.ResponseWriter, r *http.Request, f Fault) {
+	switch f.Kind {
+	case KindHang:
+		select {
+		case <-r.Context().Done():
+		case <-s.closing.Done():
+		}
+		panic(http.ErrAbortHandler)
+
+	case KindReset:
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			panic(http.ErrAbortHandler)
+		}
+		raw := conn
+		if tc, ok := conn.(*tls.Conn); ok {
+			raw = tc.NetConn()
+		}
+		if tcp, ok := raw.(*net.TCPConn); ok {
+			// Closing with a zero linger sends RST instead of FIN.
+			tcp.SetLinger(0)
+		}
+		raw.Close()
+
+	case KindTruncated:
+		full, _ := json.Marshal(&tokenResponse{
+			AccessToken:  randomToken(),
+			TokenType:    "Bearer",
+			ExpiresIn:    DefaultExpiresIn,
+			Scope:        scope,
+			RefreshToken: randomToken(),
+		})
+		body := full[:len(full)/2]
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(http.StatusOK)
+		w.Write(body)
+
+	case KindOversized:
+		s.writeOversized(w, f.Size)
+
+	default: // KindRespond, and kinds unknown to this version
+		h := w.Header()
+		for k, vs := range f.Header {
+			h[k] = append([]string(nil), vs...)
+		}
+		ct := f.ContentType
+		if ct == "" {
+			ct = "text/plain; charset=utf-8"
+		}
+		h.Set("Content-Type", ct)
+		h.Set("Content-Length", strconv.Itoa(len(f.Body)))
+		status := f.Status
+		if status == 0 {
+			status = http.StatusInternalServerError
+		}
+		w.WriteHeader(status)
+		io.WriteString(w, f.Body)
+	}
+}
+
+// writeOversized answers 200 with a JSON object of n bytes, padded with
+// spaces.
+func (s *Server) writeOversized(w http.ResponseWriter, n int) {
+	if n <= 0 {
+		n = defaultOversize
+	}
+	n = max(n, 2)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(n))
+	w.WriteHeader(http.StatusOK)
+
+	// A client that reads no further blocks the writes below; Close
+	// unblocks them with a past write deadline.
+	rc := http.NewResponseController(w)
+	defer context.AfterFunc(s.closing, func() { rc.SetWriteDeadline(time.Now()) })()
+
+	if _, err := io.WriteString(w, "{"); err != nil {
+		return
+	}
+	pad := []byte(strings.Repeat(" ", 32<<10))
+	for left := n - 2; left > 0; {
+		chunk := pad[:min(left, len(pad))]
+		if _, err := w.Write(chunk); err != nil {
+			return
+		}
+		left -= len(chunk)
+	}
+	io.WriteString(w, "}")
+}
+
+// writeJSON answers status with v as JSON, never cached.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		panic("pandadoctest: " + err.Error())
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	w.WriteHeader(status)
+	w.Write(body)
+}
