@@ -103,11 +103,19 @@ func (c *Config) post(ctx context.Context, form url.Values, now func() time.Time
 			transient: ctx.Err() == nil,
 		}
 	}
+	return readTokenResponse(ctx, resp, secrets, now())
+}
+
+// readTokenResponse reads and closes a token-endpoint response. secrets
+// are the values sent, redacted from anything the error keeps.
+func readTokenResponse(ctx context.Context, resp *http.Response, secrets []string, now time.Time) (*oauth2.Token, *attemptError) {
 	defer resp.Body.Close()
 	body, readErr := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes+1))
 	status := resp.StatusCode
 	if status < 200 || status > 299 {
-		return nil, rejection(resp, body, readErr, secrets)
+		// A failure to read an error body changes nothing: the status
+		// decides.
+		return nil, rejection(resp, body, secrets)
 	}
 	if readErr != nil {
 		return nil, &attemptError{
@@ -118,10 +126,16 @@ func (c *Config) post(ctx context.Context, form url.Values, now func() time.Time
 	if len(body) > maxBodyBytes {
 		return nil, &attemptError{err: fmt.Errorf("pandadocauth: %w: body exceeds %d bytes", ErrMalformedResponse, maxBodyBytes)}
 	}
-	tok, err := parseToken(body, now())
+	tok, err := parseToken(body, now)
 	if err != nil {
 		if tr, ok := err.(*tokenRejection); ok {
-			re := &oauth2.RetrieveError{Response: resp, Body: redact(body, secrets), ErrorCode: tr.code, ErrorDescription: redactString(tr.description, secrets), ErrorURI: tr.uri}
+			re := &oauth2.RetrieveError{
+				Response:         resp,
+				Body:             redact(body, secrets),
+				ErrorCode:        redactString(tr.code, secrets),
+				ErrorDescription: redactString(tr.description, secrets),
+				ErrorURI:         redactString(tr.uri, secrets),
+			}
 			return nil, &attemptError{err: &endpointError{msg: rejectionMessage(resp, re, body), re: re}}
 		}
 		return nil, &attemptError{err: fmt.Errorf("pandadocauth: %w (status %d, content type %q): %w", ErrMalformedResponse, status, mediaType(resp), err)}
@@ -131,7 +145,7 @@ func (c *Config) post(ctx context.Context, form url.Values, now func() time.Time
 
 // rejection turns a non-2xx token-endpoint response into an error,
 // transient for 5xx, 429 and 408.
-func rejection(resp *http.Response, body []byte, readErr error, secrets []string) *attemptError {
+func rejection(resp *http.Response, body []byte, secrets []string) *attemptError {
 	if len(body) > maxBodyBytes {
 		body = body[:maxBodyBytes]
 	}
@@ -143,9 +157,9 @@ func rejection(resp *http.Response, body []byte, readErr error, secrets []string
 	}
 	if json.Unmarshal(body, &e) == nil {
 		if code, ok := e.Error.(string); ok {
-			re.ErrorCode = code
+			re.ErrorCode = redactString(code, secrets)
 			re.ErrorDescription = redactString(e.ErrorDescription, secrets)
-			re.ErrorURI = e.ErrorURI
+			re.ErrorURI = redactString(e.ErrorURI, secrets)
 		}
 	}
 	status := resp.StatusCode
@@ -156,7 +170,6 @@ func rejection(resp *http.Response, body []byte, readErr error, secrets []string
 	if ae.transient {
 		ae.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
-	_ = readErr // a failure to read an error body changes nothing: the status decides
 	return ae
 }
 
