@@ -1,0 +1,17 @@
+package pandadocauth
+
+import "time"
+
+// Test-only access for the external test package, whose tests run
+// against pandadoctest (which imports this package, so they cannot be
+// internal tests).
+
+// SetRetryBase shortens the back-off between refresh attempts.
+func SetRetryBase(s *TokenSource, d time.Duration) { s.retryBase = d }
+
+// WaitIdle waits until s has no background work and no refresh in
+// flight.
+func WaitIdle(s *TokenSource) {
+	s.wg.Wait()
+	s.group.Do(flightKey, func() (any, error) { return nil, nil })
+}
