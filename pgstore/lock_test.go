@@ -1,0 +1,294 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/oauth2"
+)
+
+// advisoryLocks counts the advisory locks on key's lock number in the
+// test database, granted or waiting.
+func advisoryLocks(t *testing.T, pool *pgxpool.Pool, key string, granted bool) int {
+	t.Helper()
+	id := uint64(lockID(key))
+	var n int
+	err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks
+		WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1 AND granted = $3`,
+		int64(id>>32), int64(id&0xffffffff), granted).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// holderPID returns the backend process ID holding key's lock.
+func holderPID(t *testing.T, pool *pgxpool.Pool, key string) int32 {
+	t.Helper()
+	id := uint64(lockID(key))
+	var pid int32
+	err := pool.QueryRow(context.Background(), `SELECT pid FROM pg_locks
+		WHERE locktype = 'advisory' AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1 AND granted`,
+		int64(id>>32), int64(id&0xffffffff)).Scan(&pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+type lockResult struct {
+	unlock func()
+	err    error
+}
+
+// lockAsync calls s.Lock in a goroutine and delivers its result.
+func lockAsync(ctx context.Context, s *Store) <-chan lockResult {
+	ch := make(chan lockResult, 1)
+	go func() {
+		unlock, err := s.Lock(ctx)
+		ch <- lockResult{unlock, err}
+	}()
+	return ch
+}
+
+func receive(t *testing.T, ch <-chan lockResult) lockResult {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("Lock did not return")
+		return lockResult{}
+	}
+}
+
+func TestLockExcludes(t *testing.T) {
+	t.Parallel()
+	pool := testPool(t, 0)
+	ctx := testContext(t)
+	key := randomName("lock-")
+	first := &Store{Pool: pool, Key: key}
+	// Another Store value, as in another process.
+	second := &Store{Pool: pool, Key: key}
+
+	unlock1, err := first.Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := lockAsync(ctx, second)
+	// Once PostgreSQL shows the second Lock waiting, it cannot have
+	// returned.
+	waitFor(t, "the second Lock to wait", func() bool { return advisoryLocks(t, pool, key, false) == 1 })
+	select {
+	case r := <-got:
+		t.Fatalf("second Lock returned (err %v) while the first held the lock", r.err)
+	default:
+	}
+
+	// Another key is not blocked.
+	other := &Store{Pool: pool, Key: key + "-other"}
+	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	unlockOther, err := other.Lock(octx)
+	if err != nil {
+		t.Fatalf("Lock of another key: %v", err)
+	}
+	unlockOther()
+
+	unlock1()
+	r := receive(t, got)
+	if r.err != nil {
+		t.Fatalf("second Lock after unlock: %v", r.err)
+	}
+	if n := advisoryLocks(t, pool, key, true); n != 1 {
+		t.Errorf("granted locks = %d; want 1", n)
+	}
+	r.unlock()
+	if n := advisoryLocks(t, pool, key, true); n != 0 {
+		t.Errorf("granted locks after unlock = %d; want 0", n)
+	}
+}
+
+func TestUnlockReleases(t *testing.T) {
+	t.Parallel()
+	pool := testPool(t, 0)
+	ctx := testContext(t)
+	key := randomName("lock-")
+	s := &Store{Pool: pool, Key: key}
+	for i := range 3 {
+		unlock, err := s.Lock(ctx)
+		if err != nil {
+			t.Fatalf("Lock %d: %v", i, err)
+		}
+		if n := advisoryLocks(t, pool, key, true); n != 1 {
+			t.Fatalf("granted locks while held = %d; want 1", n)
+		}
+		unlock()
+		unlock() // a second call does nothing
+		if n := advisoryLocks(t, pool, key, true); n != 0 {
+			t.Fatalf("granted locks after unlock = %d; want 0", n)
+		}
+		if n := pool.Stat().AcquiredConns(); n != 0 {
+			t.Fatalf("connections still acquired after unlock: %d", n)
+		}
+	}
+}
+
+func TestLockContext(t *testing.T) {
+	t.Parallel()
+	pool := testPool(t, 0)
+	ctx := testContext(t)
+	key := randomName("lock-")
+	holder := &Store{Pool: pool, Key: key}
+	waiter := &Store{Pool: pool, Key: key}
+	unlock, err := holder.Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+
+	t.Run("deadline", func(t *testing.T) {
+		dctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		u, err := waiter.Lock(dctx)
+		if err == nil {
+			u()
+			t.Fatal("Lock of a held lock succeeded")
+		}
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.HasPrefix(err.Error(), "pgstore: ") {
+			t.Errorf("err = %v; want a pgstore error wrapping context.DeadlineExceeded", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("Lock returned %v after its deadline", d)
+		}
+		// The abandoned wait is cancelled in PostgreSQL too, rather than
+		// queueing until the holder lets go.
+		waitFor(t, "the abandoned wait to end", func() bool { return advisoryLocks(t, pool, key, false) == 0 })
+	})
+	t.Run("cancelled", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
+		got := lockAsync(cctx, waiter)
+		waitFor(t, "Lock to wait", func() bool { return advisoryLocks(t, pool, key, false) == 1 })
+		cancel()
+		r := receive(t, got)
+		if !errors.Is(r.err, context.Canceled) {
+			t.Errorf("err = %v; want context.Canceled", r.err)
+		}
+		waitFor(t, "the abandoned wait to end", func() bool { return advisoryLocks(t, pool, key, false) == 0 })
+	})
+	t.Run("cancelled before", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		if _, err := (&Store{Pool: pool, Key: randomName("lock-")}).Lock(cctx); !errors.Is(err, context.Canceled) {
+			t.Errorf("err = %v; want context.Canceled", err)
+		}
+	})
+
+	// The holder still holds, and the lock passes on when it lets go.
+	if n := advisoryLocks(t, pool, key, true); n != 1 {
+		t.Fatalf("granted locks = %d; want 1", n)
+	}
+	got := lockAsync(ctx, waiter)
+	waitFor(t, "Lock to wait", func() bool { return advisoryLocks(t, pool, key, false) == 1 })
+	unlock()
+	r := receive(t, got)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	r.unlock()
+}
+
+func TestLockDiesWithConnection(t *testing.T) {
+	t.Parallel()
+	pool := testPool(t, 0)
+	ctx := testContext(t)
+	key := randomName("lock-")
+	holder := &Store{Pool: pool, Table: testTable(t, pool), Key: key}
+	unlock, err := holder.Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := lockAsync(ctx, &Store{Pool: pool, Key: key})
+	waitFor(t, "Lock to wait", func() bool { return advisoryLocks(t, pool, key, false) == 1 })
+
+	// The holder's connection dies, as when its process crashes.
+	var ok bool
+	if err := pool.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, holderPID(t, pool, key)).Scan(&ok); err != nil || !ok {
+		t.Fatalf("pg_terminate_backend = %v, %v", ok, err)
+	}
+	r := receive(t, got)
+	if r.err != nil {
+		t.Fatalf("Lock after the holder died: %v", r.err)
+	}
+
+	// The dead holder's Save and Load go to the pool instead, and its
+	// unlock returns without touching the new holder's lock.
+	if err := holder.Save(ctx, &oauth2.Token{AccessToken: "at"}); err != nil {
+		t.Errorf("Save after the lock connection died: %v", err)
+	}
+	if tok, err := holder.Load(ctx); err != nil || tok == nil || tok.AccessToken != "at" {
+		t.Errorf("Load after the lock connection died = %v, %v", tok, err)
+	}
+	unlock()
+	if n := advisoryLocks(t, pool, key, true); n != 1 {
+		t.Errorf("granted locks after the dead holder's unlock = %d; want 1 (the new holder's)", n)
+	}
+	r.unlock()
+	if n := advisoryLocks(t, pool, key, true); n != 0 {
+		t.Errorf("granted locks = %d; want 0", n)
+	}
+	waitFor(t, "connections to be returned", func() bool { return pool.Stat().AcquiredConns() == 0 })
+}
+
+// A refresh runs Load and Save while holding the lock: they must not
+// need a second connection, or a small pool would deadlock.
+func TestLoadSaveWhileLockedSmallPool(t *testing.T) {
+	t.Parallel()
+	pool := testPool(t, 1)
+	table := testTable(t, pool)
+	ctx := testContext(t)
+	s := &Store{Pool: pool, Table: table, Key: "k"}
+	unlock, err := s.Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if tok, err := s.Load(lctx); tok != nil || err != nil {
+		t.Fatalf("Load while locked = %v, %v; want nil, nil", tok, err)
+	}
+	want := &oauth2.Token{AccessToken: "at", RefreshToken: "rt", Expiry: time.Now().Add(time.Hour)}
+	if err := s.Save(lctx, want); err != nil {
+		t.Fatalf("Save while locked: %v", err)
+	}
+	got, err := s.Load(lctx)
+	if err != nil {
+		t.Fatalf("Load while locked: %v", err)
+	}
+	assertToken(t, got, want)
+	unlock()
+	// Saved for good, not only inside the lock.
+	got, err = (&Store{Pool: pool, Table: table, Key: "k"}).Load(lctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertToken(t, got, want)
+}

@@ -1,0 +1,279 @@
+// Package pgstore keeps PandaDoc OAuth 2.0 tokens in PostgreSQL and
+// serialises their refreshes across processes, so that replicas sharing
+// one grant refresh it once.
+//
+// PandaDoc rotates refresh tokens: each refresh returns a new refresh
+// token and invalidates the old one. Replicas that each refresh on their
+// own race each other, and every replica but the first fails with
+// invalid_grant. A *Store is both a pandadocauth.Store and a
+// pandadocauth.Locker, so a pandadocauth.TokenSource using it refreshes
+// under a PostgreSQL advisory lock: it takes the lock, reads the stored
+// token again, adopts it if another replica refreshed already, and
+// otherwise refreshes and saves before releasing the lock.
+//
+//	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+//	// handle err
+//	store := &pgstore.Store{Pool: pool, Key: "workspace-42"}
+//	if err := store.CreateTable(ctx); err != nil {
+//		// handle err
+//	}
+//	src := &pandadocauth.TokenSource{Config: conf, Store: store}
+//	client := pandadocauth.NewClient(nil, src)
+//
+// One pool serves any number of grants: one Store, one row and one lock
+// per Key.
+//
+// # Table
+//
+// Store.CreateTable creates the table if it does not exist, with this
+// definition (DefaultTable unless Store.Table is set):
+//
+//	CREATE TABLE IF NOT EXISTS pandadocauth_tokens (
+//		key           text        PRIMARY KEY,
+//		access_token  text        NOT NULL,
+//		token_type    text        NOT NULL DEFAULT '',
+//		refresh_token text        NOT NULL DEFAULT '',
+//		expiry        timestamptz,              -- NULL: no expiry
+//		updated_at    timestamptz NOT NULL DEFAULT now()
+//	)
+//
+// Create it yourself, for example in a migration, when the application's
+// database role may not create tables. The role needs SELECT, INSERT,
+// UPDATE and DELETE on it.
+//
+// # Lock
+//
+// Lock takes a session-level advisory lock, pg_advisory_lock, on a
+// 64-bit number derived from Key, on a connection it keeps out of the
+// pool until unlock. If the process holding the lock dies, its
+// connection closes and PostgreSQL releases the lock. Load and Save
+// called while the lock is held use that same connection, so a refresh
+// needs one connection however small the pool. Session-level locks need
+// a session of their own: connect directly or through a pooler in
+// session mode, not in transaction mode.
+//
+// # Encryption
+//
+// With Store.EncryptionKey set, access and refresh tokens are sealed
+// with AES-GCM before they are written, bound to their Key and column, so
+// that a database dump reveals no usable token.
+//
+// # Errors
+//
+// Errors start with "pgstore:", wrap their cause (match with errors.Is
+// and errors.As), and never contain a token or a password.
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/oauth2"
+
+	"github.com/gopandadoc/pandadocauth"
+)
+
+// DefaultTable is the table a Store uses when its Table is empty.
+const DefaultTable = "pandadocauth_tokens"
+
+// Store is a pandadocauth.Store and pandadocauth.Locker for one grant,
+// kept in one row of a PostgreSQL table. Set Pool, and Key when the pool
+// serves more than one grant; every process sharing the grant must use
+// the same Key and Table.
+//
+// The methods of a Store are safe for concurrent use by multiple
+// goroutines. Set the fields before first use and do not change them
+// afterwards; a Store must not be copied after first use.
+type Store struct {
+	// Pool is the connection pool. Required.
+	Pool *pgxpool.Pool
+
+	// Key identifies the grant, for example a workspace or user ID: one
+	// row and one lock per key. The empty string is a key like any
+	// other, fine when the pool serves one grant.
+	Key string
+
+	// Table is the table holding the tokens, optionally
+	// schema-qualified ("auth.pandadoc_tokens"). Empty means
+	// DefaultTable.
+	Table string
+
+	// EncryptionKey, if set, is an AES key (16, 24 or 32 bytes) with
+	// which the access and refresh tokens are encrypted at rest.
+	// Rows written without encryption are still read, so encryption can
+	// be turned on at any time; the next Save encrypts. Rows written
+	// with encryption need the same key to be read.
+	EncryptionKey []byte
+
+	// mu guards held.
+	mu sync.Mutex
+	// held is the connection holding the lock, nil while the lock is not
+	// held by this Store. Load and Save use it while it is set, with mu
+	// held, so that a refresh needs no second connection.
+	held *pgxpool.Conn
+}
+
+var (
+	_ pandadocauth.Store  = (*Store)(nil)
+	_ pandadocauth.Locker = (*Store)(nil)
+)
+
+// querier is what Load, Save and Delete need of a pool or a connection.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// CreateTable creates the table if it does not exist (see the package
+// documentation for its definition).
+func (s *Store) CreateTable(ctx context.Context) error {
+	table, err := s.table()
+	if err != nil {
+		return err
+	}
+	// Concurrent CREATE TABLE IF NOT EXISTS statements can fail on
+	// PostgreSQL's catalog constraints, so replicas starting together
+	// take turns.
+	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockID("\x00create table\x00"+table)); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, createTableSQL(table))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("pgstore: creating table %s: %w", table, err)
+	}
+	return nil
+}
+
+func createTableSQL(table string) string {
+	return `CREATE TABLE IF NOT EXISTS ` + table + ` (
+	key           text        PRIMARY KEY,
+	access_token  text        NOT NULL,
+	token_type    text        NOT NULL DEFAULT '',
+	refresh_token text        NOT NULL DEFAULT '',
+	expiry        timestamptz,
+	updated_at    timestamptz NOT NULL DEFAULT now()
+)`
+}
+
+// Load returns the stored token, or (nil, nil) when none is stored for
+// Key. Its Expiry has PostgreSQL's microsecond precision.
+func (s *Store) Load(ctx context.Context) (*oauth2.Token, error) {
+	table, err := s.table()
+	if err != nil {
+		return nil, err
+	}
+	var (
+		access, tokenType, refresh string
+		expiry                     *time.Time
+	)
+	err = s.do(func(q querier) error {
+		return q.QueryRow(ctx,
+			`SELECT access_token, token_type, refresh_token, expiry FROM `+table+` WHERE key = $1`,
+			s.Key).Scan(&access, &tokenType, &refresh, &expiry)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: loading token: %w", err)
+	}
+	if access, err = s.open(access, "access_token"); err != nil {
+		return nil, err
+	}
+	if refresh, err = s.open(refresh, "refresh_token"); err != nil {
+		return nil, err
+	}
+	t := &oauth2.Token{AccessToken: access, TokenType: tokenType, RefreshToken: refresh}
+	if expiry != nil {
+		t.Expiry = *expiry
+	}
+	return t, nil
+}
+
+// Save stores t for Key, replacing what was stored. A zero Expiry is
+// stored as NULL.
+func (s *Store) Save(ctx context.Context, t *oauth2.Token) error {
+	table, err := s.table()
+	if err != nil {
+		return err
+	}
+	if t == nil {
+		return errors.New("pgstore: saving token: nil token")
+	}
+	access, err := s.seal(t.AccessToken, "access_token")
+	if err != nil {
+		return err
+	}
+	refresh, err := s.seal(t.RefreshToken, "refresh_token")
+	if err != nil {
+		return err
+	}
+	var expiry *time.Time
+	if !t.Expiry.IsZero() {
+		expiry = &t.Expiry
+	}
+	err = s.do(func(q querier) error {
+		_, err := q.Exec(ctx, `INSERT INTO `+table+` AS t
+	(key, access_token, token_type, refresh_token, expiry, updated_at)
+	VALUES ($1, $2, $3, $4, $5, now())
+ON CONFLICT (key) DO UPDATE SET
+	access_token = excluded.access_token,
+	token_type = excluded.token_type,
+	refresh_token = excluded.refresh_token,
+	expiry = excluded.expiry,
+	updated_at = excluded.updated_at`,
+			s.Key, access, t.TokenType, refresh, expiry)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("pgstore: saving token: %w", err)
+	}
+	return nil
+}
+
+// Delete removes the token stored for Key, for example when the grant
+// is revoked. Deleting a missing token is not an error.
+func (s *Store) Delete(ctx context.Context) error {
+	table, err := s.table()
+	if err != nil {
+		return err
+	}
+	err = s.do(func(q querier) error {
+		_, err := q.Exec(ctx, `DELETE FROM `+table+` WHERE key = $1`, s.Key)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("pgstore: deleting token: %w", err)
+	}
+	return nil
+}
+
+var errNoPool = errors.New("pgstore: Store.Pool is nil")
+
+// table returns the quoted table name.
+func (s *Store) table() (string, error) {
+	if s.Pool == nil {
+		return "", errNoPool
+	}
+	name := s.Table
+	if name == "" {
+		name = DefaultTable
+	}
+	parts := strings.Split(name, ".")
+	for _, p := range parts {
+		if p == "" {
+			return "", fmt.Errorf("pgstore: Store.Table %q is not a table name", name)
+		}
+	}
+	return pgx.Identifier(parts).Sanitize(), nil
+}
