@@ -32,27 +32,44 @@ const flightKey = "refresh"
 // await waits for a flight that replaces seen, the snapshot the caller
 // found unusable, or until ctx ends.
 func (s *TokenSource) await(ctx context.Context, seen *cachedToken) (*cachedToken, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("pandadocauth: waiting for a token: %w", err)
-	}
-	if err := s.recentFailure(s.clock()); err != nil {
-		return nil, err
-	}
-	ch := s.group.DoChan(flightKey, func() (any, error) {
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
-		defer cancel()
-		return s.flight(fctx, seen, false)
-	})
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return nil, res.Err
+	for round := 0; ; round++ {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("pandadocauth: waiting for a token: %w", err)
 		}
-		return res.Val.(*cachedToken), nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("pandadocauth: waiting for a token refresh: %w", ctx.Err())
+		if err := s.recentFailure(s.clock()); err != nil {
+			return nil, err
+		}
+		ch := s.group.DoChan(flightKey, func() (any, error) {
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+			defer cancel()
+			return s.flight(fctx, seen, false)
+		})
+		var ct *cachedToken
+		select {
+		case res := <-ch:
+			if res.Err != nil {
+				return nil, res.Err
+			}
+			ct = res.Val.(*cachedToken)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("pandadocauth: waiting for a token refresh: %w", ctx.Err())
+		}
+		// A caller that joined a flight as it was finishing (saving,
+		// unlocking) may be handed the token the flight published, which
+		// the API has rejected in the meantime. Wait for the next flight
+		// instead, a bounded number of times.
+		cur := s.cur.Load()
+		if round < maxRejoins && cur != nil && cur.invalid && cur.tok.AccessToken == ct.tok.AccessToken {
+			seen = cur
+			continue
+		}
+		return ct, nil
 	}
 }
+
+// maxRejoins bounds how often await waits for another flight because
+// the result of the last one was rejected meanwhile.
+const maxRejoins = 2
 
 // refreshInBackground starts an early refresh of seen, which is still
 // valid, unless one is running or the back-off after a failed one has

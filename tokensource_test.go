@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -740,4 +741,73 @@ func TestTokenSourceRedactsEndpointErrors(t *testing.T) {
 	}
 	assertNoSecret(t, "RetrieveError", re.Error())
 	assertNoSecret(t, "error", err.Error())
+}
+
+// lockingStore is a memStore with a Locker whose unlock waits for a gate,
+// to hold a flight open after it published its token.
+type lockingStore struct {
+	*memStore
+	unlocking chan struct{} // receives when unlock is entered
+	gate      chan struct{} // unlock returns once closed
+}
+
+func (l *lockingStore) Lock(ctx context.Context) (func(), error) {
+	return func() {
+		l.unlocking <- struct{}{}
+		<-l.gate
+	}, nil
+}
+
+// waitForWaiters waits until n goroutines are blocked in await.
+func waitForWaiters(t *testing.T, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d goroutines waiting for a token", n), func() bool {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		count := 0
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "[select") && strings.Contains(g, "(*TokenSource).await") {
+				count++
+			}
+		}
+		return count >= n
+	})
+}
+
+func TestTokenSourceRejectedWhileFlightFinishes(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600}
+	ts, _, clock := newSource(t, srv, time.Hour)
+	store := &lockingStore{memStore: &memStore{}, unlocking: make(chan struct{}), gate: make(chan struct{})}
+	ts.Store = store
+	clock.Advance(2 * time.Hour)
+
+	first := make(chan *oauth2.Token)
+	go func() {
+		tok, _ := ts.Token()
+		first <- tok
+	}()
+	<-store.unlocking // at-SECRET-1 is published; the flight is still open
+	rejected, _ := ts.Token()
+	if rejected.AccessToken != "at-SECRET-1" {
+		t.Fatalf("got %q", rejected.AccessToken)
+	}
+	ts.Invalidate(rejected) // the API answered 401 to it
+	second := make(chan *oauth2.Token)
+	go func() {
+		tok, _ := ts.Token()
+		second <- tok
+	}()
+	waitForWaiters(t, 2) // both callers are waiting on the open flight
+	close(store.gate)
+	go func() { <-store.unlocking }() // the second flight's unlock
+	// Neither caller is handed the token rejected meanwhile.
+	for _, ch := range []chan *oauth2.Token{first, second} {
+		if tok := <-ch; tok == nil || tok.AccessToken != "at-SECRET-2" {
+			t.Errorf("got %v; want at-SECRET-2, not the rejected token", tok)
+		}
+	}
+	if n := srv.n.Load(); n != 2 {
+		t.Errorf("%d refreshes, want 2", n)
+	}
 }
