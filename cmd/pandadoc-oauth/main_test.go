@@ -1,0 +1,350 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"golang.org/x/oauth2"
+
+	"github.com/gopandadoc/pandadocauth"
+	"github.com/gopandadoc/pandadocauth/pandadoctest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// syncBuffer is a bytes.Buffer that a command writes to while the test
+// reads it.
+type syncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitForLine waits until a line of s, trimmed, starts with prefix, and
+// returns that line.
+func (s *syncBuffer) waitForLine(t *testing.T, prefix string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, line := range strings.Split(s.String(), "\n") {
+			if line = strings.TrimSpace(line); strings.HasPrefix(line, prefix) {
+				return line
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("no line starting with %q in:\n%s", prefix, s.String())
+	return ""
+}
+
+// invocation is one run of the command in-process.
+type invocation struct {
+	c              *cli
+	stdout, stderr *syncBuffer
+}
+
+// newInvocation returns a command with the environment env and standard
+// input stdin, whose browser must not be opened.
+func newInvocation(t *testing.T, env map[string]string, stdin string) *invocation {
+	t.Helper()
+	inv := &invocation{stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	inv.c = &cli{
+		stdin:  strings.NewReader(stdin),
+		stdout: inv.stdout,
+		stderr: inv.stderr,
+		getenv: func(k string) string { return env[k] },
+		openBrowser: func(url string) {
+			t.Errorf("browser opened for %s", url)
+		},
+	}
+	return inv
+}
+
+// start runs args in the background and returns the channel of its exit
+// status.
+func (inv *invocation) start(args ...string) <-chan int {
+	done := make(chan int, 1)
+	go func() { done <- inv.c.run(context.Background(), args) }()
+	return done
+}
+
+// wait waits for the exit status from done.
+func wait(t *testing.T, done <-chan int) int {
+	t.Helper()
+	select {
+	case code := <-done:
+		return code
+	case <-time.After(20 * time.Second):
+		t.Fatal("the command did not return")
+		return -1
+	}
+}
+
+// runCmd runs args with env and returns the exit status and output.
+func runCmd(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	return runCmdInput(t, env, "", args...)
+}
+
+// runCmdInput is runCmd with stdin as standard input.
+func runCmdInput(t *testing.T, env map[string]string, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	inv := newInvocation(t, env, stdin)
+	code = inv.c.run(context.Background(), args)
+	return code, inv.stdout.String(), inv.stderr.String()
+}
+
+// credentials is an environment with the client credentials of a
+// pandadoctest server.
+func credentials() map[string]string {
+	return map[string]string{
+		envClientID:     pandadoctest.DefaultClientID,
+		envClientSecret: pandadoctest.DefaultClientSecret,
+	}
+}
+
+// grant starts a fake PandaDoc with rotation on, and saves a token of a
+// new grant to a token file. It returns the server, the file and the
+// token.
+func grant(t *testing.T, opts ...pandadoctest.Option) (*pandadoctest.Server, string, *oauth2.Token) {
+	t.Helper()
+	srv := pandadoctest.NewServer(append([]pandadoctest.Option{pandadoctest.WithRotation(true)}, opts...)...)
+	t.Cleanup(srv.Close)
+	path := filepath.Join(t.TempDir(), "token.json")
+	tok := srv.IssueToken()
+	saveToken(t, path, tok)
+	return srv, path, tok
+}
+
+func saveToken(t *testing.T, path string, tok *oauth2.Token) {
+	t.Helper()
+	if err := (&pandadocauth.FileStore{Path: path}).Save(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func loadToken(t *testing.T, path string) *oauth2.Token {
+	t.Helper()
+	tok, err := (&pandadocauth.FileStore{Path: path}).Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok == nil {
+		t.Fatalf("no token in %s", path)
+	}
+	return tok
+}
+
+// freePort returns a loopback port that nothing listens on.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{envClientID: "id", envClientSecret: "s3cr3t-from-env", envAPIKey: "k3y-from-env"}
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"-h"}, []string{"Usage:", "login", "token", "api", "demo"}},
+		{[]string{"help"}, []string{"Usage:", "login", "token", "api", "demo"}},
+		{[]string{"help", "api"}, []string{"Usage: pandadoc-oauth api", "-d body"}},
+		{[]string{"login", "-h"}, []string{"Usage: pandadoc-oauth login", "-redirect-url", "-no-browser", "-timeout", "-client-id", "-store", "-base-url", "-token-url", "-auth-url"}},
+		{[]string{"token", "-h"}, []string{"Usage: pandadoc-oauth token", "-json", "-with-refresh-token", "-refresh"}},
+		{[]string{"api", "-h"}, []string{"Usage: pandadoc-oauth api", "METHOD PATH", "-api-key", "-H header"}},
+		{[]string{"api", "GET", "/x", "-h"}, []string{"Usage: pandadoc-oauth api"}},
+		{[]string{"demo", "-help"}, []string{"Usage: pandadoc-oauth demo", "-workers", "-duration"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			t.Parallel()
+			code, stdout, stderr := runCmd(t, env, tt.args...)
+			if code != exitOK {
+				t.Errorf("exit status %d, want 0; stderr:\n%s", code, stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("usage lacks %q:\n%s", w, stdout)
+				}
+			}
+			if strings.Contains(stdout+stderr, "s3cr3t") || strings.Contains(stdout+stderr, "k3y") {
+				t.Errorf("usage shows a secret from the environment:\n%s", stdout)
+			}
+		})
+	}
+}
+
+func TestRunHelp(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"help"}, strings.NewReader(""), &stdout, &stderr, func(string) string { return "" })
+	if code != exitOK || !strings.Contains(stdout.String(), "Usage:") {
+		t.Errorf("run help = %d, stdout:\n%s", code, stdout.String())
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"no command", nil, nil, "Usage:"},
+		{"unknown command", nil, []string{"lgoin"}, `unknown command "lgoin"`},
+		{"help for unknown command", nil, []string{"help", "nope"}, "unknown command"},
+		{"unknown flag", nil, []string{"token", "-nope"}, "flag provided but not defined: -nope"},
+		{"bad flag value", nil, []string{"demo", "-workers", "many"}, "invalid value"},
+		{"token arguments", nil, []string{"token", "extra"}, "unexpected arguments"},
+		{"api without path", nil, []string{"api", "GET"}, "want METHOD and PATH"},
+		{"api relative path", nil, []string{"api", "GET", "public/v1/documents"}, "must start with /"},
+		{"api bad header", nil, []string{"api", "-H", "nocolon", "GET", "/x"}, "Name: value"},
+		{"login without credentials", nil, []string{"login", "-no-browser"}, envClientID},
+		{"login https redirect", credentials(), []string{"login", "-redirect-url", "https://127.0.0.1:8765/cb"}, "not an http:// URL"},
+		{"login remote redirect", credentials(), []string{"login", "-redirect-url", "http://example.com:8765/cb"}, "loopback"},
+		{"login redirect without port", credentials(), []string{"login", "-redirect-url", "http://127.0.0.1/cb"}, "explicit port"},
+		{"login zero timeout", credentials(), []string{"login", "-timeout", "0s"}, "-timeout"},
+		{"demo workers", nil, []string{"demo", "-workers", "0"}, "-workers"},
+		{"demo duration", nil, []string{"demo", "-duration", "1ms"}, "-duration"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			code, stdout, stderr := runCmd(t, tt.env, tt.args...)
+			if code != exitUsage {
+				t.Errorf("exit status %d, want %d", code, exitUsage)
+			}
+			if !strings.Contains(stderr, tt.want) {
+				t.Errorf("stderr lacks %q:\n%s", tt.want, stderr)
+			}
+			if stdout != "" {
+				t.Errorf("stdout not empty:\n%s", stdout)
+			}
+		})
+	}
+}
+
+func TestParseInterspersed(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args    []string
+		wantPos []string
+		wantD   string
+	}{
+		{[]string{"GET", "/a"}, []string{"GET", "/a"}, ""},
+		{[]string{"-d", "x", "GET", "/a"}, []string{"GET", "/a"}, "x"},
+		{[]string{"GET", "-d", "x", "/a"}, []string{"GET", "/a"}, "x"},
+		{[]string{"GET", "/a", "-d", "x"}, []string{"GET", "/a"}, "x"},
+		{[]string{"GET", "--", "-d", "x"}, []string{"GET", "-d", "x"}, ""},
+		{[]string{"-d", "-", "GET", "/a"}, []string{"GET", "/a"}, "-"},
+	}
+	for _, tt := range tests {
+		inv := newInvocation(t, nil, "")
+		fs := inv.c.newFlagSet("api")
+		d := fs.String("d", "", "")
+		pos, _, ok := inv.c.parse(fs, "", tt.args, true)
+		if !ok || strings.Join(pos, " ") != strings.Join(tt.wantPos, " ") || *d != tt.wantD {
+			t.Errorf("parse(%q) = %q, -d %q, ok %v; want %q, -d %q", tt.args, pos, *d, ok, tt.wantPos, tt.wantD)
+		}
+	}
+}
+
+func TestRefreshDue(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	year := 31535999
+	tests := []struct {
+		name string
+		tok  oauth2.Token
+		want bool
+	}{
+		{"a year left", oauth2.Token{AccessToken: "a", Expiry: now.Add(365 * 24 * time.Hour), ExpiresIn: int64(year)}, false},
+		{"an hour left", oauth2.Token{AccessToken: "a", Expiry: now.Add(time.Hour), ExpiresIn: int64(year)}, false},
+		{"six minutes left", oauth2.Token{AccessToken: "a", Expiry: now.Add(6 * time.Minute), ExpiresIn: int64(year)}, true},
+		{"expired", oauth2.Token{AccessToken: "a", Expiry: now.Add(-time.Minute), ExpiresIn: int64(year)}, true},
+		{"no expiry", oauth2.Token{AccessToken: "a"}, false},
+		{"no access token", oauth2.Token{RefreshToken: "r"}, true},
+		{"five-minute life, 3m left", oauth2.Token{AccessToken: "a", Expiry: now.Add(3 * time.Minute), ExpiresIn: 300}, true},
+		{"five-minute life, 4m left", oauth2.Token{AccessToken: "a", Expiry: now.Add(4 * time.Minute), ExpiresIn: 300}, false},
+	}
+	for _, tt := range tests {
+		if got := refreshDue(&tt.tok, now); got != tt.want {
+			t.Errorf("%s: refreshDue = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestDefaultStorePath(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("XDG_CONFIG_HOME is read on Linux")
+	}
+	dir := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", dir)
+	var f commonFlags
+	got, err := f.storePath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "pandadoc-oauth", "token.json"); got != want {
+		t.Errorf("storePath = %q, want %q", got, want)
+	}
+
+	// token reads the default file.
+	srv := pandadoctest.NewServer()
+	defer srv.Close()
+	tok := srv.IssueToken()
+	saveToken(t, got, tok)
+	code, stdout, stderr := runCmd(t, nil, "token", "-base-url", srv.URL)
+	if code != exitOK || stdout != tok.AccessToken+"\n" {
+		t.Errorf("token = %d, %q; stderr:\n%s", code, stdout, stderr)
+	}
+	fi, err := os.Stat(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode := fi.Mode().Perm(); mode != 0o600 {
+		t.Errorf("token file mode %v, want 0600", mode)
+	}
+}
+
+// assertPortFree fails t if something still listens on the loopback
+// port.
+func assertPortFree(t *testing.T, port int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatalf("port %d is still in use: %v", port, err)
+	}
+	ln.Close()
+}
