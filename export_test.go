@@ -8,10 +8,3 @@ import "time"
 
 // SetRetryBase shortens the back-off between refresh attempts.
 func SetRetryBase(s *TokenSource, d time.Duration) { s.retryBase = d }
-
-// WaitIdle waits until s has no background work and no refresh in
-// flight.
-func WaitIdle(s *TokenSource) {
-	s.wg.Wait()
-	s.group.Do(flightKey, func() (any, error) { return nil, nil })
-}

@@ -67,7 +67,7 @@ func TestFaultMatrix(t *testing.T) {
 				pandadocauth.SetRetryBase(src, 10*time.Millisecond)
 				t.Cleanup(func() {
 					srv.Close() // releases a hung request
-					pandadocauth.WaitIdle(src)
+					src.Wait()
 				})
 				f.script(srv)
 				posts := func() int { return srv.TokenRequests("refresh_token") }
@@ -106,7 +106,7 @@ func TestFaultMatrix(t *testing.T) {
 						waitForPosts(t, posts, 1)
 						srv.Close()
 					}
-					pandadocauth.WaitIdle(src)
+					src.Wait()
 					if n := posts(); n != f.posts && !f.hang {
 						t.Errorf("%d POSTs, want %d", n, f.posts)
 					}

@@ -133,7 +133,7 @@ func newSource(t *testing.T, srv *tokenServer, expiresIn time.Duration) (*TokenS
 		initial.ExpiresIn = int64(expiresIn / time.Second)
 	}
 	ts := &TokenSource{Config: testConfig(mt), Initial: initial, now: clock.Now, retryBase: time.Millisecond}
-	t.Cleanup(ts.wg.Wait)
+	t.Cleanup(ts.Wait)
 	return ts, mt, clock
 }
 

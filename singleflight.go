@@ -30,8 +30,8 @@ import (
 const flightKey = "refresh"
 
 // await waits for a flight that replaces seen, the snapshot the caller
-// found unusable, or until ctx ends.
-func (s *TokenSource) await(ctx context.Context, seen *cachedToken) (*cachedToken, error) {
+// found unusable (or, with force, wants replaced), or until ctx ends.
+func (s *TokenSource) await(ctx context.Context, seen *cachedToken, force bool) (*cachedToken, error) {
 	for round := 0; ; round++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("pandadocauth: waiting for a token: %w", err)
@@ -40,9 +40,11 @@ func (s *TokenSource) await(ctx context.Context, seen *cachedToken) (*cachedToke
 			return nil, err
 		}
 		ch := s.group.DoChan(flightKey, func() (any, error) {
+			s.startWork()
+			defer s.endWork()
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
 			defer cancel()
-			return s.flight(fctx, seen, false)
+			return s.flight(fctx, seen, force)
 		})
 		var ct *cachedToken
 		select {
@@ -85,9 +87,9 @@ func (s *TokenSource) refreshInBackground(seen *cachedToken, now time.Time) {
 		s.bgRunning.Store(false)
 		return
 	}
-	s.wg.Add(1)
+	s.startWork()
 	go func() {
-		defer s.wg.Done()
+		defer s.endWork()
 		defer s.bgRunning.Store(false)
 		ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
 		defer cancel()

@@ -105,8 +105,8 @@ type TokenSource struct {
 	// bgRunning is set while an early refresh runs in the background.
 	bgRunning atomic.Bool
 
-	// mu guards failErr, failUntil, bgNext, bgBackoff, saving and
-	// saveNext.
+	// mu guards failErr, failUntil, bgNext, bgBackoff, saving, saveNext,
+	// work and idle.
 	mu        sync.Mutex
 	failErr   error     // last refresh failure, served until failUntil
 	failUntil time.Time // end of the fail-fast back-off
@@ -114,14 +114,12 @@ type TokenSource struct {
 	bgBackoff time.Duration
 	saving    bool      // a Save retry runs
 	saveNext  time.Time // earliest next Save retry
+	work      int           // refreshes and Save retries under way
+	idle      chan struct{} // closed when work drops to 0; nil if no one waits
 
 	// saveMu serialises Store.Save calls, so that a retried Save of an
 	// older token can never overwrite a newer one.
 	saveMu sync.Mutex
-
-	// wg counts the goroutines a TokenSource starts by itself (early
-	// refreshes and Save retries), so tests can wait for them.
-	wg sync.WaitGroup
 
 	// Test hooks: the clock and the first retry back-off.
 	now       func() time.Time
@@ -206,7 +204,7 @@ func (s *TokenSource) current(ctx context.Context) (*cachedToken, error) {
 	now := s.clock()
 	if !ct.usable(now) {
 		var err error
-		if ct, err = s.await(ctx, ct); err != nil {
+		if ct, err = s.await(ctx, ct, false); err != nil {
 			return nil, err
 		}
 	}
@@ -217,6 +215,68 @@ func (s *TokenSource) current(ctx context.Context) (*cachedToken, error) {
 		s.refreshInBackground(ct, now)
 	}
 	return ct, nil
+}
+
+// Refresh obtains a new token now, even if the current one is still
+// valid, and returns it; the new token is saved to Store before it is
+// returned. It shares a refresh already under way instead of starting
+// another, and if the Store holds a newer valid token than the one
+// served, that token is adopted instead. Like TokenContext, it returns
+// when ctx ends, and the refresh goes on for other callers.
+func (s *TokenSource) Refresh(ctx context.Context) (*oauth2.Token, error) {
+	seen := s.cur.Load()
+	if seen == nil {
+		// Load Initial or the Store first: they hold the refresh token.
+		if _, err := s.await(ctx, nil, false); err != nil {
+			return nil, err
+		}
+		seen = s.cur.Load()
+	}
+	ct, err := s.await(ctx, seen, true)
+	if err == nil && ct.tok.AccessToken == seen.tok.AccessToken {
+		// Joined a flight that had no reason to refresh: force one.
+		ct, err = s.await(ctx, ct, true)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ct.tok, nil
+}
+
+// Wait blocks until the work s does in the background has finished: an
+// early refresh, a retried Save, or a refresh whose callers have all left.
+// A short-lived program calls it before exiting, so that a refresh
+// PandaDoc has already answered (rotating the refresh token) is saved
+// rather than lost.
+func (s *TokenSource) Wait() {
+	s.mu.Lock()
+	if s.work == 0 {
+		s.mu.Unlock()
+		return
+	}
+	if s.idle == nil {
+		s.idle = make(chan struct{})
+	}
+	idle := s.idle
+	s.mu.Unlock()
+	<-idle
+}
+
+// startWork and endWork count the work Wait waits for.
+func (s *TokenSource) startWork() {
+	s.mu.Lock()
+	s.work++
+	s.mu.Unlock()
+}
+
+func (s *TokenSource) endWork() {
+	s.mu.Lock()
+	s.work--
+	if s.work == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+	s.mu.Unlock()
 }
 
 // Invalidate tells s that the API rejected t (for example with 401). If
@@ -483,9 +543,9 @@ func (s *TokenSource) retrySave(ct *cachedToken) {
 	}
 	s.saving, s.saveNext = true, now.Add(saveRetryInterval)
 	s.mu.Unlock()
-	s.wg.Add(1)
+	s.startWork()
 	go func() {
-		defer s.wg.Done()
+		defer s.endWork()
 		defer func() {
 			s.mu.Lock()
 			s.saving = false

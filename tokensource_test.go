@@ -219,7 +219,7 @@ func TestTokenSourceEarlyRefresh(t *testing.T) {
 		ts.Token()
 	}
 	close(srv.gate)
-	ts.wg.Wait()
+	ts.Wait()
 	tok, err := ts.Token()
 	if err != nil || tok.AccessToken != "at-SECRET-1" {
 		t.Fatalf("after the background refresh: %v, %v", tok, err)
@@ -242,12 +242,12 @@ func TestTokenSourceEarlyRefreshFailureKeepsServing(t *testing.T) {
 		now:       clock.Now,
 		retryBase: time.Millisecond,
 	}
-	t.Cleanup(ts.wg.Wait)
+	t.Cleanup(ts.Wait)
 	clock.Advance(6 * time.Minute)
 	if tok, err := ts.Token(); err != nil || tok.AccessToken != testAccess {
 		t.Fatalf("%v, %v", tok, err)
 	}
-	ts.wg.Wait()
+	ts.Wait()
 	if got := mt.GetCallCountInfo()[tokenCall]; got != maxAttempts {
 		t.Fatalf("%d POSTs, want %d attempts for a 500", got, maxAttempts)
 	}
@@ -258,13 +258,13 @@ func TestTokenSourceEarlyRefreshFailureKeepsServing(t *testing.T) {
 			t.Fatalf("after a failed early refresh: %v, %v", tok, err)
 		}
 	}
-	ts.wg.Wait()
+	ts.Wait()
 	if got := mt.GetCallCountInfo()[tokenCall]; got != maxAttempts {
 		t.Fatalf("%d POSTs within the back-off, want %d", got, maxAttempts)
 	}
 	clock.Advance(minBackgroundBackoff + time.Second)
 	ts.Token()
-	ts.wg.Wait()
+	ts.Wait()
 	if got := mt.GetCallCountInfo()[tokenCall]; got != 2*maxAttempts {
 		t.Fatalf("%d POSTs after the back-off, want %d", got, 2*maxAttempts)
 	}
@@ -299,7 +299,7 @@ func TestTokenSourceShortLivedTokenWindow(t *testing.T) {
 			if err != nil || tok.AccessToken != testAccess {
 				t.Fatalf("%v, %v; want the current token served", tok, err)
 			}
-			ts.wg.Wait()
+			ts.Wait()
 			if got, want := mt.GetCallCountInfo()[tokenCall], map[bool]int{false: 0, true: 1}[tc.refresh]; got != want {
 				t.Errorf("%d POSTs, want %d", got, want)
 			}
@@ -308,7 +308,7 @@ func TestTokenSourceShortLivedTokenWindow(t *testing.T) {
 				for range 10 {
 					ts.Token()
 				}
-				ts.wg.Wait()
+				ts.Wait()
 				if got := mt.GetCallCountInfo()[tokenCall]; got != 1 {
 					t.Errorf("%d POSTs after the refresh, want 1", got)
 				}
@@ -534,13 +534,13 @@ func TestTokenSourceSaveFailureIsRetried(t *testing.T) {
 			t.Fatal("lost the new token")
 		}
 	}
-	ts.wg.Wait()
+	ts.Wait()
 	if got := store.saveCount(); got != 2 {
 		t.Fatalf("%d Saves, want 2 (the first and one retry)", got)
 	}
 	clock.Advance(saveRetryInterval)
 	ts.Token()
-	ts.wg.Wait()
+	ts.Wait()
 	if got := store.saveCount(); got != 3 {
 		t.Fatalf("%d Saves, want 3", got)
 	}
@@ -550,7 +550,7 @@ func TestTokenSourceSaveFailureIsRetried(t *testing.T) {
 	// Saved: no more retries.
 	clock.Advance(saveRetryInterval)
 	ts.Token()
-	ts.wg.Wait()
+	ts.Wait()
 	if got := store.saveCount(); got != 3 {
 		t.Errorf("%d Saves after success, want 3", got)
 	}
@@ -571,7 +571,7 @@ func TestTokenSourceUnsavedTokenOutranksStore(t *testing.T) {
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
-	ts.wg.Wait()
+	ts.Wait()
 	// The second refresh used the rotated token, not the stale stored one.
 	if got := srv.form(1)["refresh_token"]; got != "rt-SECRET-1" {
 		t.Errorf("second refresh used %q, want rt-SECRET-1", got)
@@ -809,5 +809,72 @@ func TestTokenSourceRejectedWhileFlightFinishes(t *testing.T) {
 	}
 	if n := srv.n.Load(); n != 2 {
 		t.Errorf("%d refreshes, want 2", n)
+	}
+}
+
+func TestTokenSourceRefreshForces(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600}
+	ts, mt, _ := newSource(t, srv, time.Hour)
+	store := &memStore{}
+	ts.Store = store
+	const n = 20
+	var wg sync.WaitGroup
+	got := make([]string, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok, err := ts.Refresh(context.Background())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got[i] = tok.AccessToken
+		}()
+	}
+	wg.Wait()
+	posts := mt.GetCallCountInfo()[tokenCall]
+	if posts < 1 || posts > 2 {
+		// Callers that arrive after the first forced refresh has ended
+		// may force a second; never one each.
+		t.Errorf("%d POSTs for %d concurrent Refresh calls, want 1 or 2", posts, n)
+	}
+	for i, a := range got {
+		if a == testAccess || a == "" {
+			t.Errorf("caller %d got %q, want a new token", i, a)
+		}
+	}
+	if s := store.stored(); s == nil || s.AccessToken == testAccess {
+		t.Errorf("stored %v, want the new token saved", s)
+	}
+	if tok, _ := ts.Token(); tok.AccessToken == testAccess {
+		t.Error("the forced token is not served")
+	}
+}
+
+func TestTokenSourceWaitCoversBackgroundWork(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
+	ts, _, clock := newSource(t, srv, 10*time.Minute)
+	clock.Advance(6 * time.Minute) // inside the early window
+	if tok, _ := ts.Token(); tok.AccessToken != testAccess {
+		t.Fatal("want the current token served")
+	}
+	waitFor(t, "the background refresh POST", func() bool { return srv.n.Load() == 1 })
+	waited := make(chan struct{})
+	go func() {
+		ts.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+		t.Fatal("Wait returned while the background refresh was under way")
+	default:
+	}
+	close(srv.gate)
+	<-waited
+	if tok := ts.cur.Load().tok; tok.AccessToken != "at-SECRET-1" {
+		t.Errorf("after Wait the served token is %q, want the refreshed one", tok.AccessToken)
 	}
 }
