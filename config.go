@@ -2,7 +2,9 @@ package pandadocauth
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -86,6 +88,26 @@ func (c Config) String() string {
 
 // GoString is like String, for the %#v verb.
 func (c Config) GoString() string { return c.String() }
+
+// LogValue is like String, for log/slog.
+func (c Config) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// MarshalJSON encodes c without its client secret and HTTP client.
+// Decoding is unchanged: a Config can still be read from JSON.
+func (c Config) MarshalJSON() ([]byte, error) {
+	secret := ""
+	if c.ClientSecret != "" {
+		secret = redacted
+	}
+	return json.Marshal(struct {
+		ClientID     string
+		ClientSecret string   `json:",omitempty"`
+		RedirectURL  string   `json:",omitempty"`
+		Scopes       []string `json:",omitempty"`
+		TokenURL     string   `json:",omitempty"`
+		AuthURL      string   `json:",omitempty"`
+	}{c.ClientID, secret, c.RedirectURL, c.Scopes, c.TokenURL, c.AuthURL})
+}
 
 func (c *Config) tokenURL() string {
 	if c.TokenURL != "" {

@@ -61,7 +61,11 @@ func (s *TokenSource) await(ctx context.Context, seen *cachedToken, force bool) 
 		// the API has rejected in the meantime. Wait for the next flight
 		// instead, a bounded number of times.
 		cur := s.cur.Load()
-		if round < maxRejoins && cur != nil && cur.invalid && cur.tok.AccessToken == ct.tok.AccessToken {
+		switch {
+		case cur == nil || cur == ct:
+		case cur.tok.AccessToken != ct.tok.AccessToken && cur.usable(s.clock()):
+			return cur, nil // newer still
+		case cur.invalid && cur.tok.AccessToken == ct.tok.AccessToken && round < maxRejoins:
 			seen = cur
 			continue
 		}
@@ -75,37 +79,32 @@ const maxRejoins = 2
 
 // refreshInBackground starts an early refresh of seen, which is still
 // valid, unless one is running or the back-off after a failed one has
-// not ended. The caller does not wait.
-func (s *TokenSource) refreshInBackground(seen *cachedToken, now time.Time) {
-	if !s.bgRunning.CompareAndSwap(false, true) {
-		return
-	}
-	s.mu.Lock()
-	wait := now.Before(s.bgNext)
-	s.mu.Unlock()
-	if wait {
-		s.bgRunning.Store(false)
+// not ended. The caller does not wait; the refresh runs on ctx's values,
+// not its cancellation.
+func (s *TokenSource) refreshInBackground(ctx context.Context, seen *cachedToken, now time.Time) {
+	if now.UnixNano() < s.bgNext.Load() || !s.bgRunning.CompareAndSwap(false, true) {
 		return
 	}
 	s.startWork()
 	go func() {
 		defer s.endWork()
 		defer s.bgRunning.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
 		defer cancel()
 		_, err, _ := s.group.Do(flightKey, func() (any, error) {
-			return s.flight(ctx, seen, true)
+			return s.flight(fctx, seen, true)
 		})
 		s.mu.Lock()
 		if err == nil {
-			s.bgBackoff, s.bgNext = 0, time.Time{}
+			s.bgBackoff = 0
 			s.mu.Unlock()
+			s.bgNext.Store(0)
 			return
 		}
 		s.bgBackoff = min(max(2*s.bgBackoff, minBackgroundBackoff), maxBackgroundBackoff)
-		s.bgNext = s.clock().Add(s.bgBackoff)
 		backoff := s.bgBackoff
 		s.mu.Unlock()
+		s.bgNext.Store(s.clock().Add(backoff).UnixNano())
 		s.logWarn("pandadocauth: early refresh failed; serving the current token", slog.Any("error", err), slog.Duration("retry_in", backoff))
 	}()
 }

@@ -67,9 +67,9 @@ func (f *FileStore) Load(ctx context.Context) (*oauth2.Token, error) {
 	}
 	var t oauth2.Token
 	if err := json.Unmarshal(b, &t); err != nil {
-		// The error text of encoding/json never quotes string values, so
-		// no token can leak through it.
-		return nil, fmt.Errorf("pandadocauth: token file %s is not a token: %w", f.Path, err)
+		// Not wrapped: a time.Time parse error quotes the value it read,
+		// and a damaged file may have a token where the expiry should be.
+		return nil, fmt.Errorf("pandadocauth: token file %s is not a token (invalid JSON)", f.Path)
 	}
 	if t.AccessToken == "" && t.RefreshToken == "" {
 		return nil, fmt.Errorf("pandadocauth: token file %s holds no token", f.Path)

@@ -69,7 +69,9 @@ func TestFileStoreErrors(t *testing.T) {
 	os.WriteFile(bad, []byte(`{"access_token": "at-SECRET-x", "expiry": 12`), 0o600)
 	empty := filepath.Join(dir, "empty.json")
 	os.WriteFile(empty, []byte(`{}`), 0o600)
-	for _, path := range []string{bad, empty} {
+	misplaced := filepath.Join(dir, "misplaced.json")
+	os.WriteFile(misplaced, []byte(`{"access_token":"x","expiry":"rt-SECRET-misplaced"}`), 0o600)
+	for _, path := range []string{bad, empty, misplaced} {
 		_, err := (&FileStore{Path: path}).Load(ctx)
 		if err == nil {
 			t.Errorf("%s: want an error", path)
@@ -91,7 +93,7 @@ func TestFileStoreErrors(t *testing.T) {
 	} else {
 		assertNoSecret(t, "error", err.Error())
 	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 3 {
-		t.Errorf("%d entries in the directory, want 3: a failed Save left files", len(entries))
+	if entries, _ := os.ReadDir(dir); len(entries) != 4 {
+		t.Errorf("%d entries in the directory, want 4: a failed Save left files", len(entries))
 	}
 }

@@ -94,7 +94,11 @@ func (c *Config) post(ctx context.Context, form url.Values, now func() time.Time
 	if err := checkSecure(req.URL); err != nil {
 		return nil, &attemptError{err: fmt.Errorf("pandadocauth: token endpoint: %w", err)}
 	}
-	resp, err := c.httpClient(ctx).Do(req)
+	// A redirect would re-send the form, credentials included, wherever
+	// it points: the token endpoint is called where configured, or not.
+	hc := *c.httpClient(ctx)
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := hc.Do(req)
 	if err != nil {
 		// A *url.Error names the token URL, which carries no secret: the
 		// credentials travel in the body.
@@ -129,9 +133,12 @@ func readTokenResponse(ctx context.Context, resp *http.Response, secrets []strin
 	tok, err := parseToken(body, now)
 	if err != nil {
 		if tr, ok := err.(*tokenRejection); ok {
+			// The body may hold a token beside the error: keep only the
+			// error's members.
+			errBody, _ := json.Marshal(map[string]string{"error": tr.code, "error_description": tr.description, "error_uri": tr.uri})
 			re := &oauth2.RetrieveError{
 				Response:         resp,
-				Body:             redact(body, secrets),
+				Body:             redact(errBody, secrets),
 				ErrorCode:        redactString(tr.code, secrets),
 				ErrorDescription: redactString(tr.description, secrets),
 				ErrorURI:         redactString(tr.uri, secrets),
@@ -232,9 +239,7 @@ type tokenResponse struct {
 // in its errors: a 2xx body may hold a token.
 func parseToken(body []byte, now time.Time) (*oauth2.Token, error) {
 	var r tokenResponse
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := dec.Decode(&r); err != nil {
+	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, errors.New("body is not a JSON object")
 	}
 	if r.Error != nil {
@@ -293,7 +298,8 @@ func parseExpiresIn(raw json.RawMessage) (int64, error) {
 	if f > maxExpiresIn {
 		return 0, fmt.Errorf("expires_in exceeds %d seconds", maxExpiresIn)
 	}
-	return int64(f), nil
+	// A fraction of a second still expires: round up.
+	return int64(math.Ceil(f)), nil
 }
 
 // parseRetryAfter reads a Retry-After header: delay-seconds or an

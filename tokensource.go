@@ -2,6 +2,7 @@ package pandadocauth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -86,8 +87,9 @@ type TokenSource struct {
 
 	// EarlyRefresh is how long before Expiry a background refresh starts
 	// while the current token keeps being served. 0 means
-	// DefaultEarlyRefresh. A token whose lifetime is shorter than twice
-	// the window gets half its lifetime instead.
+	// DefaultEarlyRefresh; a negative value turns early refresh off, so
+	// the token is refreshed only when it expires. A token whose lifetime
+	// is shorter than twice the window gets half its lifetime instead.
 	EarlyRefresh time.Duration
 
 	// Logger, if set, receives refreshes, failures and Store problems.
@@ -105,20 +107,24 @@ type TokenSource struct {
 	// bgRunning is set while an early refresh runs in the background.
 	bgRunning atomic.Bool
 
-	// mu guards failErr, failUntil, bgNext, bgBackoff, saving, saveNext,
-	// work and idle.
-	mu        sync.Mutex
-	failErr   error     // last refresh failure, served until failUntil
-	failUntil time.Time // end of the fail-fast back-off
-	bgNext    time.Time // earliest next early refresh after a failed one
-	bgBackoff time.Duration
-	saving    bool      // a Save retry runs
-	saveNext  time.Time // earliest next Save retry
-	work      int           // refreshes and Save retries under way
-	idle      chan struct{} // closed when work drops to 0; nil if no one waits
+	// bgNext is the earliest next early refresh after a failed one, in
+	// Unix nanoseconds, so that the early window needs no lock.
+	bgNext atomic.Int64
 
-	// saveMu serialises Store.Save calls, so that a retried Save of an
-	// older token can never overwrite a newer one.
+	// mu guards the fields below it.
+	mu         sync.Mutex
+	failErr    error         // last refresh failure, served until failUntil
+	failUntil  time.Time     // end of the fail-fast back-off
+	bgBackoff  time.Duration // wait after the last failed early refresh
+	saving     bool          // a Save retry runs
+	saveNext   time.Time     // earliest next Save retry
+	rejections int           // tokens rejected by the API since one last worked
+	work       int           // refreshes and Save retries under way
+	idle       chan struct{} // closed when work drops to 0; nil if no one waits
+
+	// saveMu is held across every Store.Save and the publication of the
+	// token saved, so that a retried Save of an older token can never
+	// overwrite a newer one.
 	saveMu sync.Mutex
 
 	// Test hooks: the clock and the first retry back-off.
@@ -138,6 +144,14 @@ type cachedToken struct {
 	noExpiry bool      // zero Expiry: valid until the API answers 401
 	invalid  bool      // rejected by the API (Invalidate)
 	unsaved  bool      // Store.Save failed; retried on later calls
+	// state is shared by the snapshots of one token.
+	state *tokenState
+}
+
+// tokenState is what is learnt about a token while it is used.
+type tokenState struct {
+	obtained time.Time   // when it came from the endpoint; zero if loaded
+	worked   atomic.Bool // the API accepted it at least once
 }
 
 // usable reports whether ct may be sent at now.
@@ -174,6 +188,12 @@ func (s *TokenSource) String() string {
 // GoString is like String, for the %#v verb.
 func (s *TokenSource) GoString() string { return s.String() }
 
+// LogValue is like String, for log/slog.
+func (s *TokenSource) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalJSON encodes String, so that no token or secret is encoded.
+func (s *TokenSource) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
+
 // Token returns a valid token, refreshing it if needed. It implements
 // oauth2.TokenSource; prefer TokenContext, which can be cancelled. The
 // returned token is shared and must not be modified.
@@ -209,10 +229,10 @@ func (s *TokenSource) current(ctx context.Context) (*cachedToken, error) {
 		}
 	}
 	if ct.unsaved {
-		s.retrySave(ct)
+		s.retrySave(ctx, ct)
 	}
 	if !ct.noExpiry && !now.Before(ct.early) {
-		s.refreshInBackground(ct, now)
+		s.refreshInBackground(ctx, ct, now)
 	}
 	return ct, nil
 }
@@ -290,6 +310,46 @@ func (s *TokenSource) Invalidate(t *oauth2.Token) bool {
 	return s.invalidate(t.AccessToken)
 }
 
+// accepted records that the API accepted ct's token.
+func (s *TokenSource) accepted(ct *cachedToken) {
+	if ct.state.worked.Load() || !ct.state.worked.CompareAndSwap(false, true) {
+		return
+	}
+	s.mu.Lock()
+	s.rejections = 0
+	s.mu.Unlock()
+}
+
+// rejected handles a 401 to a request that carried ct's token. It
+// invalidates the token if it is still current and reports whether a new
+// token is worth waiting for. When token after token is rejected without
+// one ever working (a suspended account, a revoked grant that still
+// refreshes), refreshing on every request would hammer the endpoint:
+// such a token is kept for a back-off that doubles from a second up to a
+// minute after it was obtained, and the 401 is returned meanwhile.
+func (s *TokenSource) rejected(ct *cachedToken) bool {
+	if !ct.state.worked.Load() {
+		s.mu.Lock()
+		n := s.rejections
+		s.mu.Unlock()
+		if n > 0 && s.clock().Before(ct.state.obtained.Add(rejectionBackoff(n))) {
+			return false
+		}
+	}
+	if s.invalidate(ct.tok.AccessToken) {
+		s.mu.Lock()
+		s.rejections++
+		s.mu.Unlock()
+	}
+	return true
+}
+
+// rejectionBackoff is how long a token is kept after n tokens in a row
+// were rejected without one working.
+func rejectionBackoff(n int) time.Duration {
+	return min(time.Second<<min(n-1, 6), time.Minute)
+}
+
 func (s *TokenSource) invalidate(accessToken string) bool {
 	for {
 		ct := s.cur.Load()
@@ -313,7 +373,7 @@ func (s *TokenSource) clock() time.Time {
 }
 
 func (s *TokenSource) earlyWindow() time.Duration {
-	if s.EarlyRefresh > 0 {
+	if s.EarlyRefresh != 0 {
 		return s.EarlyRefresh
 	}
 	return DefaultEarlyRefresh
@@ -322,12 +382,17 @@ func (s *TokenSource) earlyWindow() time.Duration {
 // snapshot builds the cached form of t.
 func (s *TokenSource) snapshot(t *oauth2.Token) *cachedToken {
 	// A token saved with only its refresh token has nothing to send.
-	ct := &cachedToken{tok: t, header: "Bearer " + t.AccessToken, invalid: t.AccessToken == ""}
+	ct := &cachedToken{tok: t, header: "Bearer " + t.AccessToken, invalid: t.AccessToken == "", state: &tokenState{}}
 	if t.Expiry.IsZero() {
 		ct.noExpiry = true
 		return ct
 	}
 	window := s.earlyWindow()
+	if window < 0 {
+		ct.early = t.Expiry.Add(-blockingSkew)
+		ct.hard = ct.early
+		return ct
+	}
 	// The lifetime is known from expires_in, which tokens from the
 	// endpoint carry (and FileStore keeps). A short-lived token gets half
 	// its lifetime as window, so a new token is never due at once.
@@ -351,10 +416,11 @@ func (s *TokenSource) recentFailure(now time.Time) error {
 	return nil
 }
 
-func (s *TokenSource) rememberFailure(err error, transient bool, now time.Time) {
+func (s *TokenSource) rememberFailure(err error, now time.Time) {
 	d := permanentFailureBackoff
-	if transient {
-		d = transientFailureBackoff
+	var t transientError
+	if errors.As(err, &t) {
+		d = max(transientFailureBackoff, t.retryAfter)
 	}
 	s.mu.Lock()
 	s.failErr, s.failUntil = err, now.Add(d)
@@ -399,25 +465,31 @@ func (s *TokenSource) flight(ctx context.Context, seen *cachedToken, background 
 		if err != nil {
 			return nil, fmt.Errorf("pandadocauth: taking the refresh lock: %w", err)
 		}
-		defer unlock()
+		if unlock != nil {
+			defer unlock()
+		}
 	}
 	base, err := s.fromStore(ctx, cur, ok)
 	if err != nil || base != cur && ok(base, now) {
 		return base, err
 	}
 	ct, err := s.refresh(ctx, base)
-	if err != nil && s.Store != nil && isPermanent(err) {
-		// Another process may have rotated the refresh token since the
-		// Store was read: look once more before giving up.
-		if again, lerr := s.fromStore(ctx, base, ok); lerr == nil && again != base {
+	if err != nil && isPermanent(err) {
+		// The refresh token may be stale. Another process may have
+		// rotated it since the Store was read, so look there once more;
+		// or the Store held an older grant than the one in memory, so
+		// try that one.
+		if again, lerr := s.fromStore(ctx, base, ok); lerr == nil && again != base && again.tok.RefreshToken != base.tok.RefreshToken {
 			if ok(again, s.clock()) {
 				return again, nil
 			}
 			ct, err = s.refresh(ctx, again)
+		} else if cur != nil && cur.tok.RefreshToken != "" && cur.tok.RefreshToken != base.tok.RefreshToken {
+			ct, err = s.refresh(ctx, cur)
 		}
 	}
 	if err != nil {
-		s.rememberFailure(err, !isPermanent(err), s.clock())
+		s.rememberFailure(err, s.clock())
 		return nil, err
 	}
 	s.clearFailure()
@@ -479,20 +551,12 @@ func (s *TokenSource) refresh(ctx context.Context, base *cachedToken) (*cachedTo
 		tok, aerr := s.Config.refreshAttempt(ctx, rt, s.clock)
 		if aerr == nil {
 			ct := s.snapshot(tok)
-			if s.Store != nil {
-				s.saveMu.Lock()
-				err := s.Store.Save(ctx, tok)
-				s.saveMu.Unlock()
-				if err != nil {
-					ct.unsaved = true
-					s.logError("pandadocauth: saving the new token failed; using it and retrying the save", slog.Any("error", err))
-				}
-			}
-			s.cur.Store(ct)
+			ct.state.obtained = s.clock()
+			s.saveAndPublish(ctx, ct)
 			s.logInfo("pandadocauth: token refreshed", slog.Time("expiry", tok.Expiry), slog.Int("attempts", attempt))
 			return ct, nil
 		}
-		if !aerr.transient || attempt == maxAttempts {
+		if !aerr.transient || attempt >= maxAttempts {
 			s.logWarn("pandadocauth: token refresh failed", slog.Any("error", aerr.err), slog.Int("attempts", attempt))
 			return nil, classify(aerr)
 		}
@@ -515,14 +579,38 @@ func (s *TokenSource) refresh(ctx context.Context, base *cachedToken) (*cachedTo
 	}
 }
 
+// saveAndPublish saves ct's token to the Store, then serves it. A failed
+// Save is logged and retried later; the token is served all the same, so
+// the newest refresh token is never dropped.
+func (s *TokenSource) saveAndPublish(ctx context.Context, ct *cachedToken) {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	if s.Store != nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
+		err := s.Store.Save(sctx, ct.tok)
+		cancel()
+		if err != nil {
+			ct.unsaved = true
+			s.mu.Lock()
+			s.saveNext = s.clock().Add(saveRetryInterval)
+			s.mu.Unlock()
+			s.logError("pandadocauth: saving the new token failed; using it and retrying the save", slog.Any("error", err))
+		}
+	}
+	s.cur.Store(ct)
+}
+
 // transientError marks a refresh failure that may pass by itself.
-type transientError struct{ error }
+type transientError struct {
+	error
+	retryAfter time.Duration // the endpoint's Retry-After, 0 if none
+}
 
 func (e transientError) Unwrap() error { return e.error }
 
 func classify(aerr *attemptError) error {
 	if aerr.transient {
-		return transientError{aerr.err}
+		return transientError{aerr.err, aerr.retryAfter}
 	}
 	return aerr.err
 }
@@ -534,7 +622,7 @@ func isPermanent(err error) bool {
 
 // retrySave tries again, in the background and at most once per
 // saveRetryInterval, to save a token whose Save failed.
-func (s *TokenSource) retrySave(ct *cachedToken) {
+func (s *TokenSource) retrySave(ctx context.Context, ct *cachedToken) {
 	now := s.clock()
 	s.mu.Lock()
 	if s.saving || now.Before(s.saveNext) {
@@ -556,9 +644,9 @@ func (s *TokenSource) retrySave(ct *cachedToken) {
 		if cur := s.cur.Load(); cur == nil || cur.tok != ct.tok {
 			return // a newer token replaced it, and was saved itself
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), saveTimeout)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
 		defer cancel()
-		if err := s.Store.Save(ctx, ct.tok); err != nil {
+		if err := s.Store.Save(sctx, ct.tok); err != nil {
 			s.logError("pandadocauth: saving the token failed again", slog.Any("error", err))
 			return
 		}

@@ -2,8 +2,10 @@ package pandadocauth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"runtime"
 	"strings"
@@ -342,6 +344,7 @@ func TestTokenSourceRetries(t *testing.T) {
 		{"503 then success", httpmock.NewStringResponder(503, "busy").Once().Then(ok), 2, false, false},
 		{"network error then success", httpmock.NewErrorResponder(errors.New("connection reset by peer")).Once().Then(ok), 2, false, false},
 		{"429 then success", httpmock.NewStringResponder(429, "slow down").Once().Then(ok), 2, false, false},
+		{"408 then success", httpmock.NewStringResponder(408, "timeout").Once().Then(ok), 2, false, false},
 		{"500 every time", httpmock.NewStringResponder(500, "boom"), maxAttempts, true, true},
 		{"invalid_grant is not retried", httpmock.NewStringResponder(400, `{"error":"invalid_grant"}`), 1, true, false},
 		{"invalid_client is not retried", httpmock.NewStringResponder(401, `{"error":"invalid_client"}`), 1, true, false},
@@ -528,31 +531,34 @@ func TestTokenSourceSaveFailureIsRetried(t *testing.T) {
 	if !strings.Contains(logs.String(), "saving the new token failed") {
 		t.Errorf("the Save failure was not logged: %s", logs)
 	}
-	// Many calls within a second: one retry.
-	for range 50 {
-		if tok, _ := ts.Token(); tok.AccessToken != "at-SECRET-1" {
-			t.Fatal("lost the new token")
+	// calls serves the token n times, letting any Save retry finish.
+	calls := func(n int) {
+		for range n {
+			if tok, _ := ts.Token(); tok.AccessToken != "at-SECRET-1" {
+				t.Fatal("lost the new token")
+			}
+			ts.Wait()
 		}
 	}
-	ts.Wait()
-	if got := store.saveCount(); got != 2 {
-		t.Fatalf("%d Saves, want 2 (the first and one retry)", got)
+	steps := []struct {
+		advance time.Duration
+		saves   int
+	}{
+		{0, 1},                      // within a second of the failure: no retry
+		{saveRetryInterval, 2},      // one retry, which fails
+		{saveRetryInterval / 2, 2},  // still within a second of it
+		{saveRetryInterval / 2, 3},  // the next retry succeeds
+		{10 * saveRetryInterval, 3}, // saved: no more retries
 	}
-	clock.Advance(saveRetryInterval)
-	ts.Token()
-	ts.Wait()
-	if got := store.saveCount(); got != 3 {
-		t.Fatalf("%d Saves, want 3", got)
+	for i, st := range steps {
+		clock.Advance(st.advance)
+		calls(20)
+		if got := store.saveCount(); got != st.saves {
+			t.Fatalf("step %d: %d Saves, want %d", i, got, st.saves)
+		}
 	}
 	if s := store.stored(); s == nil || s.RefreshToken != "rt-SECRET-1" {
 		t.Fatalf("stored %v after the retry succeeded", s)
-	}
-	// Saved: no more retries.
-	clock.Advance(saveRetryInterval)
-	ts.Token()
-	ts.Wait()
-	if got := store.saveCount(); got != 3 {
-		t.Errorf("%d Saves after success, want 3", got)
 	}
 	assertNoSecret(t, "log", logs.String())
 }
@@ -758,15 +764,16 @@ func (l *lockingStore) Lock(ctx context.Context) (func(), error) {
 	}, nil
 }
 
-// waitForWaiters waits until n goroutines are blocked in await.
-func waitForWaiters(t *testing.T, n int) {
+// waitForWaiters waits until n goroutines are blocked in ts.await.
+func waitForWaiters(t *testing.T, ts *TokenSource, n int) {
 	t.Helper()
+	frame := fmt.Sprintf("(*TokenSource).await(%p", ts)
 	waitFor(t, fmt.Sprintf("%d goroutines waiting for a token", n), func() bool {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		count := 0
 		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "[select") && strings.Contains(g, "(*TokenSource).await") {
+			if strings.Contains(g, "[select") && strings.Contains(g, frame) {
 				count++
 			}
 		}
@@ -798,7 +805,7 @@ func TestTokenSourceRejectedWhileFlightFinishes(t *testing.T) {
 		tok, _ := ts.Token()
 		second <- tok
 	}()
-	waitForWaiters(t, 2) // both callers are waiting on the open flight
+	waitForWaiters(t, ts, 2) // both callers are waiting on the open flight
 	close(store.gate)
 	go func() { <-store.unlocking }() // the second flight's unlock
 	// Neither caller is handed the token rejected meanwhile.
@@ -814,8 +821,9 @@ func TestTokenSourceRejectedWhileFlightFinishes(t *testing.T) {
 
 func TestTokenSourceRefreshForces(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
 	ts, mt, _ := newSource(t, srv, time.Hour)
+	ts.Token() // loaded
 	store := &memStore{}
 	ts.Store = store
 	const n = 20
@@ -833,12 +841,11 @@ func TestTokenSourceRefreshForces(t *testing.T) {
 			got[i] = tok.AccessToken
 		}()
 	}
+	waitForWaiters(t, ts, n) // all in one forced refresh
+	close(srv.gate)
 	wg.Wait()
-	posts := mt.GetCallCountInfo()[tokenCall]
-	if posts < 1 || posts > 2 {
-		// Callers that arrive after the first forced refresh has ended
-		// may force a second; never one each.
-		t.Errorf("%d POSTs for %d concurrent Refresh calls, want 1 or 2", posts, n)
+	if posts := mt.GetCallCountInfo()[tokenCall]; posts != 1 {
+		t.Errorf("%d POSTs for %d concurrent Refresh calls, want 1", posts, n)
 	}
 	for i, a := range got {
 		if a == testAccess || a == "" {
@@ -877,4 +884,267 @@ func TestTokenSourceWaitCoversBackgroundWork(t *testing.T) {
 	if tok := ts.cur.Load().tok; tok.AccessToken != "at-SECRET-1" {
 		t.Errorf("after Wait the served token is %q, want the refreshed one", tok.AccessToken)
 	}
+}
+
+func TestTokenSourceNoSecretInLogsOrJSON(t *testing.T) {
+	t.Parallel()
+	ts, _, _ := newSource(t, &tokenServer{}, time.Hour)
+	ts.Token()
+	var buf syncBuffer
+	logger := slog.New(slog.NewJSONHandler(&buf, nil))
+	logger.Info("start", "source", ts, "config", ts.Config, "configValue", *ts.Config, "apikey", APIKeyTransport{Key: "key-SECRET"})
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("start", "source", ts, "config", ts.Config, "apikey", &APIKeyTransport{Key: "key-SECRET"})
+	for _, v := range []any{ts, ts.Config, *ts.Config, APIKeyTransport{Key: "key-SECRET"}, &APIKeyTransport{Key: "key-SECRET"}} {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatalf("json.Marshal(%T): %v", v, err)
+		}
+		buf.Write(b)
+	}
+	if !strings.Contains(buf.String(), testClientID) {
+		t.Errorf("the client ID should still show: %s", buf.String())
+	}
+	assertNoSecret(t, "log and JSON output", buf.String())
+}
+
+func TestTokenEndpointRedirectIsNotFollowed(t *testing.T) {
+	t.Parallel()
+	mt := httpmock.NewMockTransport()
+	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
+		r := httpmock.NewStringResponse(307, "")
+		r.Header.Set("Location", "https://evil.example/steal")
+		return r, nil
+	})
+	mt.RegisterResponder("POST", "https://evil.example/steal", httpmock.NewStringResponder(200, `{"access_token":"at-SECRET-evil"}`))
+	_, err := testConfig(mt).Refresh(context.Background(), testRefresh)
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.Response.StatusCode != 307 {
+		t.Errorf("%v, want the 307 as a RetrieveError", err)
+	}
+	if n := mt.GetCallCountInfo()["POST https://evil.example/steal"]; n != 0 {
+		t.Errorf("the credentials were re-sent to the redirect target %d times", n)
+	}
+}
+
+func TestTokenSourceStaleStoreFallsBackToNewerGrant(t *testing.T) {
+	t.Parallel()
+	mt := httpmock.NewMockTransport()
+	var used []string
+	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
+		req.ParseForm()
+		rt := req.PostForm.Get("refresh_token")
+		used = append(used, rt)
+		if rt != testRefresh {
+			return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`), nil
+		}
+		return httpmock.NewStringResponse(200, `{"access_token":"at-SECRET-1","refresh_token":"rt-SECRET-1","expires_in":3600}`), nil
+	})
+	clock := newFakeClock()
+	// Initial comes from a new login; the Store still holds an old one.
+	store := &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-old", RefreshToken: "rt-SECRET-old", Expiry: clock.Now().Add(-time.Hour)}}
+	ts := &TokenSource{
+		Config:  testConfig(mt),
+		Initial: &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, Expiry: clock.Now().Add(-time.Minute)},
+		Store:   store,
+		now:     clock.Now,
+	}
+	tok, err := ts.Token()
+	if err != nil || tok.AccessToken != "at-SECRET-1" {
+		t.Fatalf("%v, %v; want the newer grant in memory refreshed (refresh tokens tried: %q)", tok, err, used)
+	}
+	if s := store.stored(); s == nil || s.RefreshToken != "rt-SECRET-1" {
+		t.Errorf("stored %v, want the new token", s)
+	}
+}
+
+func TestTokenSourceBackgroundRefreshKeepsContextValues(t *testing.T) {
+	t.Parallel()
+	mt := httpmock.NewMockTransport()
+	srv := &tokenServer{expiresIn: 3600}
+	mt.RegisterResponder("POST", TokenURL, srv.responder())
+	clock := newFakeClock()
+	ts := &TokenSource{
+		// No HTTPClient: the context's is used.
+		Config:  &Config{ClientID: testClientID, ClientSecret: testClientSecret},
+		Initial: &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, Expiry: clock.Now().Add(2 * time.Minute), ExpiresIn: 3600},
+		now:     clock.Now,
+	}
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: mt})
+	if _, err := ts.TokenContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ts.Wait()
+	if n := mt.GetCallCountInfo()[tokenCall]; n != 1 {
+		t.Errorf("%d POSTs through the context's client, want 1", n)
+	}
+}
+
+func TestTokenSourceFailFastHonoursRetryAfter(t *testing.T) {
+	t.Parallel()
+	ts, mt, clock := newSource(t, nil, time.Hour)
+	mt.RegisterResponder("POST", TokenURL, httpmock.NewStringResponder(429, "").HeaderSet(http.Header{"Retry-After": {"120"}}))
+	clock.Advance(2 * time.Hour)
+	if _, err := ts.Token(); err == nil {
+		t.Fatal("want an error")
+	}
+	clock.Advance(30 * time.Second)
+	if _, err := ts.Token(); err == nil {
+		t.Fatal("want the remembered error")
+	}
+	if n := mt.GetCallCountInfo()[tokenCall]; n != 1 {
+		t.Errorf("%d POSTs within Retry-After, want 1", n)
+	}
+	clock.Advance(91 * time.Second)
+	ts.Token()
+	if n := mt.GetCallCountInfo()[tokenCall]; n != 2 {
+		t.Errorf("%d POSTs after Retry-After, want 2", n)
+	}
+}
+
+func TestTokenEndpointErrorBodyKeepsNoToken(t *testing.T) {
+	t.Parallel()
+	mt := httpmock.NewMockTransport()
+	mt.RegisterResponder("POST", TokenURL, httpmock.NewStringResponder(200, `{"error":"invalid_grant","access_token":"at-SECRET-9","refresh_token":"rt-SECRET-9"}`))
+	_, err := testConfig(mt).Refresh(context.Background(), testRefresh)
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
+		t.Fatalf("%v", err)
+	}
+	assertNoSecret(t, "RetrieveError.Body", string(re.Body))
+}
+
+func TestTokenSourceInitialFirst(t *testing.T) {
+	t.Parallel()
+	ts, mt, _ := newSource(t, &tokenServer{}, time.Hour)
+	store := &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-stored", Expiry: time.Now().Add(time.Hour)}}
+	ts.Store = store
+	tok, err := ts.Token()
+	if err != nil || tok.AccessToken != testAccess {
+		t.Fatalf("%v, %v; want Initial", tok, err)
+	}
+	if store.loads != 0 || mt.GetTotalCallCount() != 0 {
+		t.Errorf("%d Loads and %d POSTs before a refresh was due, want 0", store.loads, mt.GetTotalCallCount())
+	}
+}
+
+func TestTokenSourceEarlyRefreshOff(t *testing.T) {
+	t.Parallel()
+	ts, mt, clock := newSource(t, &tokenServer{expiresIn: 3600}, time.Hour)
+	ts.EarlyRefresh = -1
+	clock.Advance(time.Hour - blockingSkew - time.Second)
+	if tok, _ := ts.Token(); tok.AccessToken != testAccess {
+		t.Fatal("want the current token")
+	}
+	ts.Wait()
+	if n := mt.GetCallCountInfo()[tokenCall]; n != 0 {
+		t.Errorf("%d POSTs with early refresh off, want 0", n)
+	}
+	clock.Advance(2 * time.Second)
+	if tok, _ := ts.Token(); tok.AccessToken != "at-SECRET-1" {
+		t.Error("want a new token at expiry")
+	}
+}
+
+// lockStore is a memStore that implements Locker and records its use.
+type lockStore struct {
+	*memStore
+	lockErr error
+	mu      sync.Mutex // guards the fields below
+	held    bool
+	locks   int
+	// loadsHeld counts Loads made while the lock was held.
+	loadsHeld int
+}
+
+func (l *lockStore) Lock(ctx context.Context) (func(), error) {
+	if l.lockErr != nil {
+		return nil, l.lockErr
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held {
+		return nil, errors.New("lock taken twice")
+	}
+	l.held = true
+	l.locks++
+	return func() {
+		l.mu.Lock()
+		l.held = false
+		l.mu.Unlock()
+	}, nil
+}
+
+func (l *lockStore) Load(ctx context.Context) (*oauth2.Token, error) {
+	l.mu.Lock()
+	if l.held {
+		l.loadsHeld++
+	}
+	l.mu.Unlock()
+	return l.memStore.Load(ctx)
+}
+
+func TestTokenSourceLocker(t *testing.T) {
+	t.Parallel()
+	t.Run("one lock per refresh, store re-read under it", func(t *testing.T) {
+		t.Parallel()
+		srv := &tokenServer{expiresIn: 3600}
+		ts, _, clock := newSource(t, srv, time.Hour)
+		store := &lockStore{memStore: &memStore{}}
+		ts.Store = store
+		clock.Advance(2 * time.Hour)
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := ts.Token(); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if store.locks != 1 || store.loadsHeld != 1 || store.held {
+			t.Errorf("locks %d, loads under the lock %d, still held %v; want 1, 1, false", store.locks, store.loadsHeld, store.held)
+		}
+	})
+	t.Run("adopts what another process stored under the lock", func(t *testing.T) {
+		t.Parallel()
+		ts, mt, clock := newSource(t, &tokenServer{expiresIn: 3600}, time.Hour)
+		clock.Advance(2 * time.Hour)
+		store := &lockStore{memStore: &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-other", RefreshToken: "rt-SECRET-other", Expiry: clock.Now().Add(time.Hour)}}}
+		ts.Store = store
+		if tok, err := ts.Token(); err != nil || tok.AccessToken != "at-SECRET-other" {
+			t.Fatalf("%v, %v", tok, err)
+		}
+		if n := mt.GetCallCountInfo()[tokenCall]; n != 0 || store.held {
+			t.Errorf("%d POSTs, lock held %v; want 0, false", n, store.held)
+		}
+	})
+	t.Run("unlocks when the refresh fails", func(t *testing.T) {
+		t.Parallel()
+		ts, mt, clock := newSource(t, nil, time.Hour)
+		mt.RegisterResponder("POST", TokenURL, httpmock.NewStringResponder(400, `{"error":"invalid_grant"}`))
+		store := &lockStore{memStore: &memStore{}}
+		ts.Store = store
+		clock.Advance(2 * time.Hour)
+		if _, err := ts.Token(); err == nil {
+			t.Fatal("want an error")
+		}
+		if store.held {
+			t.Error("the lock is still held")
+		}
+	})
+	t.Run("a lock error is returned", func(t *testing.T) {
+		t.Parallel()
+		ts, mt, clock := newSource(t, &tokenServer{}, time.Hour)
+		ts.Store = &lockStore{memStore: &memStore{}, lockErr: errors.New("db gone")}
+		clock.Advance(2 * time.Hour)
+		_, err := ts.Token()
+		if err == nil || !strings.Contains(err.Error(), "refresh lock") || !strings.Contains(err.Error(), "db gone") {
+			t.Errorf("%v, want the lock error", err)
+		}
+		if n := mt.GetCallCountInfo()[tokenCall]; n != 0 {
+			t.Errorf("%d POSTs without the lock", n)
+		}
+	})
 }

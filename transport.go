@@ -1,9 +1,11 @@
 package pandadocauth
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -72,6 +74,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pandadocauth: token source: %w", err)
 		}
+		if tok == nil {
+			return nil, errors.New("pandadocauth: token source returned no token")
+		}
 		req2 := req.Clone(req.Context())
 		req2.Header.Set("Authorization", tok.Type()+" "+tok.AccessToken)
 		reqBodyClosed = true
@@ -87,13 +92,19 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// req.Body is assumed to be closed by the base RoundTripper.
 	reqBodyClosed = true
 	resp, err := t.base().RoundTrip(req2)
-	if err != nil || resp.StatusCode != http.StatusUnauthorized {
-		return resp, err
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusUnauthorized {
+		ts.accepted(ct)
+		return resp, nil
 	}
 
 	// 401: the API no longer accepts the token that was sent. Invalidate
 	// it unless a newer token has replaced it already.
-	ts.invalidate(ct.tok.AccessToken)
+	if !ts.rejected(ct) {
+		return resp, nil
+	}
 	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	if !replayable {
 		return resp, nil // the next request refreshes
@@ -114,7 +125,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	req3.Header.Set("Authorization", ct2.header)
 	drain(resp)
-	return t.base().RoundTrip(req3)
+	resp, err = t.base().RoundTrip(req3)
+	if err == nil && resp.StatusCode != http.StatusUnauthorized {
+		ts.accepted(ct2)
+	}
+	return resp, err
 }
 
 func (t *Transport) base() http.RoundTripper {
@@ -153,6 +168,12 @@ func (t APIKeyTransport) String() string { return "pandadocauth.APIKeyTransport{
 // GoString is like String, for the %#v verb.
 func (t APIKeyTransport) GoString() string { return t.String() }
 
+// LogValue is like String, for log/slog.
+func (t APIKeyTransport) LogValue() slog.Value { return slog.StringValue(t.String()) }
+
+// MarshalJSON encodes String, so that the key is not encoded.
+func (t APIKeyTransport) MarshalJSON() ([]byte, error) { return json.Marshal(t.String()) }
+
 // RoundTrip authorizes and sends req. It does not modify req and always
 // closes its body.
 func (t *APIKeyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -185,13 +206,18 @@ func (t *APIKeyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // crossHostRedirect reports whether req follows a redirect to a host
-// other than the one the first request of the chain went to.
+// other than the one the first request of the chain went to. A chain
+// whose origin cannot be found counts as cross-host: no credential is
+// sent on a guess.
 func crossHostRedirect(req *http.Request) bool {
 	if req.Response == nil {
 		return false
 	}
 	first := req
-	for first.Response != nil && first.Response.Request != nil {
+	for first.Response != nil {
+		if first.Response.Request == nil || first.Response.Request.URL == nil {
+			return true
+		}
 		first = first.Response.Request
 	}
 	return !strings.EqualFold(first.URL.Hostname(), req.URL.Hostname())

@@ -146,6 +146,8 @@ func TestTransportRefusesPlainHTTP(t *testing.T) {
 	}{
 		{"http://api.pandadoc.com/public/v1/documents", false},
 		{"http://10.0.0.1/x", false},
+		{"http://localhost.evil.example/x", false},
+		{"http://127.0.0.1.evil.example/x", false},
 		{"http://127.0.0.1:8080/x", true},
 		{"http://localhost:8080/x", true},
 		{"http://[::1]:8080/x", true},
@@ -552,4 +554,171 @@ func TestTransportThroughRealServers(t *testing.T) {
 	}
 	tokenSrv.Client().CloseIdleConnections()
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+}
+
+func TestTransport401Contract(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		getBodyErr bool
+		refreshOK  bool
+		wantStatus int
+	}{
+		{"retry", false, true, 200},
+		{"GetBody error", true, true, 401},
+		{"refresh fails", false, false, 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ts, mt, _ := newSource(t, nil, time.Hour)
+			if tc.refreshOK {
+				mt.RegisterResponder("POST", TokenURL, (&tokenServer{expiresIn: 3600}).responder())
+			} else {
+				mt.RegisterResponder("POST", TokenURL, httpmock.NewStringResponder(400, `{"error":"invalid_grant"}`))
+			}
+			rejection := &closeCounter{Reader: strings.NewReader("denied")}
+			mt.RegisterResponder("POST", apiURL, func(req *http.Request) (*http.Response, error) {
+				io.ReadAll(req.Body)
+				req.Body.Close()
+				if req.Header.Get("Authorization") == "Bearer "+testAccess {
+					return &http.Response{StatusCode: 401, Header: http.Header{}, Body: rejection}, nil
+				}
+				return httpmock.NewStringResponse(200, "ok"), nil
+			})
+			orig := &closeCounter{Reader: strings.NewReader("x")}
+			replay := &closeCounter{Reader: strings.NewReader("x")}
+			req, _ := http.NewRequest("POST", apiURL, orig)
+			req.GetBody = func() (io.ReadCloser, error) {
+				if tc.getBodyErr {
+					return nil, errors.New("no body twice")
+				}
+				return replay, nil
+			}
+			before := req.Header.Clone()
+			resp, err := (&Transport{Source: ts, Base: mt}).RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tc.wantStatus {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.wantStatus)
+			}
+			if tc.wantStatus == 401 {
+				if n := rejection.closed.Load(); n != 0 {
+					t.Error("the 401 returned to the caller was closed")
+				}
+				if b, _ := io.ReadAll(resp.Body); string(b) != "denied" {
+					t.Errorf("the 401 returned has body %q, want it unread", b)
+				}
+			} else if n := rejection.closed.Load(); n != 1 {
+				t.Errorf("the 401 was closed %d times before the retry, want 1", n)
+			}
+			resp.Body.Close()
+			if n := orig.closed.Load(); n != 1 {
+				t.Errorf("the request body was closed %d times, want 1", n)
+			}
+			if n := replay.closed.Load(); tc.name == "retry" && n != 1 {
+				t.Errorf("the replayed body was closed %d times, want 1", n)
+			}
+			if len(req.Header) != len(before) || req.Header.Get("Authorization") != "" {
+				t.Error("the caller's request was modified")
+			}
+		})
+	}
+}
+
+func TestTransportRedirectChains(t *testing.T) {
+	t.Parallel()
+	first, _ := http.NewRequest("GET", apiURL, nil)
+	cases := []struct {
+		name     string
+		url      string
+		response *http.Response
+		token    bool
+	}{
+		{"same host", apiURL + "?page=2", &http.Response{Request: first}, true},
+		{"other host", "https://other.example/x", &http.Response{Request: first}, false},
+		{"origin unknown", apiURL, &http.Response{}, false},
+	}
+	for _, tc := range cases {
+		for _, rt := range []func(http.RoundTripper) http.RoundTripper{
+			func(b http.RoundTripper) http.RoundTripper {
+				return &Transport{Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: testAccess}), Base: b}
+			},
+			func(b http.RoundTripper) http.RoundTripper { return &APIKeyTransport{Key: "key-SECRET", Base: b} },
+		} {
+			var auth string
+			mt := httpmock.NewMockTransport()
+			mt.RegisterNoResponder(func(req *http.Request) (*http.Response, error) {
+				auth = req.Header.Get("Authorization")
+				req.Body.Close()
+				return httpmock.NewStringResponse(200, ""), nil
+			})
+			body := &closeCounter{Reader: strings.NewReader("x")}
+			req, _ := http.NewRequest("POST", tc.url, body)
+			req.Response = tc.response
+			resp, err := rt(mt).RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if (auth != "") != tc.token {
+				t.Errorf("%s: Authorization %q, want a credential: %v", tc.name, auth, tc.token)
+			}
+			if n := body.closed.Load(); n != 1 {
+				t.Errorf("%s: body closed %d times", tc.name, n)
+			}
+		}
+	}
+}
+
+func TestTransportPersistent401BacksOff(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600}
+	ts, mt, clock := newSource(t, srv, time.Hour)
+	accept := atomic.Bool{}
+	api := &apiResponder{accept: func(string) bool { return accept.Load() }}
+	mt.RegisterResponder("GET", apiURL, api.responder())
+	client := &http.Client{Transport: &Transport{Source: ts, Base: mt}}
+	get := func() int {
+		t.Helper()
+		resp, err := client.Get(apiURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	posts := func() int { return mt.GetCallCountInfo()[tokenCall] }
+
+	// The loaded token is rejected: refresh at once. The new token is
+	// rejected too, and so are the next requests: no refresh each time.
+	for range 10 {
+		if s := get(); s != 401 {
+			t.Fatalf("status %d", s)
+		}
+	}
+	if n := posts(); n != 1 {
+		t.Fatalf("%d token POSTs for 10 rejected requests, want 1", n)
+	}
+	clock.Advance(time.Second) // the back-off after one rejection
+	get()
+	if n := posts(); n != 2 {
+		t.Fatalf("%d token POSTs after the back-off, want 2", n)
+	}
+	clock.Advance(time.Second) // two rejections in a row: 2 s now
+	get()
+	if n := posts(); n != 2 {
+		t.Fatalf("%d token POSTs within the doubled back-off, want 2", n)
+	}
+	// Once a token works, a 401 refreshes at once again.
+	clock.Advance(time.Second)
+	accept.Store(true)
+	if s := get(); s != 200 {
+		t.Fatalf("status %d", s)
+	}
+	accept.Store(false)
+	get()
+	if n := posts(); n != 3 {
+		t.Errorf("%d token POSTs, want 3: a rejection after success refreshes at once", n)
+	}
 }
