@@ -115,7 +115,7 @@ func (c *cli) api(ctx context.Context, args []string) int {
 			return c.fail(fs, err)
 		}
 		store = &recordingStore{FileStore: &pandadocauth.FileStore{Path: path}}
-		src, err := storedSource(ctx, cfg, store, false, time.Now())
+		src, err := storedSource(ctx, cfg, store)
 		if err != nil {
 			return c.fail(fs, err)
 		}
@@ -124,7 +124,7 @@ func (c *cli) api(ctx context.Context, args []string) int {
 		}
 		// Get the token first, so that a failed refresh is reported
 		// as such rather than as a failed request.
-		if _, err := src.TokenContext(ctx); err != nil {
+		if _, err := freshToken(ctx, src, false); err != nil {
 			return c.fail(fs, explain(err, cfg))
 		}
 		rt = &pandadocauth.Transport{Source: src, Base: tr}

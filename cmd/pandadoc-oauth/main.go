@@ -335,17 +335,15 @@ func (s *recordingStore) err() error {
 	return s.saveErr
 }
 
-// refreshMargin is both the TokenSource's early-refresh window and how
-// close to its expiry a stored token is refreshed before use.
-const refreshMargin = pandadocauth.DefaultEarlyRefresh
+// minValidity is how long a token the command uses must stay valid;
+// one closer to its expiry is refreshed first.
+const minValidity = pandadocauth.DefaultEarlyRefresh
 
 // storedSource returns a TokenSource for the grant in the token file. A
-// command is a short-lived process: an early refresh running in the
-// background when it exits could leave the rotated refresh token unsaved.
-// So a token that is due for a refresh (or any token, with force) is
-// refreshed before first use, synchronously, and the TokenSource never
-// starts a background refresh.
-func storedSource(ctx context.Context, cfg *pandadocauth.Config, store *recordingStore, force bool, now time.Time) (*pandadocauth.TokenSource, error) {
+// command is a short-lived process, so the TokenSource never refreshes in
+// the background (EarlyRefresh < 0): freshToken refreshes before use
+// instead, and waits for the new token to be saved.
+func storedSource(ctx context.Context, cfg *pandadocauth.Config, store *recordingStore) (*pandadocauth.TokenSource, error) {
 	tok, err := store.Load(ctx)
 	if err != nil {
 		return nil, err
@@ -353,38 +351,27 @@ func storedSource(ctx context.Context, cfg *pandadocauth.Config, store *recordin
 	if tok == nil {
 		return nil, fmt.Errorf("%w (no token in %s): run pandadoc-oauth login first", errNotLoggedIn, store.Path)
 	}
-	initial := *tok
-	if force || refreshDue(tok, now) {
-		// An expired Initial makes the first TokenContext refresh
-		// with its refresh token, and wait for the new token to be
-		// saved. The Store is read first, so a token that another
-		// process saved meanwhile is adopted instead.
-		initial.Expiry = time.Unix(1, 0)
-	}
 	return &pandadocauth.TokenSource{
 		Config:       cfg,
-		Initial:      &initial,
+		Initial:      tok,
 		Store:        store,
-		EarlyRefresh: refreshMargin,
+		EarlyRefresh: -1,
 	}, nil
 }
 
-// refreshDue reports whether tok is inside the TokenSource's early-refresh
-// window at now, with a minute to spare. The window is refreshMargin, or
-// half the token's lifetime when that is shorter than twice the margin,
-// as the TokenSource computes it.
-func refreshDue(tok *oauth2.Token, now time.Time) bool {
-	if tok.AccessToken == "" {
-		return true
+// freshToken returns a token from src that stays valid for minValidity
+// at least, refreshing it first when it would not (or always, with
+// force). The Store is read before a refresh, so a token that another
+// process saved meanwhile is adopted instead.
+func freshToken(ctx context.Context, src *pandadocauth.TokenSource, force bool) (*oauth2.Token, error) {
+	tok, err := src.TokenContext(ctx)
+	if err != nil {
+		return nil, err
 	}
-	if tok.Expiry.IsZero() {
-		return false
+	if force || !tok.Expiry.IsZero() && time.Until(tok.Expiry) < minValidity {
+		return src.Refresh(ctx)
 	}
-	window := refreshMargin
-	if life := time.Duration(tok.ExpiresIn) * time.Second; life > 0 && life < 2*window {
-		window = life / 2
-	}
-	return !now.Before(tok.Expiry.Add(-window - time.Minute))
+	return tok, nil
 }
 
 // explain adds to a token error what the user can do about it.

@@ -280,31 +280,6 @@ func TestParseInterspersed(t *testing.T) {
 	}
 }
 
-func TestRefreshDue(t *testing.T) {
-	t.Parallel()
-	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	year := 31535999
-	tests := []struct {
-		name string
-		tok  oauth2.Token
-		want bool
-	}{
-		{"a year left", oauth2.Token{AccessToken: "a", Expiry: now.Add(365 * 24 * time.Hour), ExpiresIn: int64(year)}, false},
-		{"an hour left", oauth2.Token{AccessToken: "a", Expiry: now.Add(time.Hour), ExpiresIn: int64(year)}, false},
-		{"six minutes left", oauth2.Token{AccessToken: "a", Expiry: now.Add(6 * time.Minute), ExpiresIn: int64(year)}, true},
-		{"expired", oauth2.Token{AccessToken: "a", Expiry: now.Add(-time.Minute), ExpiresIn: int64(year)}, true},
-		{"no expiry", oauth2.Token{AccessToken: "a"}, false},
-		{"no access token", oauth2.Token{RefreshToken: "r"}, true},
-		{"five-minute life, 3m left", oauth2.Token{AccessToken: "a", Expiry: now.Add(3 * time.Minute), ExpiresIn: 300}, true},
-		{"five-minute life, 4m left", oauth2.Token{AccessToken: "a", Expiry: now.Add(4 * time.Minute), ExpiresIn: 300}, false},
-	}
-	for _, tt := range tests {
-		if got := refreshDue(&tt.tok, now); got != tt.want {
-			t.Errorf("%s: refreshDue = %v, want %v", tt.name, got, tt.want)
-		}
-	}
-}
-
 func TestDefaultStorePath(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("XDG_CONFIG_HOME is read on Linux")

@@ -54,14 +54,14 @@ func (c *cli) token(ctx context.Context, args []string) int {
 		return c.fail(fs, err)
 	}
 	store := &recordingStore{FileStore: &pandadocauth.FileStore{Path: path}}
-	src, err := storedSource(ctx, cfg, store, *force, time.Now())
+	src, err := storedSource(ctx, cfg, store)
 	if err != nil {
 		return c.fail(fs, err)
 	}
 	if *verbose {
 		src.Logger = slog.New(slog.NewTextHandler(c.stderr, nil))
 	}
-	tok, err := src.TokenContext(ctx)
+	tok, err := freshToken(ctx, src, *force)
 	if err != nil {
 		return c.fail(fs, explain(err, cfg))
 	}
