@@ -25,7 +25,8 @@
 //   - A caller whose context ends stops waiting at once; the shared
 //     refresh goes on for the others.
 //   - Shortly before expiry (TokenSource.EarlyRefresh) one background
-//     refresh runs while the current token is still served.
+//     refresh runs while the current token is still served;
+//     TokenSource.Wait lets a short-lived program finish it before exit.
 //   - Transient token-endpoint failures are retried (3 attempts, backoff
 //     with jitter, Retry-After honoured); permanent ones are returned as
 //     errors wrapping *oauth2.RetrieveError and remembered briefly, so
@@ -35,7 +36,8 @@
 //     newest refresh token is never dropped.
 //   - A 401 from the API invalidates the exact token it rejected (a late
 //     401 cannot discard a newer token), triggers one refresh, and
-//     replays the request once when its body allows.
+//     replays the request once when its body allows. Tokens rejected one
+//     after another without one working make refreshes back off.
 //   - No token is sent on a redirect to another host, nor over plain
 //     http:// except to loopback.
 //   - No client secret, refresh token or access token appears in an
