@@ -47,13 +47,11 @@ const (
 	revokeAge = 250 * time.Millisecond
 
 	// revokeSettle is how long every worker has used a token at least
-	// when the parent revokes it. A worker starts using a token it adopts
-	// from the Store before its refresh has finished (the unlock is
-	// still to come), and a call refused while that refresh finishes
-	// joins it and is handed the refused token again, so the Transport
-	// does not retry: a race of the root package's TokenSource, not of
-	// the fleet, which this test does not aim at.
-	revokeSettle = 100 * time.Millisecond
+	// when the parent revokes it. Zero: a token may be revoked while the
+	// refresh that produced it is still finishing (saving, unlocking),
+	// and a call refused then must get a newer token, not the refused
+	// one again.
+	revokeSettle = 0
 
 	// workerEvent starts a line a worker prints for the parent.
 	workerEvent = "fleet-event: "
