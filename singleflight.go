@@ -63,7 +63,7 @@ func (s *TokenSource) await(ctx context.Context, seen *cachedToken, force bool) 
 		cur := s.cur.Load()
 		switch {
 		case cur == nil || cur == ct:
-		case cur.tok.AccessToken != ct.tok.AccessToken && cur.usable(s.clock()):
+		case cur.tok.AccessToken != ct.tok.AccessToken && cur.usable(s.monoNow()):
 			return cur, nil // newer still
 		case cur.invalid && cur.tok.AccessToken == ct.tok.AccessToken && round < maxRejoins:
 			seen = cur
@@ -81,8 +81,8 @@ const maxRejoins = 2
 // valid, unless one is running or the back-off after a failed one has
 // not ended. The caller does not wait; the refresh runs on ctx's values,
 // not its cancellation.
-func (s *TokenSource) refreshInBackground(ctx context.Context, seen *cachedToken, now time.Time) {
-	if now.UnixNano() < s.bgNext.Load() || !s.bgRunning.CompareAndSwap(false, true) {
+func (s *TokenSource) refreshInBackground(ctx context.Context, seen *cachedToken, now time.Duration) {
+	if next := s.bgNext.Load(); next != 0 && int64(now) < next || !s.bgRunning.CompareAndSwap(false, true) {
 		return
 	}
 	s.startWork()
@@ -104,7 +104,7 @@ func (s *TokenSource) refreshInBackground(ctx context.Context, seen *cachedToken
 		s.bgBackoff = min(max(2*s.bgBackoff, minBackgroundBackoff), maxBackgroundBackoff)
 		backoff := s.bgBackoff
 		s.mu.Unlock()
-		s.bgNext.Store(s.clock().Add(backoff).UnixNano())
+		s.bgNext.Store(int64(s.monoNow() + backoff))
 		s.logWarn("pandadocauth: early refresh failed; serving the current token", slog.Any("error", err), slog.Duration("retry_in", backoff))
 	}()
 }

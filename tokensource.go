@@ -107,8 +107,8 @@ type TokenSource struct {
 	// bgRunning is set while an early refresh runs in the background.
 	bgRunning atomic.Bool
 
-	// bgNext is the earliest next early refresh after a failed one, in
-	// Unix nanoseconds, so that the early window needs no lock.
+	// bgNext is the earliest next early refresh after a failed one, a
+	// monotonic reading (0: none), so that the early window needs no lock.
 	bgNext atomic.Int64
 
 	// mu guards the fields below it.
@@ -138,9 +138,9 @@ var _ oauth2.TokenSource = (*TokenSource)(nil)
 // derived values requests need, so the hot path computes nothing.
 type cachedToken struct {
 	tok      *oauth2.Token
-	header   string    // "Bearer <access token>", built once per token
-	early    time.Time // background refresh starts here
-	hard     time.Time // callers wait for a new token from here
+	header   string        // "Bearer <access token>", built once per token
+	early    time.Duration // background refresh starts here (monoNow)
+	hard     time.Duration // callers wait for a new token from here (monoNow)
 	noExpiry bool      // zero Expiry: valid until the API answers 401
 	invalid  bool      // rejected by the API (Invalidate)
 	unsaved  bool      // Store.Save failed; retried on later calls
@@ -154,15 +154,33 @@ type tokenState struct {
 	worked   atomic.Bool // the API accepted it at least once
 }
 
-// usable reports whether ct may be sent at now.
-func (ct *cachedToken) usable(now time.Time) bool {
-	return ct != nil && !ct.invalid && (ct.noExpiry || now.Before(ct.hard))
+// usable reports whether ct may be sent at now, a monoNow reading.
+func (ct *cachedToken) usable(now time.Duration) bool {
+	return ct != nil && !ct.invalid && (ct.noExpiry || now < ct.hard)
 }
 
 // fresh reports whether ct is usable and not yet due for an early
 // refresh.
-func (ct *cachedToken) fresh(now time.Time) bool {
-	return ct != nil && !ct.invalid && (ct.noExpiry || now.Before(ct.early))
+func (ct *cachedToken) fresh(now time.Duration) bool {
+	return ct != nil && !ct.invalid && (ct.noExpiry || now < ct.early)
+}
+
+// monoBase anchors the monotonic readings token deadlines are kept in.
+var monoBase = time.Now()
+
+// monoNow reads s's clock as a duration since monoBase. On the hot path
+// it is the one clock read: time.Since reads only the monotonic clock,
+// where time.Now reads the wall clock too, at about twice the cost.
+func (s *TokenSource) monoNow() time.Duration {
+	if s.now != nil {
+		return s.now().Sub(monoBase)
+	}
+	return time.Since(monoBase)
+}
+
+// mono converts a wall-clock deadline to a monoNow reading.
+func (s *TokenSource) mono(t time.Time) time.Duration {
+	return s.monoNow() + t.Sub(s.clock())
 }
 
 // String describes s without any secret.
@@ -221,7 +239,7 @@ func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 // Transport uses.
 func (s *TokenSource) current(ctx context.Context) (*cachedToken, error) {
 	ct := s.cur.Load()
-	now := s.clock()
+	now := s.monoNow()
 	if !ct.usable(now) {
 		var err error
 		if ct, err = s.await(ctx, ct, false); err != nil {
@@ -231,7 +249,7 @@ func (s *TokenSource) current(ctx context.Context) (*cachedToken, error) {
 	if ct.unsaved {
 		s.retrySave(ctx, ct)
 	}
-	if !ct.noExpiry && !now.Before(ct.early) {
+	if !ct.noExpiry && now >= ct.early {
 		s.refreshInBackground(ctx, ct, now)
 	}
 	return ct, nil
@@ -389,8 +407,8 @@ func (s *TokenSource) snapshot(t *oauth2.Token) *cachedToken {
 	}
 	window := s.earlyWindow()
 	if window < 0 {
-		ct.early = t.Expiry.Add(-blockingSkew)
-		ct.hard = ct.early
+		ct.hard = s.mono(t.Expiry.Add(-blockingSkew))
+		ct.early = ct.hard
 		return ct
 	}
 	// The lifetime is known from expires_in, which tokens from the
@@ -400,8 +418,8 @@ func (s *TokenSource) snapshot(t *oauth2.Token) *cachedToken {
 		window = lifetime / 2
 	}
 	skew := min(blockingSkew, window/2)
-	ct.early = t.Expiry.Add(-window)
-	ct.hard = t.Expiry.Add(-skew)
+	ct.early = s.mono(t.Expiry.Add(-window))
+	ct.hard = s.mono(t.Expiry.Add(-skew))
 	return ct
 }
 
@@ -440,7 +458,7 @@ func (s *TokenSource) flight(ctx context.Context, seen *cachedToken, background 
 	if s.Config == nil {
 		return nil, errors.New("pandadocauth: TokenSource.Config is nil")
 	}
-	now := s.clock()
+	now := s.monoNow()
 	ok := (*cachedToken).usable
 	if background {
 		ok = (*cachedToken).fresh
@@ -457,7 +475,7 @@ func (s *TokenSource) flight(ctx context.Context, seen *cachedToken, background 
 			return cur, nil
 		}
 	}
-	if err := s.recentFailure(now); err != nil {
+	if err := s.recentFailure(s.clock()); err != nil {
 		return nil, err
 	}
 	if l, isLocker := s.Store.(Locker); isLocker {
@@ -480,7 +498,7 @@ func (s *TokenSource) flight(ctx context.Context, seen *cachedToken, background 
 		// or the Store held an older grant than the one in memory, so
 		// try that one.
 		if again, lerr := s.fromStore(ctx, base, ok); lerr == nil && again != base && again.tok.RefreshToken != base.tok.RefreshToken {
-			if ok(again, s.clock()) {
+			if ok(again, s.monoNow()) {
 				return again, nil
 			}
 			ct, err = s.refresh(ctx, again)
@@ -500,7 +518,7 @@ func (s *TokenSource) flight(ctx context.Context, seen *cachedToken, background 
 // from: a stored token that differs from cur (another process refreshed
 // or rotated; it is published if ok), else cur. When cur's last Save
 // failed, cur is newer than anything stored and the Store is not read.
-func (s *TokenSource) fromStore(ctx context.Context, cur *cachedToken, ok func(*cachedToken, time.Time) bool) (*cachedToken, error) {
+func (s *TokenSource) fromStore(ctx context.Context, cur *cachedToken, ok func(*cachedToken, time.Duration) bool) (*cachedToken, error) {
 	if s.Store == nil || cur != nil && cur.unsaved {
 		if cur == nil {
 			return nil, fmt.Errorf("pandadocauth: %w", ErrNoToken)
@@ -524,7 +542,7 @@ func (s *TokenSource) fromStore(ctx context.Context, cur *cachedToken, ok func(*
 	if cur != nil && stored.AccessToken == cur.tok.AccessToken && stored.RefreshToken == cur.tok.RefreshToken {
 		return cur, nil
 	}
-	now := s.clock()
+	now := s.monoNow()
 	ct := s.snapshot(stored)
 	if cur != nil && stored.AccessToken == cur.tok.AccessToken && cur.invalid {
 		ct.invalid = true // the API rejected it already
