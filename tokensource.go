@@ -141,9 +141,9 @@ type cachedToken struct {
 	header   string        // "Bearer <access token>", built once per token
 	early    time.Duration // background refresh starts here (monoNow)
 	hard     time.Duration // callers wait for a new token from here (monoNow)
-	noExpiry bool      // zero Expiry: valid until the API answers 401
-	invalid  bool      // rejected by the API (Invalidate)
-	unsaved  bool      // Store.Save failed; retried on later calls
+	noExpiry bool          // zero Expiry: valid until the API answers 401
+	invalid  bool          // rejected by the API (Invalidate)
+	unsaved  bool          // Store.Save failed; retried on later calls
 	// state is shared by the snapshots of one token.
 	state *tokenState
 }
