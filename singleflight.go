@@ -39,9 +39,10 @@ func (s *TokenSource) await(ctx context.Context, seen *cachedToken, force bool) 
 		if err := s.recentFailure(s.clock()); err != nil {
 			return nil, err
 		}
+		// Counted from here, not from inside the flight, whose goroutine
+		// may not have started when a leaving caller returns.
+		s.startWork()
 		ch := s.group.DoChan(flightKey, func() (any, error) {
-			s.startWork()
-			defer s.endWork()
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
 			defer cancel()
 			return s.flight(fctx, seen, force)
@@ -49,11 +50,13 @@ func (s *TokenSource) await(ctx context.Context, seen *cachedToken, force bool) 
 		var ct *cachedToken
 		select {
 		case res := <-ch:
+			s.endWork()
 			if res.Err != nil {
 				return nil, res.Err
 			}
 			ct = res.Val.(*cachedToken)
 		case <-ctx.Done():
+			go func() { <-ch; s.endWork() }()
 			return nil, fmt.Errorf("pandadocauth: waiting for a token refresh: %w", ctx.Err())
 		}
 		// A caller that joined a flight as it was finishing (saving,

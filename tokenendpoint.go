@@ -329,17 +329,27 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 // redact replaces every secret in b.
 func redact(b []byte, secrets []string) []byte {
 	for _, s := range secrets {
-		if s != "" {
-			b = bytes.ReplaceAll(b, []byte(s), []byte(redacted))
+		for _, v := range encodings(s) {
+			b = bytes.ReplaceAll(b, []byte(v), []byte(redacted))
 		}
 	}
 	return b
 }
 
+// encodings are the forms in which an echoed secret may appear: as
+// sent, form-encoded, JSON-escaped.
+func encodings(s string) []string {
+	if s == "" {
+		return nil
+	}
+	j, _ := json.Marshal(s)
+	return []string{s, url.QueryEscape(s), string(j[1 : len(j)-1]), strings.ReplaceAll(string(j[1:len(j)-1]), "/", `\/`)}
+}
+
 func redactString(v string, secrets []string) string {
 	for _, s := range secrets {
-		if s != "" {
-			v = strings.ReplaceAll(v, s, redacted)
+		for _, e := range encodings(s) {
+			v = strings.ReplaceAll(v, e, redacted)
 		}
 	}
 	return v

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -180,7 +181,14 @@ func (s *TokenSource) monoNow() time.Duration {
 
 // mono converts a wall-clock deadline to a monoNow reading.
 func (s *TokenSource) mono(t time.Time) time.Duration {
-	return s.monoNow() + t.Sub(s.clock())
+	now, d := s.monoNow(), t.Sub(s.clock())
+	switch {
+	case d > 0 && now > math.MaxInt64-d:
+		return math.MaxInt64
+	case d < 0 && now < math.MinInt64-d:
+		return math.MinInt64
+	}
+	return now + d
 }
 
 // String describes s without any secret.
@@ -265,8 +273,12 @@ func (s *TokenSource) Refresh(ctx context.Context) (*oauth2.Token, error) {
 	seen := s.cur.Load()
 	if seen == nil {
 		// Load Initial or the Store first: they hold the refresh token.
-		if _, err := s.await(ctx, nil, false); err != nil {
+		ct, err := s.await(ctx, nil, false)
+		if err != nil {
 			return nil, err
+		}
+		if !ct.state.obtained.IsZero() {
+			return ct.tok, nil // loading it took a refresh already
 		}
 		seen = s.cur.Load()
 	}
@@ -346,6 +358,9 @@ func (s *TokenSource) accepted(ct *cachedToken) {
 // such a token is kept for a back-off that doubles from a second up to a
 // minute after it was obtained, and the 401 is returned meanwhile.
 func (s *TokenSource) rejected(ct *cachedToken) bool {
+	if cur := s.cur.Load(); cur != nil && !cur.invalid && cur.tok.AccessToken != ct.tok.AccessToken {
+		return true // a newer token is already served
+	}
 	if !ct.state.worked.Load() {
 		s.mu.Lock()
 		n := s.rejections
@@ -407,7 +422,11 @@ func (s *TokenSource) snapshot(t *oauth2.Token) *cachedToken {
 	}
 	window := s.earlyWindow()
 	if window < 0 {
-		ct.hard = s.mono(t.Expiry.Add(-blockingSkew))
+		skew := blockingSkew
+		if lifetime := time.Duration(t.ExpiresIn) * time.Second; lifetime > 0 && lifetime < 2*skew {
+			skew = lifetime / 2
+		}
+		ct.hard = s.mono(t.Expiry.Add(-skew))
 		ct.early = ct.hard
 		return ct
 	}
@@ -488,7 +507,7 @@ func (s *TokenSource) flight(ctx context.Context, seen *cachedToken, background 
 		}
 	}
 	base, err := s.fromStore(ctx, cur, ok)
-	if err != nil || base != cur && ok(base, now) {
+	if err != nil || base != cur && ok(base, s.monoNow()) {
 		return base, err
 	}
 	ct, err := s.refresh(ctx, base)
@@ -542,12 +561,16 @@ func (s *TokenSource) fromStore(ctx context.Context, cur *cachedToken, ok func(*
 	if cur != nil && stored.AccessToken == cur.tok.AccessToken && stored.RefreshToken == cur.tok.RefreshToken {
 		return cur, nil
 	}
+	if cur != nil && !cur.noExpiry && !stored.Expiry.IsZero() && stored.Expiry.Before(cur.tok.Expiry) {
+		return cur, nil // the Store is behind: an older grant, or an older token of this one
+	}
 	now := s.monoNow()
 	ct := s.snapshot(stored)
 	if cur != nil && stored.AccessToken == cur.tok.AccessToken && cur.invalid {
 		ct.invalid = true // the API rejected it already
 	}
 	if ok(ct, now) {
+		ct.state.obtained = s.clock()
 		s.cur.Store(ct)
 		s.logInfo("pandadocauth: adopted a token from the store")
 	}

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1147,4 +1149,145 @@ func TestTokenSourceLocker(t *testing.T) {
 			t.Errorf("%d POSTs without the lock", n)
 		}
 	})
+}
+
+// TestTokenSourceWaitCoversALeftFlight: a caller whose context ends just
+// as it starts a refresh leaves before the flight's goroutine runs; Wait
+// must still wait for that refresh.
+func TestTokenSourceWaitCoversALeftFlight(t *testing.T) {
+	// One P, so the flight's goroutine has not run when the caller leaves.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	srv := &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
+	ts, _, clock := newSource(t, srv, time.Hour)
+	ts.Token() // Initial loaded
+	clock.Advance(2 * time.Hour)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var calls atomic.Int32
+	ts.now = func() time.Time {
+		if calls.Add(1) == 2 { // await's recentFailure, just before DoChan
+			cancel()
+		}
+		return clock.Now()
+	}
+	if _, err := ts.TokenContext(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("%v, want context.Canceled", err)
+	}
+	waited := make(chan struct{})
+	go func() {
+		ts.Wait()
+		close(waited)
+	}()
+	waitFor(t, "the refresh POST", func() bool { return srv.n.Load() == 1 })
+	select {
+	case <-waited:
+		t.Error("Wait returned while the refresh the caller left was under way")
+	default:
+	}
+	close(srv.gate)
+	<-waited
+}
+
+// TestTokenSourceFarFutureExpiry: a deadline beyond what a Duration holds
+// saturates instead of wrapping to "expired".
+func TestTokenSourceFarFutureExpiry(t *testing.T) {
+	t.Parallel()
+	mt := httpmock.NewMockTransport()
+	ts := &TokenSource{Config: testConfig(mt), Initial: &oauth2.Token{
+		AccessToken: testAccess, TokenType: "Bearer",
+		Expiry: time.Date(2400, 1, 1, 0, 0, 0, 0, time.UTC),
+	}} // real clock
+	t.Cleanup(ts.Wait)
+	tok, err := ts.Token()
+	if err != nil || tok.AccessToken != testAccess {
+		t.Fatalf("%v, %v; want the valid Initial token", tok, err)
+	}
+}
+
+// TestTokenSourceEarlyRefreshOffShortToken: with early refresh off, a
+// token that lives less than twice blockingSkew is still usable at once.
+func TestTokenSourceEarlyRefreshOffShortToken(t *testing.T) {
+	t.Parallel()
+	ts, mt, clock := newSource(t, &tokenServer{expiresIn: 5}, time.Hour)
+	ts.EarlyRefresh = -1
+	clock.Advance(2 * time.Hour)
+	for range 5 {
+		if _, err := ts.Token(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := mt.GetCallCountInfo()[tokenCall]; n != 1 {
+		t.Errorf("%d POSTs for 5 calls at one instant, want 1", n)
+	}
+}
+
+// TestTokenSourceRefreshOnFirstUse: when loading the token already took a
+// refresh, Refresh does not make a second one.
+func TestTokenSourceRefreshOnFirstUse(t *testing.T) {
+	t.Parallel()
+	ts, mt, clock := newSource(t, &tokenServer{expiresIn: 3600}, time.Hour)
+	clock.Advance(2 * time.Hour)
+	if _, err := ts.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := mt.GetCallCountInfo()[tokenCall]; n != 1 {
+		t.Errorf("%d POSTs (and refresh-token rotations) for one Refresh, want 1", n)
+	}
+}
+
+// TestTokenSourceInitialNewerThanStore: Initial just returned by
+// Exchange, the Store still holding the previous grant's token. The
+// Store is behind, so its token is not adopted over Initial's.
+func TestTokenSourceInitialNewerThanStore(t *testing.T) {
+	t.Parallel()
+	mt := httpmock.NewMockTransport()
+	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
+		req.ParseForm()
+		if req.PostForm.Get("refresh_token") != "rt-SECRET-old" { // the old grant is revoked
+			return httpmock.NewStringResponse(200, `{"access_token":"at-SECRET-1","refresh_token":"rt-SECRET-1","expires_in":3600}`), nil
+		}
+		return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`), nil
+	})
+	clock := newFakeClock()
+	store := &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-old", RefreshToken: "rt-SECRET-old", Expiry: clock.Now().Add(50 * time.Minute)}}
+	ts := &TokenSource{
+		Config:  testConfig(mt),
+		Initial: &oauth2.Token{AccessToken: "at-SECRET-new", RefreshToken: "rt-SECRET-new", Expiry: clock.Now().Add(time.Hour)},
+		Store:   store, now: clock.Now,
+	}
+	t.Cleanup(ts.Wait)
+	ts.Token()
+	tok, err := ts.Refresh(context.Background())
+	if err != nil || tok.AccessToken == "at-SECRET-old" {
+		t.Errorf("Refresh = %v, %v; want a new token, not the previous grant's", tok.AccessToken, err)
+	}
+	ts.Invalidate(tok) // the old grant was revoked by the re-login
+	if _, err := ts.Token(); err != nil {
+		t.Errorf("%v: rt-SECRET-new, the live grant, is lost (stored: %s)", err, store.stored().RefreshToken)
+	}
+}
+
+// TestTokenEndpointRedactsEscapedSecrets: an endpoint echoing a secret
+// form-encoded or JSON-escaped does not leak it through RetrieveError.
+func TestTokenEndpointRedactsEscapedSecrets(t *testing.T) {
+	t.Parallel()
+	const rt = "rt-SECRET/0+x"
+	for name, responder := range map[string]httpmock.Responder{
+		"502 echoing the form": func(req *http.Request) (*http.Response, error) {
+			b, _ := io.ReadAll(req.Body)
+			return httpmock.NewStringResponse(502, "<p>bad request: "+string(b)+"</p>"), nil
+		},
+		"400 JSON-escaped": httpmock.NewStringResponder(400, `{"error":"invalid_grant","error_description":"refresh token rt-SECRET\/0+x is revoked"}`),
+	} {
+		mt := httpmock.NewMockTransport()
+		mt.RegisterResponder("POST", TokenURL, responder)
+		_, err := testConfig(mt).Refresh(context.Background(), rt)
+		var re *oauth2.RetrieveError
+		if !errors.As(err, &re) {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if s := re.Error() + string(re.Body); strings.Contains(s, "rt-SECRET") {
+			t.Errorf("%s: RetrieveError leaks the refresh token: %s", name, s)
+		}
+	}
 }
