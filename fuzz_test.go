@@ -21,9 +21,12 @@ import (
 //	go test -run='^$' -fuzz=FuzzTokenResponse -fuzztime=10m .
 func FuzzTokenResponse(f *testing.F) {
 	f.Add(200, "application/json", []byte(`{"access_token":"a","token_type":"Bearer","expires_in":31535999,"scope":"read+write","refresh_token":"r"}`))
-	f.Add(400, "application/json", []byte(`{"error":"invalid_grant","error_description":"fuzz-refresh-token is revoked"}`))
+	f.Add(400, "application/json", []byte(`{"error":"invalid_grant","error_description":"fuzz-refresh\/token+1 is revoked"}`))
+	f.Add(502, "text/html", []byte(`<p>grant_type=refresh_token&refresh_token=fuzz-refresh%2Ftoken%2B1</p>`))
 	f.Add(200, "text/html", []byte(`<html>maintenance</html>`))
-	const secret, refresh = "fuzz-client-secret", "fuzz-refresh-token"
+	// The refresh token has characters that form and JSON encoding
+	// escape, so echoed forms of it are checked too.
+	const secret, refresh = "fuzz-client-secret", "fuzz-refresh/token+1"
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, status int, contentType string, body []byte) {
 		if status < 100 || status > 999 {
@@ -60,8 +63,10 @@ func FuzzTokenResponse(f *testing.F) {
 			msg += re.Error() + string(re.Body) + re.ErrorDescription
 		}
 		for _, s := range []string{secret, refresh} {
-			if strings.Contains(msg, s) {
-				t.Fatalf("error leaks %q: %q", s, msg)
+			for _, e := range encodings(s) {
+				if strings.Contains(msg, e) {
+					t.Fatalf("error leaks %q as %q: %q", s, e, msg)
+				}
 			}
 		}
 	})
