@@ -183,11 +183,7 @@ func (c *Config) Exchange(ctx context.Context, code string) (*oauth2.Token, erro
 // response carries no refresh token, the returned token keeps
 // refreshToken, so the newest refresh token is never dropped.
 func (c *Config) Refresh(ctx context.Context, refreshToken string) (*oauth2.Token, error) {
-	return c.refresh(ctx, refreshToken, time.Now)
-}
-
-func (c *Config) refresh(ctx context.Context, refreshToken string, now func() time.Time) (*oauth2.Token, error) {
-	tok, err := c.refreshAttempt(ctx, refreshToken, now)
+	tok, err := c.refreshAttempt(ctx, refreshToken, time.Now)
 	return tok, err.unwrap()
 }
 

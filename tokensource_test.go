@@ -769,13 +769,19 @@ func (l *lockingStore) Lock(ctx context.Context) (func(), error) {
 // waitForWaiters waits until n goroutines are blocked in ts.await.
 func waitForWaiters(t *testing.T, ts *TokenSource, n int) {
 	t.Helper()
-	frame := fmt.Sprintf("(*TokenSource).await(%p", ts)
-	waitFor(t, fmt.Sprintf("%d goroutines waiting for a token", n), func() bool {
+	waitForBlocked(t, fmt.Sprintf("(*TokenSource).await(%p", ts), "[select", n)
+}
+
+// waitForBlocked waits until n goroutines whose stack holds frame are
+// blocked in state (as runtime.Stack prints it, e.g. "[select").
+func waitForBlocked(t *testing.T, frame, state string, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d goroutines blocked in %s", n, frame), func() bool {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		count := 0
 		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "[select") && strings.Contains(g, frame) {
+			if strings.Contains(g, state) && strings.Contains(g, frame) {
 				count++
 			}
 		}
@@ -876,6 +882,8 @@ func TestTokenSourceWaitCoversBackgroundWork(t *testing.T) {
 		ts.Wait()
 		close(waited)
 	}()
+	// Wait is blocked, not merely not yet run, before the gate opens.
+	waitForBlocked(t, fmt.Sprintf("(*TokenSource).Wait(%p", ts), "[chan receive", 1)
 	select {
 	case <-waited:
 		t.Fatal("Wait returned while the background refresh was under way")
