@@ -7,4 +7,4 @@ import "time"
 // internal tests).
 
 // SetRetryBase shortens the back-off between refresh attempts.
-func SetRetryBase(s *TokenSource, d time.Duration) { s.retryBase = d }
+func SetRetryBase(s *TokenSource, d time.Duration) { s.flight.retryBase = d }

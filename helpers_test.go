@@ -31,14 +31,37 @@ const tokenCall = "POST " + TokenURL
 // apiURL is an API route used by transport tests.
 const apiURL = "https://api.pandadoc.com/public/v1/documents"
 
-// fakeClock is a settable clock.
+// fakeClock is the clock of the tests: time moves only when a test
+// advances it, or, when auto is set, when a timer is started (time then
+// jumps to the timer's end, so retries and back-offs take no real time
+// but are measured in fake time).
 type fakeClock struct {
-	mu sync.Mutex // guards t
-	t  time.Time
+	mu     sync.Mutex // guards the fields below
+	cond   *sync.Cond // signalled when a timer starts
+	t      time.Time
+	mono   time.Duration
+	auto   bool
+	timers []*fakeTimer
+	waits  []time.Duration // every timer's duration, in order
+}
+
+type fakeTimer struct {
+	at time.Duration
+	c  chan time.Time
 }
 
 func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	c := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), mono: time.Hour}
+	c.cond = sync.NewCond(&c.mu)
+	return c
+}
+
+// newAutoClock returns a fakeClock whose timers fire at once, moving
+// time to their end.
+func newAutoClock() *fakeClock {
+	c := newFakeClock()
+	c.auto = true
+	return c
 }
 
 func (c *fakeClock) Now() time.Time {
@@ -47,10 +70,71 @@ func (c *fakeClock) Now() time.Time {
 	return c.t
 }
 
+func (c *fakeClock) Mono() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mono
+}
+
+func (c *fakeClock) NewTimer(d time.Duration) (<-chan time.Time, func() bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	tm := &fakeTimer{at: c.mono + d, c: make(chan time.Time, 1)}
+	c.waits = append(c.waits, d)
+	c.timers = append(c.timers, tm)
+	if c.auto {
+		c.advanceLocked(max(d, 0))
+	}
+	c.cond.Broadcast()
+	stop := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i, o := range c.timers {
+			if o == tm {
+				c.timers = append(c.timers[:i], c.timers[i+1:]...)
+				return true
+			}
+		}
+		return false
+	}
+	return tm.c, stop
+}
+
+// Advance moves the clock by d and fires the timers that are due.
 func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Lock()
-	c.t = c.t.Add(d)
+	c.advanceLocked(d)
 	c.mu.Unlock()
+}
+
+func (c *fakeClock) advanceLocked(d time.Duration) {
+	c.t = c.t.Add(d)
+	c.mono += d
+	kept := c.timers[:0]
+	for _, tm := range c.timers {
+		if tm.at <= c.mono {
+			tm.c <- c.t
+		} else {
+			kept = append(kept, tm)
+		}
+	}
+	c.timers = kept
+}
+
+// WaitTimers blocks until n timers are pending.
+func (c *fakeClock) WaitTimers(n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.timers) < n {
+		c.cond.Wait()
+	}
+}
+
+// Waits returns the durations of the timers started so far.
+func (c *fakeClock) Waits() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]time.Duration(nil), c.waits...)
 }
 
 // testConfig returns a Config whose token calls go to mt.
@@ -126,13 +210,13 @@ func newSource(t *testing.T, srv *tokenServer, expiresIn time.Duration) (*TokenS
 	if srv != nil {
 		mt.RegisterResponder("POST", TokenURL, srv.responder())
 	}
-	clock := newFakeClock()
+	clock := newAutoClock()
 	initial := &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, TokenType: "Bearer"}
 	if expiresIn != 0 {
 		initial.Expiry = clock.Now().Add(expiresIn)
 		initial.ExpiresIn = int64(expiresIn / time.Second)
 	}
-	ts := &TokenSource{Config: testConfig(mt), Initial: initial, now: clock.Now, retryBase: time.Millisecond}
+	ts := &TokenSource{Config: testConfig(mt), Initial: initial, clk: clock}
 	t.Cleanup(ts.Wait)
 	return ts, mt, clock
 }
@@ -235,4 +319,18 @@ func assertNoSecret(t *testing.T, what, s string) {
 			t.Errorf("%s leaks a secret (%s): %s", what, secret, s)
 		}
 	}
+}
+
+// settle waits for the flight under way, if any, to land. Unlike Wait it
+// does not retry a failed Save.
+func settle(ts *TokenSource) {
+	r := &ts.flight
+	r.mu.Lock()
+	if !r.flying {
+		r.mu.Unlock()
+		return
+	}
+	ch := ts.fly(context.Background())
+	r.mu.Unlock()
+	<-ch
 }

@@ -18,30 +18,6 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// Errors returned by this package. Match them with errors.Is.
-var (
-	// ErrNoToken means a TokenSource has no token to start from: neither
-	// Initial nor a token in its Store.
-	ErrNoToken = errors.New("no token: set TokenSource.Initial or store a token in TokenSource.Store")
-
-	// ErrNoRefreshToken means the token expired or was rejected and there
-	// is no refresh token to obtain a new one.
-	ErrNoRefreshToken = errors.New("no refresh token")
-
-	// ErrEmptyCode means Exchange was called with an empty code.
-	ErrEmptyCode = errors.New("empty authorization code")
-
-	// ErrMalformedResponse means the token endpoint answered 2xx with a
-	// body that is not a usable token (not JSON, no access_token, a bad
-	// expires_in, an "error" member, or over 1 MiB).
-	ErrMalformedResponse = errors.New("malformed token response")
-
-	// ErrInsecureRequest means a credential would have been sent over
-	// plain http:// to a host that is not loopback. The request is not
-	// sent.
-	ErrInsecureRequest = errors.New("refusing to send credentials over plain http to a non-loopback host")
-)
-
 const (
 	// maxBodyBytes bounds how much of a token-endpoint response is read.
 	maxBodyBytes = 1 << 20
@@ -53,34 +29,6 @@ const (
 	// maxDescription bounds the error_description quoted in an error.
 	maxDescription = 200
 )
-
-// attemptError is the failure of one token-endpoint request: the error
-// to return, and whether the request may be sent again.
-type attemptError struct {
-	err        error
-	transient  bool          // network error, 5xx, 429: worth another attempt
-	retryAfter time.Duration // from a Retry-After header, 0 if none
-}
-
-func (e *attemptError) unwrap() error {
-	if e == nil {
-		return nil
-	}
-	return e.err
-}
-
-// endpointError is a token endpoint's rejection. It unwraps to the
-// *oauth2.RetrieveError so existing x/oauth2 error handling
-// (errors.As(err, &re)) keeps working, and its own message is short and
-// free of secrets: the RetrieveError's Body and ErrorDescription are
-// redacted before they are stored.
-type endpointError struct {
-	msg string
-	re  *oauth2.RetrieveError
-}
-
-func (e *endpointError) Error() string { return e.msg }
-func (e *endpointError) Unwrap() error { return e.re }
 
 // post sends one form to the token endpoint and parses the answer.
 func (c *Config) post(ctx context.Context, form url.Values, now func() time.Time) (*oauth2.Token, *attemptError) {
@@ -119,7 +67,7 @@ func readTokenResponse(ctx context.Context, resp *http.Response, secrets []strin
 	if status < 200 || status > 299 {
 		// A failure to read an error body changes nothing: the status
 		// decides.
-		return nil, rejection(resp, body, secrets)
+		return nil, rejection(resp, body, secrets, now)
 	}
 	if readErr != nil {
 		return nil, &attemptError{
@@ -137,13 +85,13 @@ func readTokenResponse(ctx context.Context, resp *http.Response, secrets []strin
 			// error's members.
 			errBody, _ := json.Marshal(map[string]string{"error": tr.code, "error_description": tr.description, "error_uri": tr.uri})
 			re := &oauth2.RetrieveError{
-				Response:         resp,
+				Response:         redactResponse(resp, secrets),
 				Body:             redact(errBody, secrets),
 				ErrorCode:        redactString(tr.code, secrets),
 				ErrorDescription: redactString(tr.description, secrets),
 				ErrorURI:         redactString(tr.uri, secrets),
 			}
-			return nil, &attemptError{err: &endpointError{msg: rejectionMessage(resp, re, body), re: re}}
+			return nil, &attemptError{err: &endpointError{msg: rejectionMessage(re, body, secrets), re: re}}
 		}
 		return nil, &attemptError{err: fmt.Errorf("pandadocauth: %w (status %d, content type %q): %w", ErrMalformedResponse, status, mediaType(resp), err)}
 	}
@@ -152,11 +100,11 @@ func readTokenResponse(ctx context.Context, resp *http.Response, secrets []strin
 
 // rejection turns a non-2xx token-endpoint response into an error,
 // transient for 5xx, 429 and 408.
-func rejection(resp *http.Response, body []byte, secrets []string) *attemptError {
+func rejection(resp *http.Response, body []byte, secrets []string, now time.Time) *attemptError {
 	if len(body) > maxBodyBytes {
 		body = body[:maxBodyBytes]
 	}
-	re := &oauth2.RetrieveError{Response: resp, Body: redact(body, secrets)}
+	re := &oauth2.RetrieveError{Response: redactResponse(resp, secrets), Body: redact(body, secrets)}
 	var e struct {
 		Error            any    `json:"error"`
 		ErrorDescription string `json:"error_description"`
@@ -171,16 +119,30 @@ func rejection(resp *http.Response, body []byte, secrets []string) *attemptError
 	}
 	status := resp.StatusCode
 	ae := &attemptError{
-		err:       &endpointError{msg: rejectionMessage(resp, re, body), re: re},
+		err:       &endpointError{msg: rejectionMessage(re, body, secrets), re: re},
 		transient: status >= 500 || status == http.StatusTooManyRequests || status == http.StatusRequestTimeout,
+		throttled: status == http.StatusTooManyRequests,
 	}
 	if ae.transient {
-		ae.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		ae.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now)
 	}
 	return ae
 }
 
-func rejectionMessage(resp *http.Response, re *oauth2.RetrieveError, body []byte) string {
+// redactResponse returns a shallow copy of resp whose reason phrase is
+// redacted of secrets: a server may echo what it was sent there, and
+// the RetrieveError's own Error method prints it.
+func redactResponse(resp *http.Response, secrets []string) *http.Response {
+	r := *resp
+	r.Status = redactString(resp.Status, secrets)
+	return &r
+}
+
+// rejectionMessage is the error message for a rejection. It is redacted
+// after the quoting, so that no escape sequence put before a secret's
+// remainder can spell the secret.
+func rejectionMessage(re *oauth2.RetrieveError, body []byte, secrets []string) string {
+	resp := re.Response
 	var b strings.Builder
 	b.WriteString("pandadocauth: token endpoint: ")
 	b.WriteString(resp.Status)
@@ -200,7 +162,7 @@ func rejectionMessage(resp *http.Response, re *oauth2.RetrieveError, body []byte
 	} else {
 		fmt.Fprintf(&b, " (%d-byte %s body)", len(body), mediaTypeOr(resp, "untyped"))
 	}
-	return b.String()
+	return redactString(b.String(), secrets)
 }
 
 func mediaType(resp *http.Response) string {
@@ -251,6 +213,9 @@ func parseToken(body []byte, now time.Time) (*oauth2.Token, error) {
 	}
 	if r.AccessToken == "" {
 		return nil, errors.New("no access_token")
+	}
+	if !sendable(r.AccessToken) {
+		return nil, errors.New("access_token cannot be sent in a header (blank, or holds control characters)")
 	}
 	expiresIn, err := parseExpiresIn(r.ExpiresIn)
 	if err != nil {
@@ -353,4 +318,19 @@ func redactString(v string, secrets []string) string {
 		}
 	}
 	return v
+}
+
+// sendable reports whether an access token can be sent in an
+// Authorization header: not blank, and free of control characters (CR
+// and LF would end the header, NUL and the rest are refused by net/http).
+func sendable(accessToken string) bool {
+	if strings.TrimSpace(accessToken) == "" {
+		return false
+	}
+	for i := 0; i < len(accessToken); i++ {
+		if c := accessToken[i]; c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }

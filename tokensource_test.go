@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,11 +104,11 @@ func TestTokenSourceFailedRefreshIsShared(t *testing.T) {
 		<-gate
 		return httpmock.NewStringResponse(400, `{"error":"invalid_grant","error_description":"refresh token is expired"}`), nil
 	})
-	clock := newFakeClock()
+	clock := newAutoClock()
 	ts := &TokenSource{
 		Config:  testConfig(mt),
 		Initial: &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, Expiry: clock.Now().Add(-time.Minute)},
-		now:     clock.Now,
+		clk:     clock,
 	}
 	const n = 50
 	var wg sync.WaitGroup
@@ -237,14 +236,13 @@ func TestTokenSourceEarlyRefreshFailureKeepsServing(t *testing.T) {
 	t.Parallel()
 	mt := httpmock.NewMockTransport()
 	mt.RegisterResponder("POST", TokenURL, httpmock.NewStringResponder(500, "boom"))
-	clock := newFakeClock()
+	clock := newAutoClock()
 	logger, logs := newTestLogger()
 	ts := &TokenSource{
 		Config:    testConfig(mt),
 		Initial:   &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, Expiry: clock.Now().Add(10 * time.Minute)},
 		Logger:    logger,
-		now:       clock.Now,
-		retryBase: time.Millisecond,
+		clk:       clock,
 	}
 	t.Cleanup(ts.Wait)
 	clock.Advance(6 * time.Minute)
@@ -345,7 +343,8 @@ func TestTokenSourceRetries(t *testing.T) {
 	}{
 		{"503 then success", httpmock.NewStringResponder(503, "busy").Once().Then(ok), 2, false, false},
 		{"network error then success", httpmock.NewErrorResponder(errors.New("connection reset by peer")).Once().Then(ok), 2, false, false},
-		{"429 then success", httpmock.NewStringResponder(429, "slow down").Once().Then(ok), 2, false, false},
+		{"429 with Retry-After then success", httpmock.NewStringResponder(429, "slow down").HeaderSet(map[string][]string{"Retry-After": {"2"}}).Once().Then(ok), 2, false, false},
+		{"429 without Retry-After is not retried at once", httpmock.NewStringResponder(429, "slow down").Once().Then(ok), 1, true, true},
 		{"408 then success", httpmock.NewStringResponder(408, "timeout").Once().Then(ok), 2, false, false},
 		{"500 every time", httpmock.NewStringResponder(500, "boom"), maxAttempts, true, true},
 		{"invalid_grant is not retried", httpmock.NewStringResponder(400, `{"error":"invalid_grant"}`), 1, true, false},
@@ -382,27 +381,77 @@ func TestTokenSourceRetries(t *testing.T) {
 func TestTokenSourceHonoursRetryAfter(t *testing.T) {
 	t.Parallel()
 	ts, mt, clock := newSource(t, nil, time.Hour)
-	var first time.Time
 	var gap time.Duration
+	var first time.Duration
 	calls := 0
 	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
 		calls++
 		if calls == 1 {
-			first = time.Now()
+			first = clock.Mono()
 			r := httpmock.NewStringResponse(429, "")
-			r.Header.Set("Retry-After", "1")
+			r.Header.Set("Retry-After", "7")
 			return r, nil
 		}
-		gap = time.Since(first)
+		gap = clock.Mono() - first
 		return httpmock.NewStringResponse(200, `{"access_token":"at-SECRET-1"}`), nil
 	})
 	clock.Advance(2 * time.Hour)
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
-	// A lower bound only: the retry cannot come before Retry-After.
-	if gap < time.Second {
-		t.Errorf("retried after %v, before Retry-After's 1s", gap)
+	if gap != 7*time.Second {
+		t.Errorf("retried after %v of fake time, want Retry-After's 7s", gap)
+	}
+}
+
+// TestTokenSourceThrottled: a 429 without Retry-After (PandaDoc sends
+// none; its limit is a 60-second sliding window) is not retried within
+// the refresh; it is the shared failure for a back-off of seconds that
+// grows while 429s go on, and a success resets it.
+func TestTokenSourceThrottled(t *testing.T) {
+	t.Parallel()
+	ts, mt, clock := newSource(t, nil, time.Hour)
+	var throttle atomic.Bool
+	throttle.Store(true)
+	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
+		if throttle.Load() {
+			return httpmock.NewStringResponse(429, `{"message":"Too many requests"}`), nil
+		}
+		return httpmock.NewStringResponse(200, `{"access_token":"at-SECRET-1","refresh_token":"rt-SECRET-1","expires_in":3600}`), nil
+	})
+	clock.Advance(2 * time.Hour)
+	posts := func() int { return mt.GetCallCountInfo()[tokenCall] }
+	for i, backoff := range []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, time.Minute, time.Minute} {
+		if _, err := ts.Token(); err == nil || isPermanent(err) {
+			t.Fatalf("round %d: %v, want a transient error", i, err)
+		}
+		if got := posts(); got != i+1 {
+			t.Fatalf("round %d: %d POSTs, want %d (one per back-off)", i, got, i+1)
+		}
+		clock.Advance(backoff - time.Millisecond)
+		if _, err := ts.Token(); err == nil {
+			t.Fatalf("round %d: no error within the %v back-off", i, backoff)
+		}
+		if got := posts(); got != i+1 {
+			t.Fatalf("round %d: a POST within the %v back-off", i, backoff)
+		}
+		clock.Advance(time.Millisecond)
+	}
+	throttle.Store(false)
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	// After a success the back-off starts again from its least.
+	if _, err := ts.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	throttle.Store(true)
+	before := posts()
+	ts.Refresh(context.Background())
+	clock.Advance(minThrottleBackoff)
+	ts.Refresh(context.Background())
+	if got := posts() - before; got != 2 {
+		t.Errorf("%d POSTs after a success and %v, want 2", got, minThrottleBackoff)
 	}
 }
 
@@ -495,7 +544,7 @@ func TestTokenSourceSavesBeforeUse(t *testing.T) {
 	var servedAtSave string
 	store := &memStore{}
 	store.onSave = func(tok *oauth2.Token) {
-		servedAtSave = ts.cur.Load().tok.AccessToken
+		servedAtSave = ts.cache.Load().tok.AccessToken
 	}
 	ts.Store = store
 	clock.Advance(2 * time.Hour)
@@ -539,7 +588,7 @@ func TestTokenSourceSaveFailureIsRetried(t *testing.T) {
 			if tok, _ := ts.Token(); tok.AccessToken != "at-SECRET-1" {
 				t.Fatal("lost the new token")
 			}
-			ts.Wait()
+			settle(ts)
 		}
 	}
 	steps := []struct {
@@ -590,10 +639,10 @@ func TestTokenSourceStore(t *testing.T) {
 	t.Parallel()
 	t.Run("loads when Initial is nil", func(t *testing.T) {
 		t.Parallel()
-		clock := newFakeClock()
+		clock := newAutoClock()
 		store := &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-9", RefreshToken: "rt-SECRET-9", Expiry: clock.Now().Add(time.Hour)}}
 		mt := httpmock.NewMockTransport()
-		ts := &TokenSource{Config: testConfig(mt), Store: store, now: clock.Now}
+		ts := &TokenSource{Config: testConfig(mt), Store: store, clk: clock}
 		tok, err := ts.Token()
 		if err != nil || tok.AccessToken != "at-SECRET-9" {
 			t.Fatalf("%v, %v", tok, err)
@@ -662,9 +711,9 @@ func TestTokenSourceStore(t *testing.T) {
 	})
 	t.Run("no refresh token", func(t *testing.T) {
 		t.Parallel()
-		clock := newFakeClock()
+		clock := newAutoClock()
 		mt := httpmock.NewMockTransport()
-		ts := &TokenSource{Config: testConfig(mt), Initial: &oauth2.Token{AccessToken: testAccess, Expiry: clock.Now().Add(-time.Second)}, now: clock.Now}
+		ts := &TokenSource{Config: testConfig(mt), Initial: &oauth2.Token{AccessToken: testAccess, Expiry: clock.Now().Add(-time.Second)}, clk: clock}
 		if _, err := ts.Token(); !errors.Is(err, ErrNoRefreshToken) {
 			t.Errorf("%v, want ErrNoRefreshToken", err)
 		}
@@ -766,29 +815,6 @@ func (l *lockingStore) Lock(ctx context.Context) (func(), error) {
 	}, nil
 }
 
-// waitForWaiters waits until n goroutines are blocked in ts.await.
-func waitForWaiters(t *testing.T, ts *TokenSource, n int) {
-	t.Helper()
-	waitForBlocked(t, fmt.Sprintf("(*TokenSource).await(%p", ts), "[select", n)
-}
-
-// waitForBlocked waits until n goroutines whose stack holds frame are
-// blocked in state (as runtime.Stack prints it, e.g. "[select").
-func waitForBlocked(t *testing.T, frame, state string, n int) {
-	t.Helper()
-	waitFor(t, fmt.Sprintf("%d goroutines blocked in %s", n, frame), func() bool {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		count := 0
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, state) && strings.Contains(g, frame) {
-				count++
-			}
-		}
-		return count >= n
-	})
-}
-
 func TestTokenSourceRejectedWhileFlightFinishes(t *testing.T) {
 	t.Parallel()
 	srv := &tokenServer{expiresIn: 3600}
@@ -882,8 +908,7 @@ func TestTokenSourceWaitCoversBackgroundWork(t *testing.T) {
 		ts.Wait()
 		close(waited)
 	}()
-	// Wait is blocked, not merely not yet run, before the gate opens.
-	waitForBlocked(t, fmt.Sprintf("(*TokenSource).Wait(%p", ts), "[chan receive", 1)
+	waitForWaiters(t, ts, 1) // Wait has joined the background flight
 	select {
 	case <-waited:
 		t.Fatal("Wait returned while the background refresh was under way")
@@ -891,7 +916,7 @@ func TestTokenSourceWaitCoversBackgroundWork(t *testing.T) {
 	}
 	close(srv.gate)
 	<-waited
-	if tok := ts.cur.Load().tok; tok.AccessToken != "at-SECRET-1" {
+	if tok := ts.cache.Load().tok; tok.AccessToken != "at-SECRET-1" {
 		t.Errorf("after Wait the served token is %q, want the refreshed one", tok.AccessToken)
 	}
 }
@@ -949,14 +974,14 @@ func TestTokenSourceStaleStoreFallsBackToNewerGrant(t *testing.T) {
 		}
 		return httpmock.NewStringResponse(200, `{"access_token":"at-SECRET-1","refresh_token":"rt-SECRET-1","expires_in":3600}`), nil
 	})
-	clock := newFakeClock()
+	clock := newAutoClock()
 	// Initial comes from a new login; the Store still holds an old one.
 	store := &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-old", RefreshToken: "rt-SECRET-old", Expiry: clock.Now().Add(-time.Hour)}}
 	ts := &TokenSource{
 		Config:  testConfig(mt),
 		Initial: &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, Expiry: clock.Now().Add(-time.Minute)},
 		Store:   store,
-		now:     clock.Now,
+		clk:     clock,
 	}
 	tok, err := ts.Token()
 	if err != nil || tok.AccessToken != "at-SECRET-1" {
@@ -972,12 +997,12 @@ func TestTokenSourceBackgroundRefreshKeepsContextValues(t *testing.T) {
 	mt := httpmock.NewMockTransport()
 	srv := &tokenServer{expiresIn: 3600}
 	mt.RegisterResponder("POST", TokenURL, srv.responder())
-	clock := newFakeClock()
+	clock := newAutoClock()
 	ts := &TokenSource{
 		// No HTTPClient: the context's is used.
 		Config:  &Config{ClientID: testClientID, ClientSecret: testClientSecret},
 		Initial: &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, Expiry: clock.Now().Add(2 * time.Minute), ExpiresIn: 3600},
-		now:     clock.Now,
+		clk:     clock,
 	}
 	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: mt})
 	if _, err := ts.TokenContext(ctx); err != nil {
@@ -1159,26 +1184,24 @@ func TestTokenSourceLocker(t *testing.T) {
 	})
 }
 
-// TestTokenSourceWaitCoversALeftFlight: a caller whose context ends just
-// as it starts a refresh leaves before the flight's goroutine runs; Wait
-// must still wait for that refresh.
+// TestTokenSourceWaitCoversALeftFlight: a caller whose context ends
+// while it waits leaves; Wait must still wait for the refresh it started.
 func TestTokenSourceWaitCoversALeftFlight(t *testing.T) {
-	// One P, so the flight's goroutine has not run when the caller leaves.
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	t.Parallel()
 	srv := &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
 	ts, _, clock := newSource(t, srv, time.Hour)
 	ts.Token() // Initial loaded
 	clock.Advance(2 * time.Hour)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var calls atomic.Int32
-	ts.now = func() time.Time {
-		if calls.Add(1) == 2 { // await's recentFailure, just before DoChan
-			cancel()
-		}
-		return clock.Now()
-	}
-	if _, err := ts.TokenContext(ctx); !errors.Is(err, context.Canceled) {
+	left := make(chan error)
+	go func() {
+		_, err := ts.TokenContext(ctx)
+		left <- err
+	}()
+	waitForWaiters(t, ts, 1)
+	cancel()
+	if err := <-left; !errors.Is(err, context.Canceled) {
 		t.Fatalf("%v, want context.Canceled", err)
 	}
 	waited := make(chan struct{})
@@ -1186,7 +1209,7 @@ func TestTokenSourceWaitCoversALeftFlight(t *testing.T) {
 		ts.Wait()
 		close(waited)
 	}()
-	waitFor(t, "the refresh POST", func() bool { return srv.n.Load() == 1 })
+	waitForWaiters(t, ts, 2) // Wait has joined the flight the caller left
 	select {
 	case <-waited:
 		t.Error("Wait returned while the refresh the caller left was under way")
@@ -1194,6 +1217,9 @@ func TestTokenSourceWaitCoversALeftFlight(t *testing.T) {
 	}
 	close(srv.gate)
 	<-waited
+	if n := srv.n.Load(); n != 1 {
+		t.Errorf("%d refreshes, want 1", n)
+	}
 }
 
 // TestTokenSourceFarFutureExpiry: a deadline beyond what a Duration holds
@@ -1256,22 +1282,31 @@ func TestTokenSourceInitialNewerThanStore(t *testing.T) {
 		}
 		return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`), nil
 	})
-	clock := newFakeClock()
+	clock := newAutoClock()
 	store := &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-old", RefreshToken: "rt-SECRET-old", Expiry: clock.Now().Add(50 * time.Minute)}}
 	ts := &TokenSource{
 		Config:  testConfig(mt),
 		Initial: &oauth2.Token{AccessToken: "at-SECRET-new", RefreshToken: "rt-SECRET-new", Expiry: clock.Now().Add(time.Hour)},
-		Store:   store, now: clock.Now,
+		Store:   store, clk: clock,
 	}
 	t.Cleanup(ts.Wait)
 	ts.Token()
+	// The stored token is adopted: this source cannot tell a leftover
+	// from a token another process stored.
 	tok, err := ts.Refresh(context.Background())
-	if err != nil || tok.AccessToken == "at-SECRET-old" {
-		t.Errorf("Refresh = %v, %v; want a new token, not the previous grant's", tok.AccessToken, err)
+	if err != nil {
+		t.Fatal(err)
 	}
 	ts.Invalidate(tok) // the old grant was revoked by the re-login
-	if _, err := ts.Token(); err != nil {
-		t.Errorf("%v: rt-SECRET-new, the live grant, is lost (stored: %s)", err, store.stored().RefreshToken)
+	tok, err = ts.Token()
+	if err != nil {
+		t.Fatalf("%v: rt-SECRET-new, the live grant, is lost (stored: %s)", err, store.stored().RefreshToken)
+	}
+	if tok.AccessToken != "at-SECRET-1" {
+		t.Errorf("served %q, want the new grant's refreshed token", tok.AccessToken)
+	}
+	if s := store.stored(); s.RefreshToken != "rt-SECRET-1" {
+		t.Errorf("stored %q, want the newest refresh token", s.RefreshToken)
 	}
 }
 

@@ -1,6 +1,7 @@
 package pandadocauth
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/oauth2"
 )
@@ -17,26 +20,58 @@ import (
 // Transport is an http.RoundTripper that authenticates each request with
 // an OAuth 2.0 Bearer token from Source.
 //
-// With a *TokenSource as Source it also handles rejection: when the API
-// answers 401 to a request that carried token T, T is invalidated if it
-// is still current, a new token is obtained (one refresh however many
-// requests were rejected), and the request is sent again once if its
-// body can be replayed (no body, or GetBody set); otherwise the 401
-// response is returned and the next request uses the new token.
+// When the API answers 401 to a request that carried token T, Transport
+// tells Source, if Source is an Invalidator (a *TokenSource is): T is
+// invalidated if it is still current, a new token is obtained (one
+// refresh however many requests were rejected), and the request is sent
+// again once if its body can be replayed (no body, or GetBody set);
+// otherwise the 401 response is returned and the next request uses the
+// new token.
 //
-// Transport never sends a token on a redirect to another host, nor over
+// Wrapping a *TokenSource loses this: oauth2.ReuseTokenSource,
+// oauth2.NewClient(ctx, src) and most wrappers are plain
+// oauth2.TokenSources, and with one of those every request after a
+// revocation is answered 401 until the token expires, which for PandaDoc
+// is a year. Give Transport the *TokenSource itself, or a wrapper that
+// implements Invalidator. Transport logs a warning once (with Logger) when
+// its Source cannot take back a rejected token.
+//
+// Transport never sends a token to another origin (scheme, host and
+// port, as RFC 6454 defines it) than the one its request chain started
+// at, so not on a redirect to another host, port or scheme; nor over
 // plain http:// except to loopback hosts.
 //
 // RoundTrip is safe for concurrent use by multiple goroutines.
 type Transport struct {
 	// Source supplies the token to add to outgoing requests'
-	// Authorization headers. A *TokenSource gets the full behaviour;
-	// any other oauth2.TokenSource is asked for a token per request.
+	// Authorization headers. A *TokenSource gets the full behaviour,
+	// with the header built once per token; another Invalidator gets
+	// 401 recovery; any other oauth2.TokenSource is asked for a token per
+	// request, and a 401 is returned as is.
 	Source oauth2.TokenSource
 
 	// Base is the base RoundTripper used to make HTTP requests.
 	// If nil, http.DefaultTransport is used.
 	Base http.RoundTripper
+
+	// Logger, if set, receives a warning, once, when the API rejects a
+	// token of a Source that is not an Invalidator. Nil means silent.
+	Logger *slog.Logger
+
+	// warned is set once that warning is logged.
+	warned atomic.Bool
+}
+
+// Invalidator is an oauth2.TokenSource that can take back a token the API
+// rejected. *TokenSource implements it; a wrapper around one implements
+// it by passing Invalidate on, so that Transport keeps recovering from
+// 401s through the wrapper.
+type Invalidator interface {
+	oauth2.TokenSource
+	// Invalidate tells the source that the API rejected t, so that it
+	// stops serving t (unless a newer token has replaced it already). It
+	// reports whether t was invalidated.
+	Invalidate(t *oauth2.Token) bool
 }
 
 var _ http.RoundTripper = (*Transport)(nil)
@@ -56,42 +91,41 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 		}()
 	}
+	if req.URL == nil {
+		return nil, errors.New("pandadocauth: request has no URL")
+	}
 	if t.Source == nil {
 		return nil, errors.New("pandadocauth: Transport's Source is nil")
 	}
-	if crossHostRedirect(req) {
-		// The token was granted for the original host, not for
+	if crossOrigin(req) {
+		// The token was granted for the chain's first origin, not for
 		// wherever it redirects to.
 		reqBodyClosed = true
-		return t.base().RoundTrip(req)
+		return send(t.base(), req)
 	}
 	if err := checkSecure(req.URL); err != nil {
 		return nil, fmt.Errorf("pandadocauth: %w", err)
 	}
-	ts, full := t.Source.(*TokenSource)
-	if !full {
-		tok, err := t.Source.Token()
+	if ts, ok := t.Source.(*TokenSource); ok {
+		ct, err := ts.current(req.Context())
 		if err != nil {
-			return nil, fmt.Errorf("pandadocauth: token source: %w", err)
+			return nil, err
 		}
-		if tok == nil {
-			return nil, errors.New("pandadocauth: token source returned no token")
-		}
-		req2 := req.Clone(req.Context())
-		req2.Header.Set("Authorization", tok.Type()+" "+tok.AccessToken)
+		// req.Body is assumed to be closed by the base RoundTripper.
 		reqBodyClosed = true
-		return t.base().RoundTrip(req2)
+		return t.withSource(req, ts, ct)
 	}
-
-	ct, err := ts.current(req.Context())
+	tok, err := sourceToken(req.Context(), t.Source)
 	if err != nil {
 		return nil, err
 	}
-	req2 := req.Clone(req.Context())
-	req2.Header.Set("Authorization", ct.header)
-	// req.Body is assumed to be closed by the base RoundTripper.
 	reqBodyClosed = true
-	resp, err := t.base().RoundTrip(req2)
+	return t.withToken(req, tok)
+}
+
+// withSource sends req with ct's token and handles a 401 through ts.
+func (t *Transport) withSource(req *http.Request, ts *TokenSource, ct *snapshot) (*http.Response, error) {
+	resp, err := send(t.base(), authorized(req, req.Body, ct.header))
 	if err != nil {
 		return nil, err
 	}
@@ -99,35 +133,128 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		ts.accepted(ct)
 		return resp, nil
 	}
-
-	// 401: the API no longer accepts the token that was sent. Invalidate
-	// it unless a newer token has replaced it already.
+	// 401: the API no longer accepts the token that was sent.
 	if !ts.rejected(ct) {
 		return resp, nil
 	}
-	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
-	if !replayable {
+	body, ok := replayBody(req)
+	if !ok {
 		return resp, nil // the next request refreshes
 	}
 	ct2, err := ts.current(req.Context())
-	if err != nil || ct2.tok.AccessToken == ct.tok.AccessToken {
+	if err != nil || ct2.gen == ct.gen {
 		// The refresh failed: the caller gets the API's answer, and the
 		// next request fails fast with the refresh error.
+		closeBody(body)
 		return resp, nil
 	}
-	req3 := req.Clone(req.Context())
-	if req.Body != nil && req.Body != http.NoBody {
-		body, err := req.GetBody()
-		if err != nil {
-			return resp, nil
-		}
-		req3.Body = body
-	}
-	req3.Header.Set("Authorization", ct2.header)
 	drain(resp)
-	resp, err = t.base().RoundTrip(req3)
-	if err == nil && resp.StatusCode != http.StatusUnauthorized {
+	resp, err = send(t.base(), authorized(req, body, ct2.header))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		ts.rejected(ct2)
+	} else {
 		ts.accepted(ct2)
+	}
+	return resp, nil
+}
+
+// withToken sends req with tok, from a Source that is not a
+// *TokenSource, and replays it after a 401 if the Source is an
+// Invalidator and has a new token.
+func (t *Transport) withToken(req *http.Request, tok *oauth2.Token) (*http.Response, error) {
+	resp, err := send(t.base(), authorized(req, req.Body, tok.Type()+" "+tok.AccessToken))
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	inv, ok := t.Source.(Invalidator)
+	if !ok {
+		if t.Logger != nil && t.warned.CompareAndSwap(false, true) {
+			t.Logger.Warn("pandadocauth: the API rejected a token, and Transport.Source cannot take it back (it is not an Invalidator, for example an oauth2.ReuseTokenSource around a *TokenSource): requests will keep failing with 401 until the token expires; give Transport the *TokenSource itself",
+				slog.String("source", fmt.Sprintf("%T", t.Source)))
+		}
+		return resp, nil
+	}
+	inv.Invalidate(tok)
+	body, ok := replayBody(req)
+	if !ok {
+		return resp, nil
+	}
+	tok2, err := sourceToken(req.Context(), t.Source)
+	if err != nil || tok2.AccessToken == tok.AccessToken {
+		closeBody(body)
+		return resp, nil
+	}
+	drain(resp)
+	return send(t.base(), authorized(req, body, tok2.Type()+" "+tok2.AccessToken))
+}
+
+// sourceToken asks src for a token, with ctx if src takes one.
+func sourceToken(ctx context.Context, src oauth2.TokenSource) (*oauth2.Token, error) {
+	var (
+		tok *oauth2.Token
+		err error
+	)
+	if cs, ok := src.(interface {
+		TokenContext(context.Context) (*oauth2.Token, error)
+	}); ok {
+		tok, err = cs.TokenContext(ctx)
+	} else {
+		tok, err = src.Token()
+	}
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("pandadocauth: token source: %w", err)
+	case tok == nil:
+		return nil, errors.New("pandadocauth: token source returned no token")
+	case !sendable(tok.AccessToken):
+		return nil, errors.New("pandadocauth: token source returned an access token that cannot be sent in a header (blank, or holds control characters)")
+	}
+	return tok, nil
+}
+
+// authorized returns a copy of req with body and the Authorization
+// header set to auth.
+func authorized(req *http.Request, body io.ReadCloser, auth string) *http.Request {
+	r := req.Clone(req.Context())
+	r.Body = body
+	if r.Header == nil {
+		r.Header = make(http.Header, 1)
+	}
+	r.Header.Set("Authorization", auth)
+	return r
+}
+
+// replayBody returns a fresh copy of req's body for sending req again,
+// and whether req can be sent again.
+func replayBody(req *http.Request) (io.ReadCloser, bool) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return req.Body, true
+	}
+	if req.GetBody == nil {
+		return nil, false
+	}
+	body, err := req.GetBody()
+	if err != nil {
+		return nil, false
+	}
+	return body, true
+}
+
+func closeBody(body io.ReadCloser) {
+	if body != nil {
+		body.Close()
+	}
+}
+
+// send calls rt, turning a nil response without an error, which would
+// break the caller, into an error.
+func send(rt http.RoundTripper, req *http.Request) (*http.Response, error) {
+	resp, err := rt.RoundTrip(req)
+	if resp == nil && err == nil {
+		return nil, fmt.Errorf("pandadocauth: %T returned neither a response nor an error", rt)
 	}
 	return resp, err
 }
@@ -185,6 +312,9 @@ func (t *APIKeyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 		}()
 	}
+	if req.URL == nil {
+		return nil, errors.New("pandadocauth: request has no URL")
+	}
 	if t.Key == "" {
 		return nil, errors.New("pandadocauth: APIKeyTransport's Key is empty")
 	}
@@ -192,24 +322,22 @@ func (t *APIKeyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	if crossHostRedirect(req) {
+	if crossOrigin(req) {
 		reqBodyClosed = true
-		return base.RoundTrip(req)
+		return send(base, req)
 	}
 	if err := checkSecure(req.URL); err != nil {
 		return nil, fmt.Errorf("pandadocauth: %w", err)
 	}
-	req2 := req.Clone(req.Context())
-	req2.Header.Set("Authorization", "API-Key "+t.Key)
 	reqBodyClosed = true
-	return base.RoundTrip(req2)
+	return send(base, authorized(req, req.Body, "API-Key "+t.Key))
 }
 
-// crossHostRedirect reports whether req follows a redirect to a host
-// other than the one the first request of the chain went to. A chain
-// whose origin cannot be found counts as cross-host: no credential is
-// sent on a guess.
-func crossHostRedirect(req *http.Request) bool {
+// crossOrigin reports whether req follows a redirect to an origin
+// (scheme, host and port, RFC 6454) other than the one the first request
+// of the chain went to. A chain whose origin cannot be found counts as
+// cross-origin: no credential is sent on a guess.
+func crossOrigin(req *http.Request) bool {
 	if req.Response == nil {
 		return false
 	}
@@ -220,7 +348,23 @@ func crossHostRedirect(req *http.Request) bool {
 		}
 		first = first.Response.Request
 	}
-	return !strings.EqualFold(first.URL.Hostname(), req.URL.Hostname())
+	return originOf(first.URL) != originOf(req.URL)
+}
+
+// originOf is u's origin: scheme, host and port, with the scheme's
+// default port made explicit.
+func originOf(u *url.URL) string {
+	scheme := strings.ToLower(u.Scheme)
+	port := u.Port()
+	if port == "" {
+		switch scheme {
+		case "https":
+			port = "443"
+		case "http":
+			port = "80"
+		}
+	}
+	return scheme + "://" + strings.TrimSuffix(strings.ToLower(u.Hostname()), ".") + ":" + port
 }
 
 // checkSecure refuses plain http:// to anything but a loopback host.
@@ -240,12 +384,19 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// NewClient returns a copy of base (nil means a zero http.Client) whose
-// requests are authenticated with tokens from src; the copy's transport
-// wraps base's. Use it to add PandaDoc authentication to a client that is
-// already configured with timeouts, proxies or instrumentation.
+// DefaultClientTimeout is the Timeout of the client NewClient returns
+// when base is nil: a request to the API, its retry after a 401
+// included, fails after this long instead of hanging forever.
+const DefaultClientTimeout = time.Minute
+
+// NewClient returns a copy of base whose requests are authenticated with
+// tokens from src; the copy's transport wraps base's. Use it to add
+// PandaDoc authentication to a client that is already configured with
+// timeouts, proxies or instrumentation. A nil base means a client with
+// Timeout DefaultClientTimeout (not http.Client's zero value, which has
+// none).
 func NewClient(base *http.Client, src oauth2.TokenSource) *http.Client {
-	c := &http.Client{}
+	c := &http.Client{Timeout: DefaultClientTimeout}
 	if base != nil {
 		*c = *base
 	}

@@ -1,0 +1,94 @@
+package pandadocauth
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The 401 policy: what a rejection of a token by the API does.
+//
+// A rejected token is invalidated by compare-and-swap on its generation,
+// so a late 401 cannot throw away a newer token, and the next caller
+// refreshes. One exception: when token after token comes from the
+// endpoint and is rejected without one ever working (a suspended
+// account, a grant revoked in a way the endpoint does not see), a refresh
+// per request would hammer the endpoint. Such a token is kept for a
+// back-off that doubles from 1 second up to 1 minute after it was
+// obtained, and the 401 is returned meanwhile. Tokens loaded from the
+// Store or Initial are never kept: their first rejection is the usual
+// sign of a revoked token, and it is answered with a refresh at once.
+
+// rejections is the 401 policy's memory.
+type rejections struct {
+	// worked is the highest generation the API accepted. It is read on
+	// every response, so it is an atomic and not under mu.
+	worked atomic.Uint64
+
+	mu sync.Mutex // guards n
+	n  int        // tokens rejected in a row without one working
+}
+
+// rejectionBackoff is how long a token is kept after n tokens in a row
+// were rejected without one working.
+func rejectionBackoff(n int) time.Duration {
+	return min(time.Second<<min(n-1, 6), time.Minute)
+}
+
+// accepted records that the API accepted ct's token.
+func (s *TokenSource) accepted(ct *snapshot) {
+	r := &s.rejections
+	for {
+		w := r.worked.Load()
+		if w >= ct.gen {
+			return
+		}
+		if r.worked.CompareAndSwap(w, ct.gen) {
+			break
+		}
+	}
+	r.mu.Lock()
+	r.n = 0
+	r.mu.Unlock()
+}
+
+// rejected handles a 401 to a request that carried ct's token. It
+// invalidates the token if it is still served and reports whether a new
+// token is worth waiting for: false only while the back-off above keeps
+// the token.
+func (s *TokenSource) rejected(ct *snapshot) bool {
+	r := &s.rejections
+	for {
+		cur := s.cache.Load()
+		switch {
+		case cur == nil:
+			return false
+		case cur.gen != ct.gen:
+			return cur.gen > ct.gen // a newer token is served already
+		case cur.invalid:
+			return true // rejected already; the next caller refreshes
+		}
+		if ct.from == fromEndpoint && r.worked.Load() < ct.gen {
+			r.mu.Lock()
+			n := r.n
+			r.mu.Unlock()
+			if n > 0 && s.mono() < ct.born+rejectionBackoff(n) {
+				return false
+			}
+		}
+		if s.cache.CompareAndSwap(cur, invalidated(cur)) {
+			r.mu.Lock()
+			r.n++
+			r.mu.Unlock()
+			s.logInfo("pandadocauth: token rejected by the API; will refresh")
+			return true
+		}
+	}
+}
+
+// invalidated returns a copy of ct marked rejected.
+func invalidated(ct *snapshot) *snapshot {
+	next := *ct
+	next.invalid = true
+	return &next
+}
