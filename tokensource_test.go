@@ -239,10 +239,10 @@ func TestTokenSourceEarlyRefreshFailureKeepsServing(t *testing.T) {
 	clock := newAutoClock()
 	logger, logs := newTestLogger()
 	ts := &TokenSource{
-		Config:    testConfig(mt),
-		Initial:   &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, Expiry: clock.Now().Add(10 * time.Minute)},
-		Logger:    logger,
-		clk:       clock,
+		Config:  testConfig(mt),
+		Initial: &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, Expiry: clock.Now().Add(10 * time.Minute)},
+		Logger:  logger,
+		clk:     clock,
 	}
 	t.Cleanup(ts.Wait)
 	clock.Advance(6 * time.Minute)
