@@ -635,8 +635,11 @@ func TestTransportRedirectChains(t *testing.T) {
 		response *http.Response
 		token    bool
 	}{
-		{"same host", apiURL + "?page=2", &http.Response{Request: first}, true},
+		{"same origin", apiURL + "?page=2", &http.Response{Request: first}, true},
+		{"same origin, explicit default port", "https://API.pandadoc.com:443/x", &http.Response{Request: first}, true},
 		{"other host", "https://other.example/x", &http.Response{Request: first}, false},
+		{"same host, other port", "https://api.pandadoc.com:8443/x", &http.Response{Request: first}, false},
+		{"same host, https to http", "http://api.pandadoc.com/x", &http.Response{Request: first}, false},
 		{"origin unknown", apiURL, &http.Response{}, false},
 	}
 	for _, tc := range cases {
@@ -720,5 +723,129 @@ func TestTransportPersistent401BacksOff(t *testing.T) {
 	get()
 	if n := posts(); n != 3 {
 		t.Errorf("%d token POSTs, want 3: a rejection after success refreshes at once", n)
+	}
+}
+
+// TestTransportMalformedRequests: what net/http answers with an error is
+// an error here too, never a panic, and the body is closed.
+func TestTransportMalformedRequests(t *testing.T) {
+	t.Parallel()
+	ok := httpmock.NewMockTransport()
+	ok.RegisterNoResponder(httpmock.NewStringResponder(200, ""))
+	nilResp := roundTripFunc(func(*http.Request) (*http.Response, error) { return nil, nil })
+	ts, mt, _ := newSource(t, &tokenServer{}, time.Hour)
+	_ = mt
+	transports := map[string]func(base http.RoundTripper) http.RoundTripper{
+		"Transport with a *TokenSource": func(b http.RoundTripper) http.RoundTripper { return &Transport{Source: ts, Base: b} },
+		"Transport with a static source": func(b http.RoundTripper) http.RoundTripper {
+			return &Transport{Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: testAccess}), Base: b}
+		},
+		"APIKeyTransport": func(b http.RoundTripper) http.RoundTripper { return &APIKeyTransport{Key: "key-SECRET", Base: b} },
+	}
+	for name, mk := range transports {
+		t.Run(name+"/nil Header", func(t *testing.T) {
+			var auth string
+			base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+				auth = req.Header.Get("Authorization")
+				return ok.RoundTrip(req)
+			})
+			req, _ := http.NewRequest("GET", apiURL, nil)
+			req.Header = nil
+			resp, err := mk(base).RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if auth == "" {
+				t.Error("no Authorization sent")
+			}
+			if req.Header != nil {
+				t.Error("the caller's request was modified")
+			}
+		})
+		t.Run(name+"/nil URL", func(t *testing.T) {
+			body := &closeCounter{Reader: strings.NewReader("x")}
+			req := &http.Request{Method: "POST", Header: http.Header{}, Body: body}
+			if _, err := mk(ok).RoundTrip(req); err == nil {
+				t.Error("want an error")
+			}
+			if n := body.closed.Load(); n != 1 {
+				t.Errorf("body closed %d times, want 1", n)
+			}
+		})
+		t.Run(name+"/Base returns nil, nil", func(t *testing.T) {
+			req, _ := http.NewRequest("GET", apiURL, nil)
+			resp, err := mk(nilResp).RoundTrip(req)
+			if err == nil || resp != nil {
+				t.Errorf("%v, %v; want an error", resp, err)
+			}
+		})
+	}
+}
+
+// roundTripFunc is an http.RoundTripper made of a function.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// invalidatingWrapper wraps a source the way users do, passing
+// Invalidate on.
+type invalidatingWrapper struct{ src *TokenSource }
+
+func (w invalidatingWrapper) Token() (*oauth2.Token, error)      { return w.src.Token() }
+func (w invalidatingWrapper) Invalidate(t *oauth2.Token) bool { return w.src.Invalidate(t) }
+
+// TestTransport401ThroughWrappers: a wrapper that implements Invalidator
+// keeps 401 recovery; one that does not (oauth2.ReuseTokenSource) gets
+// the 401, and Transport warns once through its Logger.
+func TestTransport401ThroughWrappers(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		wrap    func(*TokenSource) oauth2.TokenSource
+		recover bool
+	}{
+		{"*TokenSource", func(s *TokenSource) oauth2.TokenSource { return s }, true},
+		{"Invalidator wrapper", func(s *TokenSource) oauth2.TokenSource { return invalidatingWrapper{s} }, true},
+		{"oauth2.ReuseTokenSource", func(s *TokenSource) oauth2.TokenSource { return oauth2.ReuseTokenSource(nil, s) }, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := &tokenServer{expiresIn: 3600}
+			ts, mt, _ := newSource(t, srv, 0)
+			api := &apiResponder{accept: func(tok string) bool { return tok != testAccess }}
+			mt.RegisterResponder("GET", apiURL, api.responder())
+			logger, logs := newTestLogger()
+			client := &http.Client{Transport: &Transport{Source: tc.wrap(ts), Base: mt, Logger: logger}}
+			for range 3 {
+				resp, err := client.Get(apiURL)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if got := resp.StatusCode == 200; got != tc.recover {
+					t.Fatalf("status %d, want recovery: %v", resp.StatusCode, tc.recover)
+				}
+			}
+			warnings := strings.Count(logs.String(), "cannot take it back")
+			if want := map[bool]int{true: 0, false: 1}[tc.recover]; warnings != want {
+				t.Errorf("%d warnings, want %d: %s", warnings, want, logs)
+			}
+			assertNoSecret(t, "log", logs.String())
+		})
+	}
+}
+
+// TestNewClientDefaultTimeout: NewClient(nil, src) has a timeout; a base
+// client's own settings are kept.
+func TestNewClientDefaultTimeout(t *testing.T) {
+	t.Parallel()
+	src := oauth2.StaticTokenSource(&oauth2.Token{AccessToken: testAccess})
+	if c := NewClient(nil, src); c.Timeout != DefaultClientTimeout {
+		t.Errorf("Timeout %v, want %v", c.Timeout, DefaultClientTimeout)
+	}
+	if c := NewClient(&http.Client{Timeout: 5 * time.Second}, src); c.Timeout != 5*time.Second {
+		t.Errorf("Timeout %v, want the base client's", c.Timeout)
 	}
 }
