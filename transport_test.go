@@ -792,7 +792,7 @@ func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { re
 // Invalidate on.
 type invalidatingWrapper struct{ src *TokenSource }
 
-func (w invalidatingWrapper) Token() (*oauth2.Token, error)      { return w.src.Token() }
+func (w invalidatingWrapper) Token() (*oauth2.Token, error)   { return w.src.Token() }
 func (w invalidatingWrapper) Invalidate(t *oauth2.Token) bool { return w.src.Invalidate(t) }
 
 // TestTransport401ThroughWrappers: a wrapper that implements Invalidator
