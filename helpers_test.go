@@ -153,8 +153,21 @@ type tokenServer struct {
 	noRotate  bool // omit refresh_token from answers
 	gate      chan struct{}
 	n         atomic.Int32
-	mu        sync.Mutex // guards forms
+	mu        sync.Mutex // guards forms and arrivedC
 	forms     []map[string]string
+	arrivedC  *sync.Cond // signalled when a POST arrives
+}
+
+// waitArrived blocks until n POSTs have arrived.
+func (ts *tokenServer) waitArrived(n int) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.arrivedC == nil {
+		ts.arrivedC = sync.NewCond(&ts.mu)
+	}
+	for len(ts.forms) < n {
+		ts.arrivedC.Wait()
+	}
 }
 
 func (ts *tokenServer) responder() httpmock.Responder {
@@ -171,6 +184,9 @@ func (ts *tokenServer) responder() httpmock.Responder {
 		form["#accept"] = req.Header.Get("Accept")
 		ts.mu.Lock()
 		ts.forms = append(ts.forms, form)
+		if ts.arrivedC != nil {
+			ts.arrivedC.Broadcast()
+		}
 		ts.mu.Unlock()
 		n := ts.n.Add(1)
 		if ts.gate != nil {
@@ -219,20 +235,6 @@ func newSource(t *testing.T, srv *tokenServer, expiresIn time.Duration) (*TokenS
 	ts := &TokenSource{Config: testConfig(mt), Initial: initial, clk: clock}
 	t.Cleanup(ts.Wait)
 	return ts, mt, clock
-}
-
-// waitFor polls cond, failing the test after a generous timeout. It is
-// for events that happen on another goroutine with no signal to wait
-// on (an httpmock call count, a background goroutine's effect).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // memStore is an in-memory Store that records its calls and can fail.

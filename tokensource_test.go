@@ -84,7 +84,7 @@ func TestTokenSourceConcurrentRefreshIsDeduplicated(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, "the refresh POST", func() bool { return srv.n.Load() == 1 })
+	srv.waitArrived(1)
 	close(srv.gate)
 	wg.Wait()
 	for i := range n {
@@ -101,7 +101,9 @@ func TestTokenSourceFailedRefreshIsShared(t *testing.T) {
 	t.Parallel()
 	mt := httpmock.NewMockTransport()
 	gate := make(chan struct{})
+	arrived := make(chan struct{}, 1)
 	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
+		arrived <- struct{}{}
 		<-gate
 		return httpmock.NewStringResponse(400, `{"error":"invalid_grant","error_description":"refresh token is expired"}`), nil
 	})
@@ -121,7 +123,7 @@ func TestTokenSourceFailedRefreshIsShared(t *testing.T) {
 			_, errs[i] = ts.Token()
 		}()
 	}
-	waitFor(t, "the refresh POST", func() bool { return mt.GetCallCountInfo()[tokenCall] == 1 })
+	<-arrived
 	close(gate)
 	wg.Wait()
 	for i, err := range errs {
@@ -169,7 +171,7 @@ func TestTokenSourceCallerContextEndsWhileWaiting(t *testing.T) {
 		_, err := ts.TokenContext(context.Background())
 		stayer <- err
 	}()
-	waitFor(t, "the refresh POST", func() bool { return srv.n.Load() == 1 })
+	srv.waitArrived(1)
 	cancel()
 	// The leaver returns while the endpoint still holds the refresh.
 	if err := <-leaver; !errors.Is(err, context.Canceled) {
@@ -218,7 +220,7 @@ func TestTokenSourceEarlyRefresh(t *testing.T) {
 			t.Fatalf("inside the window: %v, %v; want the current token", tok, err)
 		}
 	}
-	waitFor(t, "the background refresh POST", func() bool { return srv.n.Load() == 1 })
+	srv.waitArrived(1)
 	for range 100 {
 		ts.Token()
 	}
@@ -903,7 +905,7 @@ func TestTokenSourceWaitCoversBackgroundWork(t *testing.T) {
 	if tok, _ := ts.Token(); tok.AccessToken != testAccess {
 		t.Fatal("want the current token served")
 	}
-	waitFor(t, "the background refresh POST", func() bool { return srv.n.Load() == 1 })
+	srv.waitArrived(1)
 	waited := make(chan struct{})
 	go func() {
 		ts.Wait()

@@ -352,7 +352,7 @@ func TestTransport401StormRefreshesOnce(t *testing.T) {
 			statuses[i] = resp.StatusCode
 		}()
 	}
-	waitFor(t, "the refresh POST", func() bool { return srv.n.Load() == 1 })
+	srv.waitArrived(1)
 	close(srv.gate)
 	wg.Wait()
 	for i, s := range statuses {
@@ -372,6 +372,7 @@ func TestTransportLate401KeepsNewerToken(t *testing.T) {
 	// The API holds the first request until the token has been replaced,
 	// then rejects the old token.
 	replaced := make(chan struct{})
+	arrived := make(chan struct{}, 1)
 	first := true
 	var mu sync.Mutex // guards first
 	mt.RegisterResponder("GET", apiURL, func(req *http.Request) (*http.Response, error) {
@@ -380,6 +381,7 @@ func TestTransportLate401KeepsNewerToken(t *testing.T) {
 		first = false
 		mu.Unlock()
 		if wasFirst {
+			arrived <- struct{}{}
 			<-replaced
 			return httpmock.NewStringResponse(401, "{}"), nil
 		}
@@ -395,7 +397,7 @@ func TestTransportLate401KeepsNewerToken(t *testing.T) {
 		}
 		done <- resp
 	}()
-	waitFor(t, "the first API call", func() bool { return mt.GetCallCountInfo()["GET "+apiURL] == 1 })
+	<-arrived // the first API call
 	old, _ := ts.Token()
 	ts.Invalidate(old)
 	newer, err := ts.Token()
