@@ -6,5 +6,6 @@ import "time"
 // against pandadoctest (which imports this package, so they cannot be
 // internal tests).
 
-// SetRetryBase shortens the back-off between refresh attempts.
-func SetRetryBase(s *TokenSource, d time.Duration) { s.flight.retryBase = d }
+// SetRetryBase shortens the back-off between refresh attempts, for every
+// TokenSource of the test binary.
+func SetRetryBase(d time.Duration) { testRetryBase.Store(int64(d)) }

@@ -64,7 +64,7 @@ func TestFaultMatrix(t *testing.T) {
 				initial.Expiry = time.Now().Add(st.expiry)
 				initial.ExpiresIn = 3600
 				src := &pandadocauth.TokenSource{Config: srv.Config(), Initial: initial, EarlyRefresh: 5 * time.Minute}
-				pandadocauth.SetRetryBase(src, 10*time.Millisecond)
+				pandadocauth.SetRetryBase(10 * time.Millisecond)
 				t.Cleanup(func() {
 					srv.Close() // releases a hung request
 					src.Wait()

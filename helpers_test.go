@@ -232,7 +232,7 @@ func newSource(t *testing.T, srv *tokenServer, expiresIn time.Duration) (*TokenS
 		initial.Expiry = clock.Now().Add(expiresIn)
 		initial.ExpiresIn = int64(expiresIn / time.Second)
 	}
-	ts := &TokenSource{Config: testConfig(mt), Initial: initial, clk: clock}
+	ts := &TokenSource{Config: testConfig(mt), Initial: initial, clk: &clockRef{clock}}
 	t.Cleanup(ts.Wait)
 	return ts, mt, clock
 }
@@ -328,11 +328,11 @@ func assertNoSecret(t *testing.T, what, s string) {
 func settle(ts *TokenSource) {
 	r := &ts.flight
 	r.mu.Lock()
-	if !r.flying {
+	if r.call == nil {
 		r.mu.Unlock()
 		return
 	}
-	ch := ts.fly(context.Background())
+	ch := ts.fly(context.Background(), ReasonSave, false)
 	r.mu.Unlock()
 	<-ch
 }

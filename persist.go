@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -22,23 +21,19 @@ const (
 	flushTimeout = 30 * time.Second
 )
 
-// persister is what a TokenSource knows of its Store.
+// persister is what a TokenSource knows of its Store. Only the flight
+// reads and writes it; flights run one at a time.
 type persister struct {
 	// synced is the token last loaded from or saved to the Store: a
 	// stored token that differs from it was written by another process
-	// since, and is newer, whatever the clocks say. Only the flight
-	// reads and writes it; flights run one at a time.
+	// since, and is newer, whatever the clocks say.
 	synced *oauth2.Token
 
 	// spare is the token in memory when a stored token replaced it: a
 	// grant fresh from Config.Exchange may sit next to an older grant's
 	// leftover in the Store. If the stored token's refresh token is
-	// refused, spare's is tried, so that grant is not lost. Only the
-	// flight reads and writes it.
+	// refused, spare's is tried, so that grant is not lost.
 	spare *oauth2.Token
-
-	// saveNext is the Mono reading from which a failed Save is retried.
-	saveNext atomic.Int64
 }
 
 // same reports whether a and b are the same token.
@@ -46,21 +41,25 @@ func same(a, b *oauth2.Token) bool {
 	return a != nil && b != nil && a.AccessToken == b.AccessToken && a.RefreshToken == b.RefreshToken
 }
 
-// advance takes one step of the flight towards a usable token of
+// advance takes one step of flight c towards a usable token of
 // generation want, from cur (nil before the first token): it saves cur
 // when saveDue, adopts a token another process stored, or refreshes. It
-// reports whether a new token is served.
-func (s *TokenSource) advance(ctx context.Context, cur *snapshot, want uint64, saveDue bool) (bool, error) {
+// reports what it did.
+func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot, want uint32, saveDue bool) (RefreshOutcome, error) {
 	if s.Config == nil {
-		return false, errors.New("pandadocauth: TokenSource.Config is nil")
+		return 0, errors.New("pandadocauth: TokenSource.Config is nil")
 	}
 	if cur == nil && s.loadInitial() {
-		return true, nil
+		return OutcomeLoaded, nil
 	}
 	if l, ok := s.Store.(Locker); ok {
+		start := s.mono()
 		unlock, err := l.Lock(ctx)
+		if o := s.Observer; o != nil && o.LockWaited != nil {
+			o.LockWaited(c.ctx, LockWaitedInfo{Grant: s.grant(), Duration: s.mono() - start, Err: err})
+		}
 		if err != nil {
-			return false, fmt.Errorf("pandadocauth: taking the refresh lock: %w", err)
+			return 0, fmt.Errorf("pandadocauth: taking the refresh lock: %w", err)
 		}
 		if unlock != nil {
 			defer unlock()
@@ -68,27 +67,27 @@ func (s *TokenSource) advance(ctx context.Context, cur *snapshot, want uint64, s
 	}
 	news, err := s.loadNews(ctx, cur)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	if news != nil {
 		// Another process stored a token since this source last read or
 		// wrote the Store: it is newer. The token in memory stays as a
 		// spare in case the stored one fails.
-		return s.adopt(ctx, cur, news)
+		return s.adopt(ctx, c, cur, news)
 	}
 	if cur == nil {
-		return false, fmt.Errorf("pandadocauth: %w", ErrNoToken)
+		return 0, fmt.Errorf("pandadocauth: %w", ErrNoToken)
 	}
 	if saveDue {
-		s.retrySave(ctx, cur)
-		return false, nil
+		return s.retrySave(ctx, c, cur), nil
 	}
-	return s.refresh(ctx, cur.tok.RefreshToken)
+	return s.refresh(ctx, c, cur.tok.RefreshToken)
 }
 
 // adopt serves news, a token another process stored, if it is usable;
-// otherwise it refreshes with its refresh token, and then with cur's.
-func (s *TokenSource) adopt(ctx context.Context, cur *snapshot, news *oauth2.Token) (bool, error) {
+// otherwise it refreshes with its refresh token, and then with the
+// spare's.
+func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, news *oauth2.Token) (RefreshOutcome, error) {
 	s.store.synced = news
 	if cur != nil && cur.tok.RefreshToken != "" && cur.tok.RefreshToken != news.RefreshToken {
 		s.store.spare = cur.tok
@@ -99,41 +98,44 @@ func (s *TokenSource) adopt(ctx context.Context, cur *snapshot, news *oauth2.Tok
 	}
 	if ct.usable(s.mono()) {
 		s.publish(ct)
+		if cur == nil {
+			return OutcomeLoaded, nil
+		}
 		s.logInfo("pandadocauth: adopted a token from the store")
-		return true, nil
+		return OutcomeAdopted, nil
 	}
-	return s.refresh(ctx, news.RefreshToken)
+	return s.refresh(ctx, c, news.RefreshToken)
 }
 
 // refresh obtains a new token with the refresh token rt, saves it and
 // serves it. When rt is refused for good, it may be stale: another
 // process may have rotated it since the Store was read, so the Store is
 // read once more; failing that, the spare is tried.
-func (s *TokenSource) refresh(ctx context.Context, rt string) (bool, error) {
-	res, err := s.refreshToken(ctx, rt)
+func (s *TokenSource) refresh(ctx context.Context, c *flightCall, rt string) (RefreshOutcome, error) {
+	tok, err := s.refreshToken(ctx, c, rt)
 	if err != nil && isPermanent(err) {
 		if again, lerr := s.loadNews(ctx, nil); lerr == nil && again != nil && again.RefreshToken != rt {
 			s.store.synced = again
 			if ct := s.newSnapshot(again, fromStore); ct.usable(s.mono()) {
 				s.publish(ct)
 				s.logInfo("pandadocauth: adopted a token from the store")
-				return true, nil
+				return OutcomeAdopted, nil
 			}
-			res, err = s.refreshToken(ctx, again.RefreshToken)
+			tok, err = s.refreshToken(ctx, c, again.RefreshToken)
 		} else if spare := s.store.spare; spare != nil && spare.RefreshToken != rt {
 			s.logInfo("pandadocauth: the stored refresh token was refused; trying the one in memory")
-			res, err = s.refreshToken(ctx, spare.RefreshToken)
+			tok, err = s.refreshToken(ctx, c, spare.RefreshToken)
 		}
 	}
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	s.store.spare = nil
-	ct := s.newSnapshot(res.tok, fromEndpoint)
-	s.save(ctx, ct)
+	ct := s.newSnapshot(tok, fromEndpoint)
+	s.save(ctx, c, ct)
 	s.publish(ct)
-	s.logInfo("pandadocauth: token refreshed", slog.Time("expiry", res.tok.Expiry), slog.Int("attempts", res.attempts))
-	return true, nil
+	s.logInfo("pandadocauth: token refreshed", slog.Time("expiry", tok.Expiry), slog.Int("attempts", c.attempts))
+	return OutcomeRefreshed, nil
 }
 
 // loadNews reads the Store and returns the stored token if another
@@ -165,33 +167,48 @@ func (s *TokenSource) loadNews(ctx context.Context, cur *snapshot) (*oauth2.Toke
 // save saves ct's token before it is served. A failed Save is logged and
 // retried later (the token is served all the same, so the newest refresh
 // token is never dropped).
-func (s *TokenSource) save(ctx context.Context, ct *snapshot) {
+func (s *TokenSource) save(ctx context.Context, c *flightCall, ct *snapshot) {
 	if s.Store == nil {
 		return
 	}
-	if err := s.saveToken(ctx, ct.tok); err != nil {
+	if err := s.saveToken(ctx, c, ct.tok, false); err != nil {
 		ct.unsaved = true
 		s.logError("pandadocauth: saving the new token failed; using it and retrying the save", slog.Any("error", err))
 	}
 }
 
 // retrySave saves cur, whose Save failed.
-func (s *TokenSource) retrySave(ctx context.Context, cur *snapshot) {
-	if err := s.saveToken(ctx, cur.tok); err != nil {
+func (s *TokenSource) retrySave(ctx context.Context, c *flightCall, cur *snapshot) RefreshOutcome {
+	if err := s.saveToken(ctx, c, cur.tok, true); err != nil {
 		s.logError("pandadocauth: saving the token failed again", slog.Any("error", err))
-		return
+		return OutcomeUnchanged
 	}
 	s.mark(cur, func(c *snapshot) { c.unsaved = false })
 	s.logInfo("pandadocauth: token saved")
+	return OutcomeSaved
 }
 
 // saveToken calls Store.Save with a deadline of its own, and notes what
-// the Store holds.
-func (s *TokenSource) saveToken(ctx context.Context, t *oauth2.Token) error {
+// the Store holds, or when to try again.
+func (s *TokenSource) saveToken(ctx context.Context, c *flightCall, t *oauth2.Token, retry bool) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
 	defer cancel()
-	if err := s.Store.Save(sctx, t); err != nil {
-		s.store.saveNext.Store(int64(s.mono() + saveRetryInterval))
+	err := s.Store.Save(sctx, t)
+	r := &s.flight
+	r.mu.Lock()
+	if err != nil {
+		r.troubled().saveNext = s.mono() + saveRetryInterval
+	} else if t := r.trouble; t != nil {
+		t.saveNext = 0
+		if *t == (trouble{}) {
+			r.trouble = nil
+		}
+	}
+	r.mu.Unlock()
+	if err != nil {
+		if o := s.Observer; o != nil && o.SaveFailed != nil {
+			o.SaveFailed(c.ctx, SaveFailedInfo{Grant: s.grant(), Retry: retry, Err: err})
+		}
 		return err
 	}
 	s.store.synced = t

@@ -71,7 +71,7 @@ func newStoreSource(t *testing.T, store Store, responder httpmock.Responder) (*T
 	mt := httpmock.NewMockTransport()
 	mt.RegisterResponder("POST", TokenURL, responder)
 	clock := newAutoClock()
-	ts := &TokenSource{Config: testConfig(mt), Store: store, clk: clock}
+	ts := &TokenSource{Config: testConfig(mt), Store: store, clk: &clockRef{clock}}
 	t.Cleanup(ts.Wait)
 	return ts, clock
 }
@@ -85,7 +85,7 @@ func TestRefreshFirstCallWithStore(t *testing.T) {
 	clock := newAutoClock()
 	store := &memStore{tok: &oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600}}
 	ts, _ := newStoreSource(t, store, srv.responder())
-	ts.clk = clock
+	ts.clk = &clockRef{clock}
 	tok, err := ts.Refresh(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +124,7 @@ func TestStoreTokenWrittenByAnotherProcessIsNewer(t *testing.T) {
 			clock := newAutoClock()
 			store := &memStore{tok: &oauth2.Token{AccessToken: "g-at-SECRET-a", RefreshToken: "g-rt-SECRET-a", Expiry: clock.Now().Add(2 * time.Hour), ExpiresIn: 7200}}
 			ts, _ := newStoreSource(t, store, srv.responder())
-			ts.clk = clock
+			ts.clk = &clockRef{clock}
 			if tok, err := ts.Token(); err != nil || tok.AccessToken != "g-at-SECRET-a" {
 				t.Fatalf("%v, %v", tok, err)
 			}
@@ -170,7 +170,7 @@ func TestStoreFreshGrantInMemoryIsNeverLost(t *testing.T) {
 	clock := newAutoClock()
 	store := &memStore{tok: &oauth2.Token{AccessToken: "old-at-SECRET-0", RefreshToken: "old-rt-SECRET-0", Expiry: clock.Now().Add(-time.Hour)}}
 	ts, _ := newStoreSource(t, store, srv.responder())
-	ts.clk = clock
+	ts.clk = &clockRef{clock}
 	ts.Initial = &oauth2.Token{AccessToken: "new-at-SECRET-0", RefreshToken: "new-rt-SECRET-0", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600}
 	if tok, err := ts.Token(); err != nil || tok.AccessToken != "new-at-SECRET-0" {
 		t.Fatalf("%v, %v", tok, err)
@@ -200,7 +200,7 @@ func TestWaitRetriesFailedSave(t *testing.T) {
 		saveErrs: 3,
 	}
 	ts, _ := newStoreSource(t, store, srv.responder())
-	ts.clk = clock
+	ts.clk = &clockRef{clock}
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +233,7 @@ func TestWaitGivesUpOnFailingSave(t *testing.T) {
 	}
 	logger, logs := newTestLogger()
 	ts, _ := newStoreSource(t, store, srv.responder())
-	ts.clk, ts.Logger = clock, logger
+	ts.clk, ts.Logger = &clockRef{clock}, logger
 	start := clock.Mono()
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)

@@ -1,9 +1,10 @@
 package pandadocauth
 
 import (
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/oauth2"
 )
 
 // The 401 policy: what a rejection of a token by the API does.
@@ -22,11 +23,11 @@ import (
 // rejections is the 401 policy's memory.
 type rejections struct {
 	// worked is the highest generation the API accepted. It is read on
-	// every response, so it is an atomic and not under mu.
-	worked atomic.Uint64
+	// every response.
+	worked atomic.Uint32
 
-	mu sync.Mutex // guards n
-	n  int        // tokens rejected in a row without one working
+	// n is how many tokens were rejected in a row without one working.
+	n atomic.Int32
 }
 
 // rejectionBackoff is how long a token is kept after n tokens in a row
@@ -47,48 +48,45 @@ func (s *TokenSource) accepted(ct *snapshot) {
 			break
 		}
 	}
-	r.mu.Lock()
-	r.n = 0
-	r.mu.Unlock()
+	r.n.Store(0)
 }
 
 // rejected handles a 401 to a request that carried ct's token. It
-// invalidates the token if it is still served and reports whether a new
-// token is worth waiting for: false only while the back-off above keeps
-// the token.
-func (s *TokenSource) rejected(ct *snapshot) bool {
+// invalidates the token if it is still served, and reports whether a new
+// token is worth waiting for (false only while the back-off above keeps
+// the token) and whether it invalidated it.
+func (s *TokenSource) rejected(ct *snapshot) (retry, invalidated bool) {
 	r := &s.rejections
 	for {
 		cur := s.cache.Load()
 		switch {
 		case cur == nil:
-			return false
+			return false, false
 		case cur.gen != ct.gen:
-			return cur.gen > ct.gen // a newer token is served already
+			return cur.gen > ct.gen, false // a newer token is served already
 		case cur.invalid:
-			return true // rejected already; the next caller refreshes
+			return true, false // rejected already; the next caller refreshes
 		}
 		if ct.from == fromEndpoint && r.worked.Load() < ct.gen {
-			r.mu.Lock()
-			n := r.n
-			r.mu.Unlock()
-			if n > 0 && s.mono() < ct.born+rejectionBackoff(n) {
-				return false
+			if n := int(r.n.Load()); n > 0 && s.clock().Now().Before(issued(ct.tok).Add(rejectionBackoff(n))) {
+				return false, false
 			}
 		}
-		if s.cache.CompareAndSwap(cur, invalidated(cur)) {
-			r.mu.Lock()
-			r.n++
-			r.mu.Unlock()
+		next := *cur
+		next.invalid = true
+		if s.cache.CompareAndSwap(cur, &next) {
+			r.n.Add(1)
 			s.logInfo("pandadocauth: token rejected by the API; will refresh")
-			return true
+			return true, true
 		}
 	}
 }
 
-// invalidated returns a copy of ct marked rejected.
-func invalidated(ct *snapshot) *snapshot {
-	next := *ct
-	next.invalid = true
-	return &next
+// issued is when the endpoint issued t, derived from its expiry and
+// lifetime; zero when it has no lifetime (then no back-off keeps it).
+func issued(t *oauth2.Token) time.Time {
+	if t.ExpiresIn <= 0 || t.Expiry.IsZero() {
+		return time.Time{}
+	}
+	return t.Expiry.Add(-time.Duration(t.ExpiresIn) * time.Second)
 }

@@ -38,7 +38,7 @@ func TestRevokedStoreTokenBurst(t *testing.T) {
 			})
 			clock := newAutoClock()
 			tok := &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600}
-			ts := &TokenSource{Config: testConfig(mt), clk: clock}
+			ts := &TokenSource{Config: testConfig(mt), clk: &clockRef{clock}}
 			if from == "store" {
 				ts.Store = &memStore{tok: tok}
 			} else {

@@ -90,14 +90,13 @@ const (
 // source.
 var flights singleflight.Group
 
-// refresher is a TokenSource's flight state.
+// refresher is a TokenSource's flight state. It is small: a Grants holds
+// one per grant.
 type refresher struct {
-	mu      sync.Mutex // guards the fields below it
-	key     string     // the source's singleflight key, set on first flight
-	want    uint64     // the highest generation a caller waits for
-	flying  bool       // a flight is under way: key is in flights
-	flush   bool       // Wait asks for an unsaved token to be saved now
-	failure *failure   // the last flight's failure; nil after a success
+	mu      sync.Mutex  // guards the fields below it
+	want    uint32      // the highest generation a caller waits for
+	call    *flightCall // the flight under way; nil when none
+	trouble *trouble    // what failures left; nil when there is nothing to remember
 
 	// quiet is a Mono reading before which no background flight (early
 	// refresh, Save retry) starts: a flight is under way (the maximum),
@@ -105,18 +104,30 @@ type refresher struct {
 	// inside the early-refresh window.
 	quiet atomic.Int64
 
-	// retryBase is the first back-off between attempts; 0 means
-	// defaultRetryBase. Tests shorten it.
-	retryBase time.Duration
+	flush bool // Wait asks for an unsaved token to be saved now; guarded by mu
 }
 
-// failure is what a failed flight leaves: the error callers get until
-// it ends, and the back-offs that grow while flights keep failing.
-type failure struct {
-	err        error
+// flightCall is one flight. The flight's goroutine owns attempts and
+// outcome; the other fields are set under the refresher's lock.
+type flightCall struct {
+	key      string          // the singleflight key
+	ctx      context.Context // the Observer's flight context
+	reason   RefreshReason
+	start    time.Duration // a Mono reading
+	waiters  int
+	attempts int
+	outcome  RefreshOutcome
+}
+
+// trouble is what failed flights and Saves leave behind. It is allocated
+// when something fails, so a grant with nothing to remember pays one
+// pointer.
+type trouble struct {
+	err        error         // the last flight's failure, served until until
 	until      time.Duration // a Mono reading
 	background time.Duration // the wait before the next early refresh
 	throttle   time.Duration // the last 429 back-off
+	saveNext   time.Duration // when a failed Save is retried (a Mono reading)
 }
 
 // testHookJoined, if set, is called after a caller has joined a flight
@@ -124,9 +135,12 @@ type failure struct {
 // waiting.
 var testHookJoined func(*TokenSource)
 
+// testRetryBase, if set, replaces defaultRetryBase; tests shorten it.
+var testRetryBase atomic.Int64
+
 // await waits until a usable token of generation want or later is
 // served, joining the one flight, or until ctx ends.
-func (s *TokenSource) await(ctx context.Context, want uint64) (*snapshot, error) {
+func (s *TokenSource) await(ctx context.Context, want uint32, reason RefreshReason) (*snapshot, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("pandadocauth: waiting for a token: %w", err)
 	}
@@ -142,12 +156,13 @@ func (s *TokenSource) await(ctx context.Context, want uint64) (*snapshot, error)
 		r.mu.Unlock()
 		return ct, nil
 	}
-	if f := r.failure; f != nil && now < f.until {
+	if t := r.trouble; t != nil && t.err != nil && now < t.until {
+		err := t.err
 		r.mu.Unlock()
-		return nil, f.err
+		return nil, err
 	}
 	r.want = max(r.want, want)
-	ch := s.fly(ctx)
+	ch := s.fly(ctx, reason, true)
 	r.mu.Unlock()
 	if testHookJoined != nil {
 		testHookJoined(s)
@@ -161,6 +176,17 @@ func (s *TokenSource) await(ctx context.Context, want uint64) (*snapshot, error)
 	case <-ctx.Done():
 		return nil, fmt.Errorf("pandadocauth: waiting for a token refresh: %w", ctx.Err())
 	}
+}
+
+// reasonFor is why a caller that found ct unusable waits.
+func reasonFor(ct *snapshot) RefreshReason {
+	switch {
+	case ct == nil:
+		return ReasonFirstUse
+	case ct.invalid:
+		return ReasonRejected
+	}
+	return ReasonExpired
 }
 
 // loadInitial serves Initial as the first token, without a flight: it
@@ -188,70 +214,91 @@ func (s *TokenSource) background(ctx context.Context, ct *snapshot, now time.Dur
 		return
 	}
 	early := now >= ct.early
-	if !early && int64(now) < s.store.saveNext.Load() {
-		return
-	}
 	r.mu.Lock()
-	if !r.flying {
+	if r.call == nil && (early || r.saveDue(now)) {
+		reason := ReasonSave
 		if early {
 			r.want = max(r.want, ct.gen+1)
+			reason = ReasonEarly
 		}
-		s.fly(ctx)
+		s.fly(ctx, reason, false)
 	}
 	r.mu.Unlock()
 }
 
-// joinOnly is the function a caller passes to join a flight that is
-// known to be under way; it is never called.
-func joinOnly() (any, error) {
-	return nil, errors.New("pandadocauth: internal error: no flight to join")
+// saveDue reports whether a failed Save is due for a retry at now. r.mu
+// must be held.
+func (r *refresher) saveDue(now time.Duration) bool {
+	return r.flush || r.trouble != nil && r.trouble.saveNext != 0 && now >= r.trouble.saveNext
 }
 
+// joinOnly is the function a caller passes to join a flight that is
+// known to be under way; it is never called.
+func joinOnly() (any, error) { return nil, errors.New("pandadocauth: internal error: no flight to join") }
+
 // fly starts the flight, or joins the one under way, and returns the
-// channel its result arrives on. r.mu must be held.
-func (s *TokenSource) fly(ctx context.Context) <-chan singleflight.Result {
+// channel its result arrives on. wait says whether the caller waits for
+// it. r.mu must be held.
+func (s *TokenSource) fly(ctx context.Context, reason RefreshReason, wait bool) <-chan singleflight.Result {
 	r := &s.flight
-	if r.key == "" {
-		r.key = fmt.Sprintf("%p", s)
+	o := s.Observer
+	if c := r.call; c != nil {
+		if wait {
+			c.waiters++
+			if o != nil && o.RefreshJoin != nil {
+				o.RefreshJoin(c.ctx, ctx)
+			}
+		}
+		return flights.DoChan(c.key, joinOnly)
 	}
-	if r.flying {
-		return flights.DoChan(r.key, joinOnly)
+	c := &flightCall{key: fmt.Sprintf("%p", s), ctx: ctx, reason: reason, start: s.mono()}
+	if wait {
+		c.waiters = 1
 	}
-	r.flying = true
+	if o != nil && o.RefreshStart != nil {
+		if fctx := o.RefreshStart(ctx, RefreshStartInfo{Grant: s.grant(), Reason: reason}); fctx != nil {
+			c.ctx = fctx
+		}
+	}
+	r.call = c
 	r.quiet.Store(int64(maxDuration))
-	return flights.DoChan(r.key, func() (any, error) { return s.run(ctx) })
+	return flights.DoChan(c.key, func() (any, error) { return s.run(c) })
 }
 
 // run is the flight. It takes steps until a usable token of the highest
 // generation wanted is served (and saved, when a Save retry is due), or
 // a step fails.
-func (s *TokenSource) run(ctx context.Context) (any, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+func (s *TokenSource) run(c *flightCall) (any, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), refreshTimeout)
 	defer cancel()
 	r := &s.flight
-	progress := false
 	for step := 0; ; step++ {
 		cur := s.cache.Load()
 		now := s.mono()
 		r.mu.Lock()
-		saveDue := cur != nil && cur.unsaved && (r.flush || int64(now) >= s.store.saveNext.Load())
+		saveDue := cur != nil && cur.unsaved && r.saveDue(now)
 		if cur.usable(now) && cur.gen >= r.want && !saveDue {
-			if progress {
-				r.failure = nil
+			if c.outcome >= OutcomeLoaded {
+				r.recovered()
 			}
-			r.land(0)
+			quiet := time.Duration(0)
+			if t := r.trouble; t != nil && cur.unsaved {
+				quiet = t.saveNext // no lock per request until the Save retry is due
+			}
+			r.land(quiet)
 			r.mu.Unlock()
+			s.done(c, nil)
 			return cur, nil
 		}
 		want := r.want
 		r.flush = false
 		r.mu.Unlock()
 		var (
-			advanced bool
-			err      error
+			outcome RefreshOutcome
+			err     error
 		)
 		if step < maxSteps {
-			advanced, err = s.advance(ctx, cur, want, saveDue)
+			outcome, err = s.advance(ctx, c, cur, want, saveDue)
 		} else {
 			err = fmt.Errorf("pandadocauth: %w: no usable token after %d tries (is it expired on arrival?)", ErrMalformedResponse, maxSteps)
 		}
@@ -261,90 +308,120 @@ func (s *TokenSource) run(ctx context.Context) (any, error) {
 			quiet := r.remember(err, now)
 			r.land(quiet)
 			r.mu.Unlock()
-			if ct := s.cache.Load(); ct.usable(now) {
+			if ct := s.cache.Load(); c.reason == ReasonEarly && ct.usable(now) {
 				s.logWarn("pandadocauth: early refresh failed; serving the current token", slog.Any("error", err), slog.Duration("retry_in", quiet-now))
 			}
+			s.done(c, err)
 			return nil, err
 		}
-		progress = progress || advanced
+		c.outcome = max(c.outcome, outcome)
 	}
 }
 
-// land ends the flight: later callers start a new one. No early refresh
-// starts before quiet. r.mu must be held.
+// done reports the end of flight c to the Observer.
+func (s *TokenSource) done(c *flightCall, err error) {
+	o := s.Observer
+	if o == nil || o.RefreshDone == nil {
+		return
+	}
+	info := RefreshDoneInfo{Grant: s.grant(), Reason: c.reason, Outcome: c.outcome, Attempts: c.attempts, Duration: s.mono() - c.start, Err: err}
+	if err != nil {
+		info.Outcome = OutcomePermanent
+		if !isPermanent(err) {
+			info.Outcome = OutcomeTransient
+		}
+	}
+	s.flight.mu.Lock()
+	info.Waiters = c.waiters
+	s.flight.mu.Unlock()
+	o.RefreshDone(c.ctx, info)
+}
+
+// land ends the flight: later callers start a new one. No background
+// flight starts before quiet. r.mu must be held.
 func (r *refresher) land(quiet time.Duration) {
-	r.flying = false
-	flights.Forget(r.key)
+	flights.Forget(r.call.key)
+	r.call = nil
 	r.quiet.Store(int64(quiet))
 }
 
-// remember records a failed flight at now and returns the Mono reading
-// before which no early refresh starts. r.mu must be held.
-func (r *refresher) remember(err error, now time.Duration) (quiet time.Duration) {
-	f := r.failure
-	if f == nil {
-		f = &failure{}
-		r.failure = f
-	}
-	d := permanentFailureBackoff
-	var t transientError
-	if errors.As(err, &t) {
-		d = t.backoff
-		if t.throttled && d == 0 {
-			f.throttle = min(max(2*f.throttle, minThrottleBackoff), maxThrottleBackoff)
-			d = f.throttle
+// recovered forgets the failures after a flight that obtained a token.
+// r.mu must be held.
+func (r *refresher) recovered() {
+	if t := r.trouble; t != nil {
+		t.err, t.until, t.background, t.throttle = nil, 0, 0, 0
+		if t.saveNext == 0 {
+			r.trouble = nil
 		}
 	}
-	f.err, f.until = err, now+d
-	f.background = min(max(2*f.background, minBackgroundBackoff), maxBackgroundBackoff)
-	return now + max(d, f.background)
+}
+
+// troubled returns r.trouble, allocating it. r.mu must be held.
+func (r *refresher) troubled() *trouble {
+	if r.trouble == nil {
+		r.trouble = &trouble{}
+	}
+	return r.trouble
+}
+
+// remember records a failed flight at now and returns the Mono reading
+// before which no background flight starts. r.mu must be held.
+func (r *refresher) remember(err error, now time.Duration) (quiet time.Duration) {
+	t := r.troubled()
+	d := permanentFailureBackoff
+	var te transientError
+	if errors.As(err, &te) {
+		d = te.backoff
+		if te.throttled && d == 0 {
+			t.throttle = min(max(2*t.throttle, minThrottleBackoff), maxThrottleBackoff)
+			d = t.throttle
+		}
+	}
+	t.err, t.until = err, now+d
+	t.background = min(max(2*t.background, minBackgroundBackoff), maxBackgroundBackoff)
+	return now + max(d, t.background)
 }
 
 // refreshToken obtains a new token with the refresh token rt, retrying
-// transient failures.
-func (s *TokenSource) refreshToken(ctx context.Context, rt string) (tokenResult, error) {
+// transient failures. It counts its attempts in c.
+func (s *TokenSource) refreshToken(ctx context.Context, c *flightCall, rt string) (*oauth2.Token, error) {
 	if rt == "" {
-		return tokenResult{}, fmt.Errorf("pandadocauth: token expired or rejected: %w", ErrNoRefreshToken)
+		return nil, fmt.Errorf("pandadocauth: token expired or rejected: %w", ErrNoRefreshToken)
 	}
-	c := s.clock()
-	delay := s.flight.retryBase
+	clk := s.clock()
+	delay := time.Duration(testRetryBase.Load())
 	if delay <= 0 {
 		delay = defaultRetryBase
 	}
 	for attempt := 1; ; attempt++ {
-		tok, aerr := s.Config.refreshAttempt(ctx, rt, c.Now)
+		c.attempts++
+		tok, aerr := s.Config.refreshAttempt(ctx, rt, clk.Now)
 		if aerr == nil {
-			return tokenResult{tok, attempt}, nil
+			return tok, nil
 		}
 		// A 429 without Retry-After is PandaDoc's sliding window:
 		// another attempt within the second cannot pass.
 		if !aerr.transient || attempt >= maxAttempts || aerr.throttled && aerr.retryAfter == 0 {
 			s.logWarn("pandadocauth: token refresh failed", slog.Any("error", aerr.err), slog.Int("attempts", attempt))
-			return tokenResult{}, classify(aerr)
+			return nil, classify(aerr)
 		}
 		wait := delay/2 + rand.N(delay/2+1)
 		if aerr.retryAfter > 0 {
 			wait = aerr.retryAfter
 		}
 		if deadline, has := ctx.Deadline(); has && time.Until(deadline) < wait {
-			return tokenResult{}, classify(aerr)
+			return nil, classify(aerr)
 		}
 		s.logInfo("pandadocauth: token refresh failed; retrying", slog.Any("error", aerr.err), slog.Int("attempt", attempt), slog.Duration("wait", wait))
-		timer, stop := c.NewTimer(wait)
+		timer, stop := clk.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			stop()
-			return tokenResult{}, classify(aerr)
+			return nil, classify(aerr)
 		case <-timer:
 		}
 		delay *= 2
 	}
-}
-
-// tokenResult is a token from the endpoint and the attempts it took.
-type tokenResult struct {
-	tok      *oauth2.Token
-	attempts int
 }
 
 // classify turns the last attempt's failure into the flight's error.
@@ -366,34 +443,34 @@ func classify(aerr *attemptError) error {
 // token, retrying every saveRetryInterval for up to flushTimeout.
 func (s *TokenSource) flush() {
 	r := &s.flight
-	c := s.clock()
-	deadline := c.Mono() + flushTimeout
+	clk := s.clock()
+	deadline := clk.Mono() + flushTimeout
 	for {
 		r.mu.Lock()
 		cur := s.cache.Load()
 		unsaved := cur != nil && cur.unsaved
-		if !r.flying && !unsaved {
+		if r.call == nil && !unsaved {
 			r.mu.Unlock()
 			return
 		}
-		now := c.Mono()
-		if !r.flying && now >= deadline {
+		now := clk.Mono()
+		if r.call == nil && now >= deadline {
 			r.mu.Unlock()
 			s.logError("pandadocauth: giving up saving the token; the newest refresh token is in memory only")
 			return
 		}
-		retry := !r.flying
+		retry := r.call == nil
 		if retry {
 			r.flush = true
 		}
-		ch := s.fly(context.Background())
+		ch := s.fly(context.Background(), ReasonSave, true)
 		r.mu.Unlock()
 		if testHookJoined != nil {
 			testHookJoined(s)
 		}
 		<-ch
 		if cur := s.cache.Load(); retry && cur != nil && cur.unsaved {
-			timer, _ := c.NewTimer(min(saveRetryInterval, max(deadline-c.Mono(), 0)))
+			timer, _ := clk.NewTimer(min(saveRetryInterval, max(deadline-clk.Mono(), 0)))
 			<-timer
 		}
 	}

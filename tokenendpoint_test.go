@@ -91,7 +91,7 @@ func TestUnsendableStoredTokenIsRefreshed(t *testing.T) {
 	mt.RegisterResponder("POST", TokenURL, srv.responder())
 	clock := newAutoClock()
 	store := &memStore{tok: &oauth2.Token{AccessToken: "at\r\nX: 1", RefreshToken: testRefresh, Expiry: clock.Now().Add(time.Hour)}}
-	ts := &TokenSource{Config: testConfig(mt), Store: store, clk: clock}
+	ts := &TokenSource{Config: testConfig(mt), Store: store, clk: &clockRef{clock}}
 	t.Cleanup(ts.Wait)
 	tok, err := ts.Token()
 	if err != nil || tok.AccessToken != "at-SECRET-1" {

@@ -62,6 +62,11 @@ type TokenSource struct {
 	// Nil means silent. Token values are never logged.
 	Logger *slog.Logger
 
+	// Observer, if set, receives events: refreshes and their outcomes,
+	// 401s, Save failures, Locker waits. Nil observes nothing, at no
+	// cost.
+	Observer *Observer
+
 	// cache is the token served, nil until first use. It is read
 	// without locks on every request, and replaced only by the flight
 	// (a new token) or by compare-and-swap (the same token, marked
@@ -79,8 +84,11 @@ type TokenSource struct {
 	rejections rejections
 
 	// clk is the clock; nil means the real one.
-	clk clock
+	clk *clockRef
 }
+
+// clockRef holds an injected clock in one word.
+type clockRef struct{ clock }
 
 var (
 	_ oauth2.TokenSource = (*TokenSource)(nil)
@@ -103,8 +111,7 @@ type snapshot struct {
 	header string        // "Bearer <access token>", built once per token
 	early  time.Duration // a background refresh starts here (a Mono reading)
 	hard   time.Duration // callers wait for a new token from here (a Mono reading)
-	born   time.Duration // when it came from the endpoint (a Mono reading)
-	gen    uint64        // 1 for the first token served, +1 for each new one
+	gen    uint32        // 1 for the first token served, +1 for each new one
 	from   origin
 	// The flags below change by compare-and-swap of a copy with the same
 	// generation: the token is the same.
@@ -125,9 +132,6 @@ func (s *TokenSource) newSnapshot(t *oauth2.Token, from origin) *snapshot {
 	// A token saved with only its refresh token, or one that cannot be
 	// sent in a header, is not served.
 	ct.invalid = !sendable(t.AccessToken)
-	if from == fromEndpoint {
-		ct.born = c.Mono()
-	}
 	if t.Expiry.IsZero() {
 		return ct // valid until the API answers 401
 	}
@@ -159,7 +163,7 @@ func (s *TokenSource) newSnapshot(t *oauth2.Token, from origin) *snapshot {
 // clock returns s's clock.
 func (s *TokenSource) clock() clock {
 	if s.clk != nil {
-		return s.clk
+		return s.clk.clock
 	}
 	return realClock{}
 }
@@ -232,7 +236,7 @@ func (s *TokenSource) current(ctx context.Context) (*snapshot, error) {
 	now := s.mono()
 	if !ct.usable(now) {
 		var err error
-		if ct, err = s.await(ctx, ct.next()); err != nil {
+		if ct, err = s.await(ctx, ct.next(), reasonFor(ct)); err != nil {
 			return nil, err
 		}
 	}
@@ -244,7 +248,7 @@ func (s *TokenSource) current(ctx context.Context) (*snapshot, error) {
 
 // next is the generation that replaces s: the one a caller that found s
 // unusable waits for.
-func (s *snapshot) next() uint64 {
+func (s *snapshot) next() uint32 {
 	if s == nil {
 		return 1
 	}
@@ -262,7 +266,7 @@ func (s *TokenSource) Refresh(ctx context.Context) (*oauth2.Token, error) {
 	// Before first use the generation to replace is the first token,
 	// from Initial or the Store: they hold the refresh token.
 	want := max(s.cache.Load().next(), 2)
-	ct, err := s.await(ctx, want)
+	ct, err := s.await(ctx, want, ReasonForced)
 	if err != nil {
 		return nil, err
 	}
@@ -296,10 +300,31 @@ func (s *TokenSource) Invalidate(t *oauth2.Token) bool {
 	if ct == nil || ct.invalid || ct.tok.AccessToken != t.AccessToken {
 		return false
 	}
-	s.rejected(ct)
-	cur := s.cache.Load()
-	return cur.gen == ct.gen && cur.invalid
+	_, invalidated := s.rejected(ct)
+	return invalidated
 }
+
+// Expiry returns the expiry of the token served: zero before first use,
+// and for a token without one (valid until the API rejects it). It reads
+// no token, so an Observer's gauge can call it.
+func (s *TokenSource) Expiry() time.Time {
+	if ct := s.cache.Load(); ct != nil {
+		return ct.tok.Expiry
+	}
+	return time.Time{}
+}
+
+// grant is s's key in its Grants, for the Observer's events; empty for a
+// TokenSource of its own.
+func (s *TokenSource) grant() string {
+	if g, ok := s.Store.(grantKeyer); ok {
+		return g.grantKey()
+	}
+	return ""
+}
+
+// grantKeyer is the Store of a grant of a Grants.
+type grantKeyer interface{ grantKey() string }
 
 // publish serves ct, a new token, as the next generation.
 func (s *TokenSource) publish(ct *snapshot) {

@@ -111,7 +111,7 @@ func TestTokenSourceFailedRefreshIsShared(t *testing.T) {
 	ts := &TokenSource{
 		Config:  testConfig(mt),
 		Initial: &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, Expiry: clock.Now().Add(-time.Minute)},
-		clk:     clock,
+		clk:     &clockRef{clock},
 	}
 	const n = 50
 	var wg sync.WaitGroup
@@ -245,7 +245,7 @@ func TestTokenSourceEarlyRefreshFailureKeepsServing(t *testing.T) {
 		Config:  testConfig(mt),
 		Initial: &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, Expiry: clock.Now().Add(10 * time.Minute)},
 		Logger:  logger,
-		clk:     clock,
+		clk:     &clockRef{clock},
 	}
 	t.Cleanup(ts.Wait)
 	clock.Advance(6 * time.Minute)
@@ -645,7 +645,7 @@ func TestTokenSourceStore(t *testing.T) {
 		clock := newAutoClock()
 		store := &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-9", RefreshToken: "rt-SECRET-9", Expiry: clock.Now().Add(time.Hour)}}
 		mt := httpmock.NewMockTransport()
-		ts := &TokenSource{Config: testConfig(mt), Store: store, clk: clock}
+		ts := &TokenSource{Config: testConfig(mt), Store: store, clk: &clockRef{clock}}
 		tok, err := ts.Token()
 		if err != nil || tok.AccessToken != "at-SECRET-9" {
 			t.Fatalf("%v, %v", tok, err)
@@ -716,7 +716,7 @@ func TestTokenSourceStore(t *testing.T) {
 		t.Parallel()
 		clock := newAutoClock()
 		mt := httpmock.NewMockTransport()
-		ts := &TokenSource{Config: testConfig(mt), Initial: &oauth2.Token{AccessToken: testAccess, Expiry: clock.Now().Add(-time.Second)}, clk: clock}
+		ts := &TokenSource{Config: testConfig(mt), Initial: &oauth2.Token{AccessToken: testAccess, Expiry: clock.Now().Add(-time.Second)}, clk: &clockRef{clock}}
 		if _, err := ts.Token(); !errors.Is(err, ErrNoRefreshToken) {
 			t.Errorf("%v, want ErrNoRefreshToken", err)
 		}
@@ -984,7 +984,7 @@ func TestTokenSourceStaleStoreFallsBackToNewerGrant(t *testing.T) {
 		Config:  testConfig(mt),
 		Initial: &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, Expiry: clock.Now().Add(-time.Minute)},
 		Store:   store,
-		clk:     clock,
+		clk:     &clockRef{clock},
 	}
 	tok, err := ts.Token()
 	if err != nil || tok.AccessToken != "at-SECRET-1" {
@@ -1005,7 +1005,7 @@ func TestTokenSourceBackgroundRefreshKeepsContextValues(t *testing.T) {
 		// No HTTPClient: the context's is used.
 		Config:  &Config{ClientID: testClientID, ClientSecret: testClientSecret},
 		Initial: &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, Expiry: clock.Now().Add(2 * time.Minute), ExpiresIn: 3600},
-		clk:     clock,
+		clk:     &clockRef{clock},
 	}
 	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: mt})
 	if _, err := ts.TokenContext(ctx); err != nil {
@@ -1290,7 +1290,7 @@ func TestTokenSourceInitialNewerThanStore(t *testing.T) {
 	ts := &TokenSource{
 		Config:  testConfig(mt),
 		Initial: &oauth2.Token{AccessToken: "at-SECRET-new", RefreshToken: "rt-SECRET-new", Expiry: clock.Now().Add(time.Hour)},
-		Store:   store, clk: clock,
+		Store:   store, clk: &clockRef{clock},
 	}
 	t.Cleanup(ts.Wait)
 	ts.Token()

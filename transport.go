@@ -134,31 +134,42 @@ func (t *Transport) withSource(req *http.Request, ts *TokenSource, ct *snapshot)
 		return resp, nil
 	}
 	// 401: the API no longer accepts the token that was sent.
-	if !ts.rejected(ct) {
-		return resp, nil
+	retry, invalidated := ts.rejected(ct)
+	resp, replay, err := t.replay(req, ts, ct, resp, retry)
+	if o := ts.Observer; o != nil && o.Rejected != nil {
+		o.Rejected(req.Context(), RejectedInfo{Grant: ts.grant(), Invalidated: invalidated, Replay: replay})
+	}
+	return resp, err
+}
+
+// replay sends req again after resp, a 401 to ct's token, if retry
+// allows, its body can be replayed and ts has a new token.
+func (t *Transport) replay(req *http.Request, ts *TokenSource, ct *snapshot, resp *http.Response, retry bool) (*http.Response, ReplayOutcome, error) {
+	if !retry {
+		return resp, ReplayNoNewToken, nil
 	}
 	body, ok := replayBody(req)
 	if !ok {
-		return resp, nil // the next request refreshes
+		return resp, ReplayNotReplayable, nil // the next request refreshes
 	}
 	ct2, err := ts.current(req.Context())
 	if err != nil || ct2.gen == ct.gen {
 		// The refresh failed: the caller gets the API's answer, and the
 		// next request fails fast with the refresh error.
 		closeBody(body)
-		return resp, nil
+		return resp, ReplayNoNewToken, nil
 	}
 	drain(resp)
 	resp, err = send(t.base(), authorized(req, body, ct2.header))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode == http.StatusUnauthorized {
+	switch {
+	case err != nil:
+		return nil, ReplayFailed, err
+	case resp.StatusCode == http.StatusUnauthorized:
 		ts.rejected(ct2)
-	} else {
-		ts.accepted(ct2)
+		return resp, ReplayRejected, nil
 	}
-	return resp, nil
+	ts.accepted(ct2)
+	return resp, ReplayOK, nil
 }
 
 // withToken sends req with tok, from a Source that is not a
