@@ -234,7 +234,9 @@ func (r *refresher) saveDue(now time.Duration) bool {
 
 // joinOnly is the function a caller passes to join a flight that is
 // known to be under way; it is never called.
-func joinOnly() (any, error) { return nil, errors.New("pandadocauth: internal error: no flight to join") }
+func joinOnly() (any, error) {
+	return nil, errors.New("pandadocauth: internal error: no flight to join")
+}
 
 // fly starts the flight, or joins the one under way, and returns the
 // channel its result arrives on. wait says whether the caller waits for
