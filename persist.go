@@ -96,13 +96,19 @@ func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, n
 	if cur != nil && cur.invalid && news.AccessToken == cur.tok.AccessToken {
 		ct.invalid = true // the API rejected it already
 	}
-	if ct.usable(s.mono()) {
+	now := s.mono()
+	if ct.usable(now) {
 		s.publish(ct)
 		if cur == nil {
 			return OutcomeLoaded, nil
 		}
 		s.logInfo("pandadocauth: adopted a token from the store")
 		return OutcomeAdopted, nil
+	}
+	if !cur.usable(now) {
+		// Served, though unusable, so that its refresh token is the one
+		// in memory from now on, whatever this refresh does.
+		s.publish(ct)
 	}
 	return s.refresh(ctx, c, news.RefreshToken)
 }

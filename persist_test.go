@@ -2,6 +2,7 @@ package pandadocauth
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -246,4 +247,23 @@ func TestWaitGivesUpOnFailingSave(t *testing.T) {
 		t.Errorf("no log of the lost Save: %s", logs)
 	}
 	assertNoSecret(t, "log", logs.String())
+}
+
+// TestStoreExpiredTokenFailingEndpoint: a Store holding an expired token
+// and an endpoint refusing its refresh token: every call after the
+// failure back-off gets the endpoint's answer again, not ErrNoToken.
+func TestStoreExpiredTokenFailingEndpoint(t *testing.T) {
+	t.Parallel()
+	clock := newAutoClock()
+	store := &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-0", RefreshToken: "rt-SECRET-0", Expiry: clock.Now().Add(-time.Hour)}}
+	ts, _ := newStoreSource(t, store, httpmock.NewStringResponder(400, `{"error":"invalid_grant"}`))
+	ts.clk = &clockRef{clock}
+	for i := range 3 {
+		_, err := ts.Token()
+		var re *oauth2.RetrieveError
+		if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
+			t.Fatalf("call %d: %v, want invalid_grant", i, err)
+		}
+		clock.Advance(permanentFailureBackoff)
+	}
 }

@@ -395,9 +395,18 @@ func (s *TokenSource) refreshToken(ctx context.Context, c *flightCall, rt string
 	if delay <= 0 {
 		delay = defaultRetryBase
 	}
+	limiter, _ := s.Store.(refreshLimiter)
 	for attempt := 1; ; attempt++ {
+		release := func() {}
+		if limiter != nil {
+			var err error
+			if release, err = limiter.acquire(ctx); err != nil {
+				return nil, err
+			}
+		}
 		c.attempts++
 		tok, aerr := s.Config.refreshAttempt(ctx, rt, clk.Now)
+		release()
 		if aerr == nil {
 			return tok, nil
 		}

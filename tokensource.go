@@ -362,6 +362,9 @@ func (s *TokenSource) logError(msg string, attrs ...slog.Attr) {
 
 func (s *TokenSource) log(level slog.Level, msg string, attrs []slog.Attr) {
 	if s.Logger != nil {
+		if g := s.grant(); g != "" {
+			attrs = append(attrs, slog.String("grant", g))
+		}
 		s.Logger.LogAttrs(context.Background(), level, msg, attrs...)
 	}
 }

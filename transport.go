@@ -113,7 +113,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		// req.Body is assumed to be closed by the base RoundTripper.
 		reqBodyClosed = true
-		return t.withSource(req, ts, ct)
+		return withSource(t.base(), req, ts, ct)
 	}
 	tok, err := sourceToken(req.Context(), t.Source)
 	if err != nil {
@@ -123,9 +123,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.withToken(req, tok)
 }
 
-// withSource sends req with ct's token and handles a 401 through ts.
-func (t *Transport) withSource(req *http.Request, ts *TokenSource, ct *snapshot) (*http.Response, error) {
-	resp, err := send(t.base(), authorized(req, req.Body, ct.header))
+// withSource sends req with ct's token through base and handles a 401
+// through ts.
+func withSource(base http.RoundTripper, req *http.Request, ts *TokenSource, ct *snapshot) (*http.Response, error) {
+	resp, err := send(base, authorized(req, req.Body, ct.header))
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +136,7 @@ func (t *Transport) withSource(req *http.Request, ts *TokenSource, ct *snapshot)
 	}
 	// 401: the API no longer accepts the token that was sent.
 	retry, invalidated := ts.rejected(ct)
-	resp, replay, err := t.replay(req, ts, ct, resp, retry)
+	resp, replay, err := replay(base, req, ts, ct, resp, retry)
 	if o := ts.Observer; o != nil && o.Rejected != nil {
 		o.Rejected(req.Context(), RejectedInfo{Grant: ts.grant(), Invalidated: invalidated, Replay: replay})
 	}
@@ -144,7 +145,7 @@ func (t *Transport) withSource(req *http.Request, ts *TokenSource, ct *snapshot)
 
 // replay sends req again after resp, a 401 to ct's token, if retry
 // allows, its body can be replayed and ts has a new token.
-func (t *Transport) replay(req *http.Request, ts *TokenSource, ct *snapshot, resp *http.Response, retry bool) (*http.Response, ReplayOutcome, error) {
+func replay(base http.RoundTripper, req *http.Request, ts *TokenSource, ct *snapshot, resp *http.Response, retry bool) (*http.Response, ReplayOutcome, error) {
 	if !retry {
 		return resp, ReplayNoNewToken, nil
 	}
@@ -160,7 +161,7 @@ func (t *Transport) replay(req *http.Request, ts *TokenSource, ct *snapshot, res
 		return resp, ReplayNoNewToken, nil
 	}
 	drain(resp)
-	resp, err = send(t.base(), authorized(req, body, ct2.header))
+	resp, err = send(base, authorized(req, body, ct2.header))
 	switch {
 	case err != nil:
 		return nil, ReplayFailed, err
