@@ -415,12 +415,18 @@ func runBurst(b *testing.B, c contender, n int, newEndpoint func() *tokenEndpoin
 	b.StopTimer()
 	var posts, failed int64
 	var wall time.Duration
+	var mallocs uint64
+	var ms runtime.MemStats
 	for i := 0; i < b.N; i++ {
 		l := newLoopback(newEndpoint())
 		tok := &oauth2.Token{AccessToken: "at-0", TokenType: "Bearer", RefreshToken: "rt-0",
 			Expiry: time.Now().Add(-time.Minute), ExpiresIn: 3600}
 		rt, stop := c.build(setup{tok: tok, tokenURL: l.tokenSrv.URL, hc: l.hc, base: newNopTransport()})
+		runtime.ReadMemStats(&ms)
+		m0 := ms.Mallocs
 		r := burst(b, rt, n)
+		runtime.ReadMemStats(&ms)
+		mallocs += ms.Mallocs - m0
 		if stop != nil {
 			stop()
 		}
@@ -433,6 +439,7 @@ func runBurst(b *testing.B, c contender, n int, newEndpoint func() *tokenEndpoin
 	b.ReportMetric(float64(posts)/float64(b.N), "posts/op")
 	b.ReportMetric(float64(failed)/float64(b.N), "failed/op")
 	b.ReportMetric(wall.Seconds()*1e3/float64(b.N), "wall-ms/op")
+	b.ReportMetric(float64(mallocs)/float64(b.N)/float64(n), "allocs/waiter")
 }
 
 // BenchmarkExpiryBurst: 2,000 goroutines find the token expired at once;
@@ -440,13 +447,14 @@ func runBurst(b *testing.B, c contender, n int, newEndpoint func() *tokenEndpoin
 // requests reached it, wall-ms/op how long until every goroutine had its
 // answer.
 func BenchmarkExpiryBurst(b *testing.B) {
-	const n = 2000
-	for _, c := range []contender{pandadocauthSide, xoauth2Side, onceLimit} {
-		b.Run(fmt.Sprintf("goroutines=%d/impl=%s", n, c.name), func(b *testing.B) {
-			runBurst(b, c, n, func() *tokenEndpoint {
-				return &tokenEndpoint{delay: 50 * time.Millisecond, expiresIn: 3600}
+	for _, n := range []int{2000, 10000} {
+		for _, c := range []contender{pandadocauthSide, xoauth2Side, onceLimit} {
+			b.Run(fmt.Sprintf("goroutines=%d/impl=%s", n, c.name), func(b *testing.B) {
+				runBurst(b, c, n, func() *tokenEndpoint {
+					return &tokenEndpoint{delay: 50 * time.Millisecond, expiresIn: 3600}
+				})
 			})
-		})
+		}
 	}
 }
 
