@@ -109,7 +109,7 @@ func TestSaveLoad(t *testing.T) {
 		name string
 		tok  *oauth2.Token
 	}{
-		{"full", &oauth2.Token{AccessToken: "at-1", TokenType: "Bearer", RefreshToken: "rt-1", Expiry: expiry}},
+		{"full", &oauth2.Token{AccessToken: "at-1", TokenType: "Bearer", RefreshToken: "rt-1", Expiry: expiry, ExpiresIn: 3600}},
 		{"no expiry", &oauth2.Token{AccessToken: "at-2", TokenType: "Bearer", RefreshToken: "rt-2"}},
 		{"no refresh token", &oauth2.Token{AccessToken: "at-3", Expiry: expiry}},
 		{"refresh token only", &oauth2.Token{RefreshToken: "rt-4"}},
@@ -158,6 +158,60 @@ func assertToken(t *testing.T, got, want *oauth2.Token) {
 	}
 	if !got.Expiry.Equal(want.Expiry.Truncate(time.Microsecond)) {
 		t.Errorf("Load Expiry = %v; want %v", got.Expiry, want.Expiry)
+	}
+	if got.ExpiresIn != want.ExpiresIn {
+		t.Errorf("Load ExpiresIn = %d; want %d", got.ExpiresIn, want.ExpiresIn)
+	}
+}
+
+// A table created before expires_in existed is upgraded by CreateTable,
+// keeps its rows, and then stores the lifetime; before the upgrade, Load
+// says what to do.
+func TestCreateTableUpgrades(t *testing.T) {
+	t.Parallel()
+	pool := testPool(t, 0)
+	ctx := testContext(t)
+	table := randomName("pgstore_old_")
+	// The first version's table, with a row.
+	if _, err := pool.Exec(ctx, `CREATE TABLE `+table+` (
+	key           text        PRIMARY KEY,
+	access_token  text        NOT NULL,
+	token_type    text        NOT NULL DEFAULT '',
+	refresh_token text        NOT NULL DEFAULT '',
+	expiry        timestamptz,
+	updated_at    timestamptz NOT NULL DEFAULT now()
+)`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pool.Exec(context.Background(), `DROP TABLE IF EXISTS `+table) })
+	if _, err := pool.Exec(ctx, `INSERT INTO `+table+` (key, access_token, refresh_token) VALUES ('old', 'at-old', 'rt-old')`); err != nil {
+		t.Fatal(err)
+	}
+	s := &Store{Pool: pool, Table: table, Key: "old"}
+	if _, err := s.Load(ctx); err == nil || !strings.Contains(err.Error(), "CreateTable") {
+		t.Errorf("Load from a table not upgraded = %v; want an error telling to run CreateTable", err)
+	}
+
+	if err := s.CreateTable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertToken(t, got, &oauth2.Token{AccessToken: "at-old", RefreshToken: "rt-old"})
+	want := &oauth2.Token{AccessToken: "at-new", TokenType: "Bearer", RefreshToken: "rt-new", Expiry: time.Now().Add(4 * time.Second), ExpiresIn: 4}
+	if err := s.Save(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	got, err = (&Store{Pool: pool, Table: table, Key: "old"}).Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertToken(t, got, want)
+	// Upgrading an upgraded table changes nothing.
+	if err := s.CreateTable(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
 
