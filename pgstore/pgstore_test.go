@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 	"golang.org/x/oauth2"
+
+	"github.com/gopandadoc/pandadocauth/internal/fleettest"
 )
 
 // dsnEnv names the variable holding the PostgreSQL connection string of
@@ -19,7 +21,7 @@ import (
 const dsnEnv = "PANDADOCAUTH_PG_DSN"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(workerEnv) != "" {
+	if fleettest.IsWorker() {
 		// A fleet worker process: it exits as soon as its run is
 		// reported, while its TokenSource may still finish a background
 		// refresh. The parent test checks for leaks.
