@@ -78,8 +78,8 @@ type workerConfig struct {
 	TokenURL string
 	APIURL   string
 	Params   map[string]string // for the store's open function
-	Initial  *oauth2.Token // the in-memory Store's first token
-	Result   string        // file to write the workerResult to
+	Initial  *oauth2.Token     // the in-memory Store's first token
+	Result   string            // file to write the workerResult to
 }
 
 // workerResult is what a worker reports when it stops.
