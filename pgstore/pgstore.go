@@ -2,14 +2,18 @@
 // serialises their refreshes across processes, so that replicas sharing
 // one grant refresh it once.
 //
-// PandaDoc rotates refresh tokens: each refresh returns a new refresh
-// token and invalidates the old one. Replicas that each refresh on their
-// own race each other, and every replica but the first fails with
-// invalid_grant. A *Store is both a pandadocauth.Store and a
-// pandadocauth.Locker, so a pandadocauth.TokenSource using it refreshes
-// under a PostgreSQL advisory lock: it takes the lock, reads the stored
-// token again, adopts it if another replica refreshed already, and
-// otherwise refreshes and saves before releasing the lock.
+// PandaDoc may rotate refresh tokens, and OAuth servers commonly do
+// (RFC 6819, section 5.2.2.3): each refresh returns a new refresh token
+// and the old one stops working, and some servers revoke the whole grant
+// when a rotated-away refresh token is used again. Replicas that each
+// refresh on their own would then race each other, and every replica but
+// the first would fail with invalid_grant. A *Store is both a
+// pandadocauth.Store and a pandadocauth.Locker, so a
+// pandadocauth.TokenSource using it refreshes under a PostgreSQL advisory
+// lock: it takes the lock, reads the stored token again, adopts it if
+// another replica refreshed already, and otherwise refreshes and saves
+// before releasing the lock. This is safe whether or not the server
+// rotates.
 //
 //	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
 //	// handle err
@@ -34,12 +38,20 @@
 //		token_type    text        NOT NULL DEFAULT '',
 //		refresh_token text        NOT NULL DEFAULT '',
 //		expiry        timestamptz,              -- NULL: no expiry
+//		expires_in    bigint      NOT NULL DEFAULT 0, -- lifetime in seconds, 0: unknown
 //		updated_at    timestamptz NOT NULL DEFAULT now()
 //	)
 //
-// Create it yourself, for example in a migration, when the application's
-// database role may not create tables. The role needs SELECT, INSERT,
-// UPDATE and DELETE on it.
+// and upgrades a table created by an earlier version, which has no
+// expires_in column (without it a loaded token's lifetime is unknown, and
+// a TokenSource with the default EarlyRefresh refreshes a short-lived
+// token it adopted at once):
+//
+//	ALTER TABLE pandadocauth_tokens ADD COLUMN IF NOT EXISTS expires_in bigint NOT NULL DEFAULT 0
+//
+// Create or upgrade it yourself, for example in a migration, when the
+// application's database role may not alter tables. The role needs
+// SELECT, INSERT, UPDATE and DELETE on it.
 //
 // # Lock
 //
@@ -48,15 +60,32 @@
 // pool until unlock. If the process holding the lock dies, its
 // connection closes and PostgreSQL releases the lock. Load and Save
 // called while the lock is held use that same connection, so a refresh
-// needs one connection however small the pool. Session-level locks need
-// a session of their own: connect directly or through a pooler in
-// session mode, not in transaction mode.
+// needs one connection however small the pool. If that connection is
+// lost while the lock is held (PostgreSQL terminated it, a failover), the
+// lock is gone too: Load and Save fail at once with ErrLockLost, instead
+// of running on another connection without the lock, until unlock gives
+// the connection back. Session-level locks need a session of their own:
+// connect directly or through a pooler in session mode, not in
+// transaction mode.
 //
 // # Encryption
 //
 // With Store.EncryptionKey set, access and refresh tokens are sealed
 // with AES-GCM before they are written, bound to their Key and column, so
-// that a database dump reveals no usable token.
+// that a database dump reveals no usable token. A key of the wrong length
+// is an error from CreateTable and from the first Load, so that it shows
+// at start-up. The keys never appear in fmt, encoding/json or log/slog
+// output.
+//
+// To rotate the key without downtime, with every replica able to read
+// what any other wrote at each step:
+//
+//  1. Deploy EncryptionKey: oldKey, EncryptionKeys: []AESKey{newKey}
+//     everywhere: every replica can open tokens sealed with either key.
+//  2. Deploy EncryptionKey: newKey, EncryptionKeys: []AESKey{oldKey}:
+//     tokens are now sealed with the new key, old ones still open.
+//  3. Once every grant has been saved again (each refresh saves; or call
+//     Save with what Load returns), deploy EncryptionKey: newKey alone.
 //
 // # Errors
 //
