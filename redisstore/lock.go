@@ -51,11 +51,13 @@ type heldLock struct {
 	lostOnce sync.Once
 }
 
+// lockTTL is LockTTL, or DefaultLockTTL when it is zero or negative, in
+// whole milliseconds (what PX takes), at least 3 ms.
 func (s *Store) lockTTL() time.Duration {
-	if s.LockTTL > 0 {
-		return s.LockTTL
+	if s.LockTTL <= 0 {
+		return DefaultLockTTL
 	}
-	return DefaultLockTTL
+	return max(s.LockTTL.Truncate(time.Millisecond), 3*time.Millisecond)
 }
 
 // Lock takes the lock of Key, waiting until it is free or ctx ends, and

@@ -115,7 +115,7 @@ type Store struct {
 	// LockTTL is how long the lock outlives a holder that stops
 	// extending it (a crashed process); zero means DefaultLockTTL. Keep
 	// it longer than a refresh takes: a TokenSource's refresh times out
-	// after one minute.
+	// after one minute. It is used in whole milliseconds.
 	LockTTL time.Duration
 
 	// EncryptionKey, if set, is an AES key (16, 24 or 32 bytes) with
