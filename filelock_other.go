@@ -5,6 +5,7 @@ package pandadocauth
 import (
 	"context"
 	"fmt"
+	"os"
 )
 
 // flockSupported reports whether FileStore.Lock serialises processes.
@@ -19,6 +20,12 @@ func lockFile(ctx context.Context, path string) (release func(), err error) {
 	return func() {}, nil
 }
 
-// syncDirOS does nothing: not every system can flush a directory (Windows
-// cannot open one as a file).
-func syncDirOS(dir string) error { return nil }
+// syncDirOS flushes the directory where the system allows it, and
+// ignores the error where it does not (Windows cannot flush a directory).
+func syncDirOS(dir string) error {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
