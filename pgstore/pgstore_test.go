@@ -4,8 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/oauth2"
 
+	"github.com/gopandadoc/pandadocauth"
 	"github.com/gopandadoc/pandadocauth/internal/fleettest"
 )
 
@@ -334,4 +339,44 @@ func TestErrors(t *testing.T) {
 			t.Error("Save(nil) = nil; want an error")
 		}
 	})
+}
+
+// A replica that adopts a short-lived token another replica stored knows
+// its lifetime, so with the default EarlyRefresh it does not refresh it
+// again at once: one POST, not one per replica.
+func TestAdoptedTokenKeepsLifetime(t *testing.T) {
+	t.Parallel()
+	pool := testPool(t, 0)
+	table := testTable(t, pool)
+	ctx := testContext(t)
+	var posts atomic.Int32
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := posts.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		// 60 s: shorter than twice the default EarlyRefresh (5 min), so
+		// a TokenSource refreshes it after half its lifetime, if it
+		// knows the lifetime; else the 5-minute window covers it all.
+		fmt.Fprintf(w, `{"access_token":"at-%d","token_type":"Bearer","refresh_token":"rt-%d","expires_in":60}`, n+1, n+1)
+	}))
+	defer ts.Close()
+	key := randomName("grant-")
+	if err := (&Store{Pool: pool, Table: table, Key: key}).Save(ctx, &oauth2.Token{AccessToken: "at-1", RefreshToken: "rt-1", Expiry: time.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for range 3 { // three replicas, one after the other
+		src := &pandadocauth.TokenSource{
+			Config: &pandadocauth.Config{ClientID: "id", ClientSecret: "secret", TokenURL: ts.URL, HTTPClient: ts.Client()},
+			Store:  &Store{Pool: pool, Table: table, Key: key},
+		}
+		tok, err := src.TokenContext(ctx)
+		src.Wait() // a background early refresh, if one started
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, tok.AccessToken)
+	}
+	if n := posts.Load(); n != 1 {
+		t.Errorf("%d token requests for replicas %v; want 1: an adopted token's lifetime was lost", n, got)
+	}
 }
