@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"golang.org/x/oauth2"
 )
@@ -41,17 +42,37 @@ type Locker interface {
 	Lock(ctx context.Context) (unlock func(), err error)
 }
 
-// FileStore is a Store that keeps the token in one JSON file at Path.
+// FileStore is a Store and a Locker that keeps the token in one JSON
+// file at Path, for one process or several on one machine (cron jobs,
+// command-line runs) sharing a grant.
+//
 // Save writes atomically (a temporary file in the same directory, then a
-// rename) with mode 0600, creating the directory with mode 0700 if needed,
-// so a reader never sees a half-written token. The zero value is not
-// usable: set Path.
+// rename) with mode 0600, creating the directory with mode 0700 if
+// needed, so a reader never sees a half-written token. It then flushes
+// the file and its directory to disk (fsync), so that a power loss cannot
+// bring back a token that a refresh replaced. When Path is a symbolic
+// link, Save writes to the file it points to and leaves the link in
+// place; a link to nothing is an error.
+//
+// Lock takes an exclusive OS file lock (flock) on a lock file beside the
+// token file, Path (after symbolic links) plus ".lock", which it creates
+// and never removes. Processes sharing the file therefore refresh the
+// grant once: a TokenSource takes the lock, reads the file again, and
+// adopts the token another process saved. The lock dies with the process
+// that holds it. On systems without flock (Windows, for example), Lock
+// only returns a no-op unlock, and processes are not serialised.
+//
+// The zero value is not usable: set Path. A FileStore is safe for
+// concurrent use.
 type FileStore struct {
 	// Path is the file holding the token.
 	Path string
 }
 
-var _ Store = (*FileStore)(nil)
+var (
+	_ Store  = (*FileStore)(nil)
+	_ Locker = (*FileStore)(nil)
+)
 
 // Load reads the token from the file. A missing file is (nil, nil).
 func (f *FileStore) Load(ctx context.Context) (*oauth2.Token, error) {
@@ -77,7 +98,23 @@ func (f *FileStore) Load(ctx context.Context) (*oauth2.Token, error) {
 	return &t, nil
 }
 
-// Save writes t to the file atomically with mode 0600.
+// target returns the file that Save replaces: Path, or the file it
+// links to when it is a symbolic link.
+func (f *FileStore) target() (string, error) {
+	info, err := os.Lstat(f.Path)
+	if err != nil || info.Mode()&fs.ModeSymlink == 0 {
+		// Missing (Save creates it) or not a link.
+		return f.Path, nil
+	}
+	target, err := filepath.EvalSymlinks(f.Path)
+	if err != nil {
+		return "", fmt.Errorf("pandadocauth: token file %s is a symbolic link that cannot be followed (Save writes to the file it points to): %w", f.Path, err)
+	}
+	return target, nil
+}
+
+// Save writes t to the file atomically with mode 0600, and flushes it
+// to disk.
 func (f *FileStore) Save(ctx context.Context, t *oauth2.Token) error {
 	if f.Path == "" {
 		return errors.New("pandadocauth: FileStore.Path is empty")
@@ -89,11 +126,15 @@ func (f *FileStore) Save(ctx context.Context, t *oauth2.Token) error {
 	if err != nil {
 		return fmt.Errorf("pandadocauth: encoding token: %w", err)
 	}
-	dir := filepath.Dir(f.Path)
+	path, err := f.target()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("pandadocauth: creating token directory: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(f.Path)+".*.tmp")
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return fmt.Errorf("pandadocauth: writing token file: %w", err)
 	}
@@ -118,9 +159,40 @@ func (f *FileStore) Save(ctx context.Context, t *oauth2.Token) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("pandadocauth: writing token file: %w", err)
 	}
-	if err := os.Rename(tmpName, f.Path); err != nil {
+	if err := os.Rename(tmpName, path); err != nil {
 		return fmt.Errorf("pandadocauth: writing token file: %w", err)
 	}
 	ok = true
+	// The rename is durable once the directory is flushed.
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("pandadocauth: flushing token directory: %w", err)
+	}
 	return nil
+}
+
+// syncDir flushes a directory to disk; a variable so that tests can see
+// it called.
+var syncDir = syncDirOS
+
+// Lock takes the exclusive lock of the token file, waiting until it is
+// free or ctx ends (then the error satisfies errors.Is(err, ctx.Err())),
+// and returns the function that releases it. unlock may be called more
+// than once; calls after the first do nothing.
+func (f *FileStore) Lock(ctx context.Context) (unlock func(), err error) {
+	if f.Path == "" {
+		return nil, errors.New("pandadocauth: FileStore.Path is empty")
+	}
+	path, err := f.target()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("pandadocauth: creating token directory: %w", err)
+	}
+	release, err := lockFile(ctx, path+".lock")
+	if err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	return func() { once.Do(release) }, nil
 }

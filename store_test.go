@@ -2,6 +2,8 @@ package pandadocauth
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,5 +97,121 @@ func TestFileStoreErrors(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 4 {
 		t.Errorf("%d entries in the directory, want 4: a failed Save left files", len(entries))
+	}
+}
+
+// Save through a symbolic link writes to the file it points to and keeps
+// the link, so that the file behind it never keeps a replaced token.
+func TestFileStoreSymlink(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real", "token.json")
+	os.MkdirAll(filepath.Dir(real), 0o700)
+	os.WriteFile(real, []byte(`{"access_token":"at-old","refresh_token":"rt-old"}`), 0o600)
+	link := filepath.Join(dir, "link.json")
+	if err := os.Symlink(filepath.Join("real", "token.json"), link); err != nil {
+		t.Skipf("symbolic links: %v", err)
+	}
+	// A link to a link.
+	link2 := filepath.Join(dir, "link2.json")
+	os.Symlink("link.json", link2)
+
+	for i, path := range []string{link, link2} {
+		fs := &FileStore{Path: path}
+		access := fmt.Sprintf("at-new-%d", i)
+		if err := fs.Save(ctx, &oauth2.Token{AccessToken: access, RefreshToken: "rt-new"}); err != nil {
+			t.Fatal(err)
+		}
+		if info, err := os.Lstat(path); err != nil || info.Mode()&os.ModeSymlink == 0 {
+			t.Fatalf("%s is no longer a symbolic link (%v)", path, err)
+		}
+		got, err := (&FileStore{Path: real}).Load(ctx)
+		if err != nil || got.AccessToken != access {
+			t.Fatalf("the link's target holds %v, %v; want %s", got, err, access)
+		}
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(real)); len(entries) != 1 {
+		t.Errorf("%d files beside the target, want 1: a temporary file was left", len(entries))
+	}
+
+	// A link to nothing: a clear error, no file created, the link kept.
+	dangling := filepath.Join(dir, "dangling.json")
+	os.Symlink(filepath.Join("missing", "token.json"), dangling)
+	err := (&FileStore{Path: dangling}).Save(ctx, &oauth2.Token{AccessToken: "at-SECRET-z"})
+	if err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("Save through a dangling link = %v; want an error about the link", err)
+	} else {
+		assertNoSecret(t, "error", err.Error())
+	}
+	if info, err := os.Lstat(dangling); err != nil || info.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the dangling link was replaced (%v)", err)
+	}
+	if _, err := (&FileStore{Path: dangling}).Lock(ctx); err == nil {
+		t.Error("Lock through a dangling link: want an error")
+	}
+}
+
+// Save flushes the directory after the rename. Not parallel: it
+// replaces syncDir.
+func TestFileStoreSyncsDirectory(t *testing.T) {
+	dir := t.TempDir()
+	var synced []string
+	syncDir = func(d string) error {
+		synced = append(synced, d)
+		return syncDirOS(d)
+	}
+	defer func() { syncDir = syncDirOS }()
+	if err := (&FileStore{Path: filepath.Join(dir, "token.json")}).Save(context.Background(), &oauth2.Token{AccessToken: "at"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(synced) != 1 || synced[0] != dir {
+		t.Errorf("directories flushed: %q; want [%q]", synced, dir)
+	}
+	// A failed flush is a failed Save.
+	syncDir = func(string) error { return errors.New("disk on fire") }
+	if err := (&FileStore{Path: filepath.Join(dir, "token.json")}).Save(context.Background(), &oauth2.Token{AccessToken: "at"}); err == nil {
+		t.Error("Save with a failing directory flush = nil; want an error")
+	}
+}
+
+// Two FileStores on one path exclude each other, as two processes do
+// (TestFileStoreLockProcesses); unlock is idempotent; a Lock that cannot
+// be had before its context ends fails with the context's error.
+func TestFileStoreLock(t *testing.T) {
+	t.Parallel()
+	if !flockSupported {
+		t.Skip("no flock on this system")
+	}
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "sub", "token.json")
+	a, b := &FileStore{Path: path}, &FileStore{Path: path}
+	unlock, err := a.Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if u, err := b.Lock(dctx); err == nil {
+		u()
+		t.Fatal("a second Lock succeeded while the first held the lock")
+	} else if !errors.Is(err, context.DeadlineExceeded) || !strings.HasPrefix(err.Error(), "pandadocauth: ") {
+		t.Errorf("err = %v; want a pandadocauth error wrapping context.DeadlineExceeded", err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		u, err := b.Lock(ctx)
+		if err == nil {
+			u()
+		}
+		got <- err
+	}()
+	unlock()
+	unlock()
+	if err := <-got; err != nil {
+		t.Fatalf("Lock after unlock: %v", err)
+	}
+	if info, err := os.Stat(path + ".lock"); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("lock file: %v, %v; want mode 600", info, err)
 	}
 }

@@ -91,21 +91,33 @@ func discard(conn *pgxpool.Conn) {
 	conn.Release()
 }
 
+// ErrLockLost means the connection holding the lock closed while the
+// lock was held, for example because PostgreSQL terminated it: the lock
+// is gone, another process may hold it now, and Load and Save refuse to
+// run until unlock is called, rather than run without the lock.
+var ErrLockLost = errors.New("the lock's connection was lost")
+
 // do runs f on the connection holding the lock while this Store holds
-// it, else on the pool. If the lock's connection turns out to be dead, f
-// runs again on the pool: every f is idempotent.
+// it, else on the pool. While the lock is held, f never runs on the
+// pool: it would need a second connection (a pool of one would wait for
+// ever), and it would run without the lock. If the lock's connection is
+// dead, do fails with ErrLockLost.
 func (s *Store) do(f func(querier) error) error {
 	s.mu.Lock()
-	if held := s.held; held != nil && !held.Conn().IsClosed() {
-		err := f(held)
+	held := s.held
+	if held == nil {
 		s.mu.Unlock()
-		if err == nil || !held.Conn().IsClosed() {
-			return err
-		}
-	} else {
-		s.mu.Unlock()
+		return f(s.Pool)
 	}
-	return f(s.Pool)
+	defer s.mu.Unlock()
+	if held.Conn().IsClosed() {
+		return ErrLockLost
+	}
+	err := f(held)
+	if err != nil && held.Conn().IsClosed() {
+		return fmt.Errorf("%w: %w", ErrLockLost, err)
+	}
+	return err
 }
 
 // lockID is the advisory-lock number of key: the first 8 bytes of a

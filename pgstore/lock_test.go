@@ -3,12 +3,18 @@ package pgstore
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/oauth2"
+
+	"github.com/gopandadoc/pandadocauth"
 )
 
 // advisoryLocks counts the advisory locks on key's lock number in the
@@ -239,13 +245,13 @@ func TestLockDiesWithConnection(t *testing.T) {
 		t.Fatalf("Lock after the holder died: %v", r.err)
 	}
 
-	// The dead holder's Save and Load go to the pool instead, and its
-	// unlock returns without touching the new holder's lock.
-	if err := holder.Save(ctx, &oauth2.Token{AccessToken: "at"}); err != nil {
-		t.Errorf("Save after the lock connection died: %v", err)
+	// The dead holder's Save and Load fail: the lock is lost and another
+	// process holds it now, so they must not run on the pool instead.
+	if err := holder.Save(ctx, &oauth2.Token{AccessToken: "at"}); !errors.Is(err, ErrLockLost) {
+		t.Errorf("Save after the lock connection died: %v; want ErrLockLost", err)
 	}
-	if tok, err := holder.Load(ctx); err != nil || tok == nil || tok.AccessToken != "at" {
-		t.Errorf("Load after the lock connection died = %v, %v", tok, err)
+	if tok, err := holder.Load(ctx); !errors.Is(err, ErrLockLost) {
+		t.Errorf("Load after the lock connection died = %v, %v; want ErrLockLost", tok, err)
 	}
 	unlock()
 	if n := advisoryLocks(t, pool, key, true); n != 1 {
@@ -256,6 +262,112 @@ func TestLockDiesWithConnection(t *testing.T) {
 		t.Errorf("granted locks = %d; want 0", n)
 	}
 	waitFor(t, "connections to be returned", func() bool { return pool.Stat().AcquiredConns() == 0 })
+	// Once unlocked, the Store works on the pool again.
+	if err := holder.Save(ctx, &oauth2.Token{AccessToken: "at"}); err != nil {
+		t.Errorf("Save after unlock: %v", err)
+	}
+}
+
+// terminate kills PostgreSQL backend pid, through a pool of its own, as
+// an administrator or a failover would.
+func terminate(t *testing.T, pid int32) {
+	t.Helper()
+	admin := testPool(t, 1)
+	var ok bool
+	if err := admin.QueryRow(context.Background(), `SELECT pg_terminate_backend($1)`, pid).Scan(&ok); err != nil || !ok {
+		t.Fatalf("pg_terminate_backend = %v, %v", ok, err)
+	}
+}
+
+// With a pool of one connection, held by the lock, a lost lock
+// connection makes Load and Save fail at once with ErrLockLost, instead
+// of waiting for a pool connection that the lock still holds; unlock
+// gives the connection back, and the next Lock works.
+func TestLockLostSmallPool(t *testing.T) {
+	t.Parallel()
+	pool := testPool(t, 1)
+	table := testTable(t, pool)
+	ctx := testContext(t) // without the fix, Load waits until this ends
+	key := randomName("lock-")
+	s := &Store{Pool: pool, Table: table, Key: key}
+	if err := s.Save(ctx, &oauth2.Token{AccessToken: "at-1", RefreshToken: "rt-1"}); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := s.Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	terminate(t, holderPID(t, testPool(t, 1), key))
+
+	_, lerr := s.Load(ctx)
+	serr := s.Save(ctx, &oauth2.Token{AccessToken: "at-2", RefreshToken: "rt-2"})
+	for _, err := range []error{lerr, serr} {
+		if !errors.Is(err, ErrLockLost) || errors.Is(err, context.DeadlineExceeded) || !strings.HasPrefix(err.Error(), "pgstore: ") {
+			t.Errorf("err = %v; want a pgstore error wrapping ErrLockLost, at once", err)
+		}
+	}
+	unlock()
+	// The pool drops the dead connection in the background.
+	waitFor(t, "the lock's connection to return to the pool", func() bool { return pool.Stat().AcquiredConns() == 0 })
+	// Nothing was saved without the lock; the pool recovers.
+	unlock, err = s.Lock(ctx)
+	if err != nil {
+		t.Fatalf("Lock after a lost lock: %v", err)
+	}
+	defer unlock()
+	got, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.AccessToken != "at-1" {
+		t.Errorf("stored %q; want at-1: a Save ran without the lock", got.AccessToken)
+	}
+}
+
+// The refresh engine on a one-connection pool whose lock connection is
+// killed in the middle of the refresh: Token returns (the refresh does
+// not hang until the caller's deadline), and the lock's connection is
+// back in the pool afterwards.
+func TestTokenSourceLockLostSmallPool(t *testing.T) {
+	t.Parallel()
+	pool := testPool(t, 1)
+	table := testTable(t, pool)
+	ctx := testContext(t)
+	key := randomName("lock-")
+	store := &Store{Pool: pool, Table: table, Key: key}
+	if err := store.Save(ctx, &oauth2.Token{AccessToken: "at-1", TokenType: "Bearer", RefreshToken: "rt-1", Expiry: time.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	admin := testPool(t, 1)
+	var posts atomic.Int32
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if posts.Add(1) == 1 {
+			// The lock is held now: kill its connection.
+			var pid int32
+			id := uint64(lockID(key))
+			if err := admin.QueryRow(r.Context(), `SELECT pid FROM pg_locks WHERE locktype = 'advisory'
+				AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1 AND granted`,
+				int64(id>>32), int64(id&0xffffffff)).Scan(&pid); err != nil {
+				t.Errorf("finding the lock holder: %v", err)
+			} else if _, err := admin.Exec(r.Context(), `SELECT pg_terminate_backend($1)`, pid); err != nil {
+				t.Errorf("pg_terminate_backend: %v", err)
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":"at-%d","token_type":"Bearer","refresh_token":"rt-%d","expires_in":3600}`, posts.Load()+1, posts.Load()+1)
+	}))
+	defer ts.Close()
+	src := &pandadocauth.TokenSource{
+		Config: &pandadocauth.Config{ClientID: "id", ClientSecret: "secret", TokenURL: ts.URL, HTTPClient: ts.Client()},
+		Store:  store,
+	}
+	_, err := src.TokenContext(ctx)
+	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		t.Fatalf("TokenContext = %v: it waited for the pool instead of failing fast", err)
+	}
+	t.Logf("TokenContext after the lock was lost: %v", err)
+	src.Wait()
+	waitFor(t, "the lock's connection to return to the pool", func() bool { return pool.Stat().AcquiredConns() == 0 })
 }
 
 // A refresh runs Load and Save while holding the lock: they must not

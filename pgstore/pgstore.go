@@ -2,14 +2,18 @@
 // serialises their refreshes across processes, so that replicas sharing
 // one grant refresh it once.
 //
-// PandaDoc rotates refresh tokens: each refresh returns a new refresh
-// token and invalidates the old one. Replicas that each refresh on their
-// own race each other, and every replica but the first fails with
-// invalid_grant. A *Store is both a pandadocauth.Store and a
-// pandadocauth.Locker, so a pandadocauth.TokenSource using it refreshes
-// under a PostgreSQL advisory lock: it takes the lock, reads the stored
-// token again, adopts it if another replica refreshed already, and
-// otherwise refreshes and saves before releasing the lock.
+// PandaDoc may rotate refresh tokens, and OAuth servers commonly do
+// (RFC 6819, section 5.2.2.3): each refresh returns a new refresh token
+// and the old one stops working, and some servers revoke the whole grant
+// when a rotated-away refresh token is used again. Replicas that each
+// refresh on their own would then race each other, and every replica but
+// the first would fail with invalid_grant. A *Store is both a
+// pandadocauth.Store and a pandadocauth.Locker, so a
+// pandadocauth.TokenSource using it refreshes under a PostgreSQL advisory
+// lock: it takes the lock, reads the stored token again, adopts it if
+// another replica refreshed already, and otherwise refreshes and saves
+// before releasing the lock. This is safe whether or not the server
+// rotates.
 //
 //	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
 //	// handle err
@@ -34,12 +38,20 @@
 //		token_type    text        NOT NULL DEFAULT '',
 //		refresh_token text        NOT NULL DEFAULT '',
 //		expiry        timestamptz,              -- NULL: no expiry
+//		expires_in    bigint      NOT NULL DEFAULT 0, -- lifetime in seconds, 0: unknown
 //		updated_at    timestamptz NOT NULL DEFAULT now()
 //	)
 //
-// Create it yourself, for example in a migration, when the application's
-// database role may not create tables. The role needs SELECT, INSERT,
-// UPDATE and DELETE on it.
+// and upgrades a table created by an earlier version, which has no
+// expires_in column (without it a loaded token's lifetime is unknown, and
+// a TokenSource with the default EarlyRefresh refreshes a short-lived
+// token it adopted at once):
+//
+//	ALTER TABLE pandadocauth_tokens ADD COLUMN IF NOT EXISTS expires_in bigint NOT NULL DEFAULT 0
+//
+// Create or upgrade it yourself, for example in a migration, when the
+// application's database role may not alter tables. The role needs
+// SELECT, INSERT, UPDATE and DELETE on it.
 //
 // # Lock
 //
@@ -48,15 +60,32 @@
 // pool until unlock. If the process holding the lock dies, its
 // connection closes and PostgreSQL releases the lock. Load and Save
 // called while the lock is held use that same connection, so a refresh
-// needs one connection however small the pool. Session-level locks need
-// a session of their own: connect directly or through a pooler in
-// session mode, not in transaction mode.
+// needs one connection however small the pool. If that connection is
+// lost while the lock is held (PostgreSQL terminated it, a failover), the
+// lock is gone too: Load and Save fail at once with ErrLockLost, instead
+// of running on another connection without the lock, until unlock gives
+// the connection back. Session-level locks need a session of their own:
+// connect directly or through a pooler in session mode, not in
+// transaction mode.
 //
 // # Encryption
 //
 // With Store.EncryptionKey set, access and refresh tokens are sealed
 // with AES-GCM before they are written, bound to their Key and column, so
-// that a database dump reveals no usable token.
+// that a database dump reveals no usable token. A key of the wrong length
+// is an error from CreateTable and from the first Load, so that it shows
+// at start-up. The keys never appear in fmt, encoding/json or log/slog
+// output.
+//
+// To rotate the key without downtime, with every replica able to read
+// what any other wrote at each step:
+//
+//  1. Deploy EncryptionKey: oldKey, EncryptionKeys: []AESKey{newKey}
+//     everywhere: every replica can open tokens sealed with either key.
+//  2. Deploy EncryptionKey: newKey, EncryptionKeys: []AESKey{oldKey}:
+//     tokens are now sealed with the new key, old ones still open.
+//  3. Once every grant has been saved again (each refresh saves; or call
+//     Save with what Load returns), deploy EncryptionKey: newKey alone.
 //
 // # Errors
 //
@@ -106,11 +135,19 @@ type Store struct {
 	Table string
 
 	// EncryptionKey, if set, is an AES key (16, 24 or 32 bytes) with
-	// which the access and refresh tokens are encrypted at rest.
-	// Rows written without encryption are still read, so encryption can
-	// be turned on at any time; the next Save encrypts. Rows written
-	// with encryption need the same key to be read.
-	EncryptionKey []byte
+	// which the access and refresh tokens are encrypted at rest. Rows
+	// written without encryption are still read, so encryption can be
+	// turned on at any time; the next Save encrypts. Rows written with
+	// encryption need one of the Store's keys to be read. A key of the
+	// wrong length is an error from CreateTable, Load and Save. The key
+	// never appears in fmt, encoding/json or log/slog output.
+	EncryptionKey AESKey
+
+	// EncryptionKeys are more keys that open stored tokens, tried after
+	// EncryptionKey; Save always seals with EncryptionKey (or, when it is
+	// empty, with the first of EncryptionKeys). They let a key be
+	// rotated without downtime: see the package documentation.
+	EncryptionKeys []AESKey
 
 	// mu guards held.
 	mu sync.Mutex
@@ -131,11 +168,16 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// CreateTable creates the table if it does not exist (see the package
-// documentation for its definition).
+// CreateTable creates the table if it does not exist, and upgrades a
+// table created by an earlier version (see the package documentation
+// for its definition). It also checks the encryption keys, so that a key
+// that cannot be used fails at start-up.
 func (s *Store) CreateTable(ctx context.Context) error {
 	table, err := s.table()
 	if err != nil {
+		return err
+	}
+	if _, err := s.sealer(); err != nil {
 		return err
 	}
 	// Concurrent CREATE TABLE IF NOT EXISTS statements can fail on
@@ -145,14 +187,31 @@ func (s *Store) CreateTable(ctx context.Context) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockID("\x00create table\x00"+table)); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, createTableSQL(table))
-		return err
+		if _, err := tx.Exec(ctx, createTableSQL(table)); err != nil {
+			return err
+		}
+		// Upgrade a table from before expires_in. ALTER TABLE locks the
+		// table even when the column exists, so only when it is missing.
+		var upToDate bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute
+			WHERE attrelid = $1::regclass AND attname = 'expires_in' AND NOT attisdropped)`, table).Scan(&upToDate); err != nil {
+			return err
+		}
+		if !upToDate {
+			_, err := tx.Exec(ctx, `ALTER TABLE `+table+` ADD COLUMN IF NOT EXISTS `+expiresInColumn)
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("pgstore: creating table %s: %w", table, err)
 	}
 	return nil
 }
+
+// expiresInColumn is the definition of the column that version 2 of the
+// table added.
+const expiresInColumn = `expires_in bigint NOT NULL DEFAULT 0`
 
 func createTableSQL(table string) string {
 	return `CREATE TABLE IF NOT EXISTS ` + table + ` (
@@ -161,43 +220,60 @@ func createTableSQL(table string) string {
 	token_type    text        NOT NULL DEFAULT '',
 	refresh_token text        NOT NULL DEFAULT '',
 	expiry        timestamptz,
+	` + expiresInColumn + `,
 	updated_at    timestamptz NOT NULL DEFAULT now()
 )`
 }
 
 // Load returns the stored token, or (nil, nil) when none is stored for
-// Key. Its Expiry has PostgreSQL's microsecond precision.
+// Key. Its Expiry has PostgreSQL's microsecond precision; its ExpiresIn
+// is the lifetime the token endpoint gave it, in seconds (0 if unknown).
 func (s *Store) Load(ctx context.Context) (*oauth2.Token, error) {
 	table, err := s.table()
+	if err != nil {
+		return nil, err
+	}
+	sl, err := s.sealer()
 	if err != nil {
 		return nil, err
 	}
 	var (
 		access, tokenType, refresh string
 		expiry                     *time.Time
+		expiresIn                  int64
 	)
 	err = s.do(func(q querier) error {
 		return q.QueryRow(ctx,
-			`SELECT access_token, token_type, refresh_token, expiry FROM `+table+` WHERE key = $1`,
-			s.Key).Scan(&access, &tokenType, &refresh, &expiry)
+			`SELECT access_token, token_type, refresh_token, expiry, expires_in FROM `+table+` WHERE key = $1`,
+			s.Key).Scan(&access, &tokenType, &refresh, &expiry, &expiresIn)
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: loading token: %w", err)
+		return nil, fmt.Errorf("pgstore: loading token: %w%s", err, upgradeHint(err))
 	}
-	if access, err = s.open(access, "access_token"); err != nil {
+	if access, err = s.open(sl, access, "access_token"); err != nil {
 		return nil, err
 	}
-	if refresh, err = s.open(refresh, "refresh_token"); err != nil {
+	if refresh, err = s.open(sl, refresh, "refresh_token"); err != nil {
 		return nil, err
 	}
-	t := &oauth2.Token{AccessToken: access, TokenType: tokenType, RefreshToken: refresh}
+	t := &oauth2.Token{AccessToken: access, TokenType: tokenType, RefreshToken: refresh, ExpiresIn: expiresIn}
 	if expiry != nil {
 		t.Expiry = *expiry
 	}
 	return t, nil
+}
+
+// upgradeHint explains an undefined column: a table from an earlier
+// version that was not upgraded.
+func upgradeHint(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42703" {
+		return " (the table predates this version of pgstore: run Store.CreateTable, or the ALTER TABLE in pgstore's README)"
+	}
+	return ""
 }
 
 // Save stores t for Key, replacing what was stored. A zero Expiry is
@@ -210,13 +286,17 @@ func (s *Store) Save(ctx context.Context, t *oauth2.Token) error {
 	if t == nil {
 		return errors.New("pgstore: saving token: nil token")
 	}
-	access, err := s.seal(t.AccessToken, "access_token")
+	sl, err := s.sealer()
 	if err != nil {
 		return err
 	}
-	refresh, err := s.seal(t.RefreshToken, "refresh_token")
+	access, err := sl.Seal(t.AccessToken, s.additionalData("access_token"))
 	if err != nil {
-		return err
+		return fmt.Errorf("pgstore: saving token: %w", err)
+	}
+	refresh, err := sl.Seal(t.RefreshToken, s.additionalData("refresh_token"))
+	if err != nil {
+		return fmt.Errorf("pgstore: saving token: %w", err)
 	}
 	var expiry *time.Time
 	if !t.Expiry.IsZero() {
@@ -224,19 +304,20 @@ func (s *Store) Save(ctx context.Context, t *oauth2.Token) error {
 	}
 	err = s.do(func(q querier) error {
 		_, err := q.Exec(ctx, `INSERT INTO `+table+` AS t
-	(key, access_token, token_type, refresh_token, expiry, updated_at)
-	VALUES ($1, $2, $3, $4, $5, now())
+	(key, access_token, token_type, refresh_token, expiry, expires_in, updated_at)
+	VALUES ($1, $2, $3, $4, $5, $6, now())
 ON CONFLICT (key) DO UPDATE SET
 	access_token = excluded.access_token,
 	token_type = excluded.token_type,
 	refresh_token = excluded.refresh_token,
 	expiry = excluded.expiry,
+	expires_in = excluded.expires_in,
 	updated_at = excluded.updated_at`,
-			s.Key, access, t.TokenType, refresh, expiry)
+			s.Key, access, t.TokenType, refresh, expiry, max(t.ExpiresIn, 0))
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("pgstore: saving token: %w", err)
+		return fmt.Errorf("pgstore: saving token: %w%s", err, upgradeHint(err))
 	}
 	return nil
 }

@@ -4,14 +4,21 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 	"golang.org/x/oauth2"
+
+	"github.com/gopandadoc/pandadocauth"
+	"github.com/gopandadoc/pandadocauth/internal/fleettest"
 )
 
 // dsnEnv names the variable holding the PostgreSQL connection string of
@@ -19,13 +26,16 @@ import (
 const dsnEnv = "PANDADOCAUTH_PG_DSN"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(workerEnv) != "" {
+	if fleettest.IsWorker() {
 		// A fleet worker process: it exits as soon as its run is
 		// reported, while its TokenSource may still finish a background
 		// refresh. The parent test checks for leaks.
 		os.Exit(m.Run())
 	}
-	goleak.VerifyTestMain(m)
+	// After a connection dies, pgxpool starts a health check that
+	// sleeps 500 ms first, and Pool.Close does not wait for it: it ends
+	// on its own, so it is not a leak.
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).triggerHealthCheck.func1"))
 }
 
 // testPool connects to the test database. Without one the test is
@@ -109,7 +119,7 @@ func TestSaveLoad(t *testing.T) {
 		name string
 		tok  *oauth2.Token
 	}{
-		{"full", &oauth2.Token{AccessToken: "at-1", TokenType: "Bearer", RefreshToken: "rt-1", Expiry: expiry}},
+		{"full", &oauth2.Token{AccessToken: "at-1", TokenType: "Bearer", RefreshToken: "rt-1", Expiry: expiry, ExpiresIn: 3600}},
 		{"no expiry", &oauth2.Token{AccessToken: "at-2", TokenType: "Bearer", RefreshToken: "rt-2"}},
 		{"no refresh token", &oauth2.Token{AccessToken: "at-3", Expiry: expiry}},
 		{"refresh token only", &oauth2.Token{RefreshToken: "rt-4"}},
@@ -158,6 +168,60 @@ func assertToken(t *testing.T, got, want *oauth2.Token) {
 	}
 	if !got.Expiry.Equal(want.Expiry.Truncate(time.Microsecond)) {
 		t.Errorf("Load Expiry = %v; want %v", got.Expiry, want.Expiry)
+	}
+	if got.ExpiresIn != want.ExpiresIn {
+		t.Errorf("Load ExpiresIn = %d; want %d", got.ExpiresIn, want.ExpiresIn)
+	}
+}
+
+// A table created before expires_in existed is upgraded by CreateTable,
+// keeps its rows, and then stores the lifetime; before the upgrade, Load
+// says what to do.
+func TestCreateTableUpgrades(t *testing.T) {
+	t.Parallel()
+	pool := testPool(t, 0)
+	ctx := testContext(t)
+	table := randomName("pgstore_old_")
+	// The first version's table, with a row.
+	if _, err := pool.Exec(ctx, `CREATE TABLE `+table+` (
+	key           text        PRIMARY KEY,
+	access_token  text        NOT NULL,
+	token_type    text        NOT NULL DEFAULT '',
+	refresh_token text        NOT NULL DEFAULT '',
+	expiry        timestamptz,
+	updated_at    timestamptz NOT NULL DEFAULT now()
+)`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pool.Exec(context.Background(), `DROP TABLE IF EXISTS `+table) })
+	if _, err := pool.Exec(ctx, `INSERT INTO `+table+` (key, access_token, refresh_token) VALUES ('old', 'at-old', 'rt-old')`); err != nil {
+		t.Fatal(err)
+	}
+	s := &Store{Pool: pool, Table: table, Key: "old"}
+	if _, err := s.Load(ctx); err == nil || !strings.Contains(err.Error(), "CreateTable") {
+		t.Errorf("Load from a table not upgraded = %v; want an error telling to run CreateTable", err)
+	}
+
+	if err := s.CreateTable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertToken(t, got, &oauth2.Token{AccessToken: "at-old", RefreshToken: "rt-old"})
+	want := &oauth2.Token{AccessToken: "at-new", TokenType: "Bearer", RefreshToken: "rt-new", Expiry: time.Now().Add(4 * time.Second), ExpiresIn: 4}
+	if err := s.Save(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	got, err = (&Store{Pool: pool, Table: table, Key: "old"}).Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertToken(t, got, want)
+	// Upgrading an upgraded table changes nothing.
+	if err := s.CreateTable(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -275,4 +339,44 @@ func TestErrors(t *testing.T) {
 			t.Error("Save(nil) = nil; want an error")
 		}
 	})
+}
+
+// A replica that adopts a short-lived token another replica stored knows
+// its lifetime, so with the default EarlyRefresh it does not refresh it
+// again at once: one POST, not one per replica.
+func TestAdoptedTokenKeepsLifetime(t *testing.T) {
+	t.Parallel()
+	pool := testPool(t, 0)
+	table := testTable(t, pool)
+	ctx := testContext(t)
+	var posts atomic.Int32
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := posts.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		// 60 s: shorter than twice the default EarlyRefresh (5 min), so
+		// a TokenSource refreshes it after half its lifetime, if it
+		// knows the lifetime; else the 5-minute window covers it all.
+		fmt.Fprintf(w, `{"access_token":"at-%d","token_type":"Bearer","refresh_token":"rt-%d","expires_in":60}`, n+1, n+1)
+	}))
+	defer ts.Close()
+	key := randomName("grant-")
+	if err := (&Store{Pool: pool, Table: table, Key: key}).Save(ctx, &oauth2.Token{AccessToken: "at-1", RefreshToken: "rt-1", Expiry: time.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for range 3 { // three replicas, one after the other
+		src := &pandadocauth.TokenSource{
+			Config: &pandadocauth.Config{ClientID: "id", ClientSecret: "secret", TokenURL: ts.URL, HTTPClient: ts.Client()},
+			Store:  &Store{Pool: pool, Table: table, Key: key},
+		}
+		tok, err := src.TokenContext(ctx)
+		src.Wait() // a background early refresh, if one started
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, tok.AccessToken)
+	}
+	if n := posts.Load(); n != 1 {
+		t.Errorf("%d token requests for replicas %v; want 1: an adopted token's lifetime was lost", n, got)
+	}
 }

@@ -1,37 +1,58 @@
 package pgstore
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"strings"
+	"io"
+	"log/slog"
+
+	"github.com/gopandadoc/pandadocauth/internal/seal"
 )
 
-// sealedPrefix marks a value sealed with EncryptionKey, followed by
+// sealedPrefix marks a value sealed with an encryption key, followed by
 // base64 of nonce and ciphertext.
 const sealedPrefix = "pgstore-aes-gcm:v1:"
 
 // ErrEncrypted means the stored token is encrypted and the Store has no
-// EncryptionKey to open it.
+// encryption key to open it.
 var ErrEncrypted = errors.New("the stored token is encrypted and Store.EncryptionKey is not set")
 
-// aead returns the AES-GCM cipher of EncryptionKey, nil without one.
-func (s *Store) aead() (cipher.AEAD, error) {
-	if len(s.EncryptionKey) == 0 {
-		return nil, nil
+// AESKey is an AES key, 16, 24 or 32 bytes long, for Store.EncryptionKey
+// and Store.EncryptionKeys. A []byte converts to it implicitly. It never
+// shows its bytes: fmt (every verb), encoding/json and log/slog print
+// "[REDACTED]".
+type AESKey []byte
+
+// String returns "[REDACTED]".
+func (AESKey) String() string { return "[REDACTED]" }
+
+// GoString returns "[REDACTED]", for the %#v verb.
+func (AESKey) GoString() string { return "[REDACTED]" }
+
+// Format writes "[REDACTED]" whatever the verb, %x and %q included.
+func (AESKey) Format(f fmt.State, _ rune) { io.WriteString(f, "[REDACTED]") }
+
+// LogValue returns "[REDACTED]", for log/slog.
+func (AESKey) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
+
+// MarshalJSON encodes the key as the string "[REDACTED]".
+func (AESKey) MarshalJSON() ([]byte, error) { return []byte(`"[REDACTED]"`), nil }
+
+// sealer returns the Sealer of the Store's keys: EncryptionKey first,
+// then EncryptionKeys. A key of the wrong length is an error.
+func (s *Store) sealer() (*seal.Sealer, error) {
+	keys := make([][]byte, 0, 1+len(s.EncryptionKeys))
+	keys = append(keys, s.EncryptionKey)
+	for _, k := range s.EncryptionKeys {
+		keys = append(keys, k)
 	}
-	block, err := aes.NewCipher(s.EncryptionKey)
+	sl, err := seal.New(sealedPrefix, keys...)
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: Store.EncryptionKey: %w", err)
+		// Positions count EncryptionKey as key 1, which the message
+		// says, so that a bad key can be found.
+		return nil, fmt.Errorf("pgstore: encryption keys (EncryptionKey is key 1, then EncryptionKeys): %w", err)
 	}
-	gcm, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("pgstore: Store.EncryptionKey: %w", err)
-	}
-	return gcm, nil
+	return sl, nil
 }
 
 // additionalData binds a sealed value to its grant and column, so that
@@ -40,42 +61,40 @@ func (s *Store) additionalData(column string) []byte {
 	return []byte("pandadocauth/pgstore\x00" + column + "\x00" + s.Key)
 }
 
-// seal encrypts v for column when an EncryptionKey is set. Empty values
-// stay empty.
-func (s *Store) seal(v, column string) (string, error) {
-	gcm, err := s.aead()
-	if err != nil || gcm == nil || v == "" {
-		return v, err
+// open reverses sl.Seal. Values stored without encryption are returned
+// as they are.
+func (s *Store) open(sl *seal.Sealer, v, column string) (string, error) {
+	plain, err := sl.Open(v, s.additionalData(column))
+	switch {
+	case errors.Is(err, seal.ErrNoKey):
+		return "", fmt.Errorf("pgstore: loading token: %w", ErrEncrypted)
+	case errors.Is(err, seal.ErrWrongKey):
+		return "", fmt.Errorf("pgstore: loading token: decrypting %s: %w", column, err)
+	case err != nil:
+		return "", fmt.Errorf("pgstore: loading token: %s: %w", column, err)
 	}
-	nonce := make([]byte, gcm.NonceSize(), gcm.NonceSize()+len(v)+gcm.Overhead())
-	if _, err := rand.Read(nonce); err != nil {
-		return "", fmt.Errorf("pgstore: encrypting token: %w", err)
-	}
-	out := gcm.Seal(nonce, nonce, []byte(v), s.additionalData(column))
-	return sealedPrefix + base64.RawStdEncoding.EncodeToString(out), nil
+	return plain, nil
 }
 
-// open reverses seal. Values stored without encryption are returned as
-// they are.
-func (s *Store) open(v, column string) (string, error) {
-	rest, sealed := strings.CutPrefix(v, sealedPrefix)
-	if !sealed {
-		return v, nil
+// String describes the Store without its keys: table, grant key and how
+// many encryption keys it has.
+func (s *Store) String() string {
+	if s == nil {
+		return "pgstore.Store(nil)"
 	}
-	gcm, err := s.aead()
-	if err != nil {
-		return "", err
+	n := len(s.EncryptionKeys)
+	if len(s.EncryptionKey) > 0 {
+		n++
 	}
-	if gcm == nil {
-		return "", fmt.Errorf("pgstore: loading token: %w", ErrEncrypted)
-	}
-	b, err := base64.RawStdEncoding.DecodeString(rest)
-	if err != nil || len(b) < gcm.NonceSize() {
-		return "", fmt.Errorf("pgstore: loading token: %s is not a sealed value", column)
-	}
-	plain, err := gcm.Open(nil, b[:gcm.NonceSize()], b[gcm.NonceSize():], s.additionalData(column))
-	if err != nil {
-		return "", fmt.Errorf("pgstore: loading token: decrypting %s (wrong Store.EncryptionKey, or a row moved from another key): %w", column, err)
-	}
-	return string(plain), nil
+	return fmt.Sprintf("pgstore.Store{Table: %q, Key: %q, encryption keys: %d}", s.Table, s.Key, n)
 }
+
+// GoString is like String, for the %#v verb.
+func (s *Store) GoString() string { return s.String() }
+
+// Format writes String whatever the verb, so that no verb prints the
+// keys.
+func (s *Store) Format(f fmt.State, _ rune) { io.WriteString(f, s.String()) }
+
+// LogValue is like String, for log/slog.
+func (s *Store) LogValue() slog.Value { return slog.StringValue(s.String()) }

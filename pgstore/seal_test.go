@@ -1,8 +1,13 @@
 package pgstore
 
 import (
+	"bytes"
 	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -81,10 +86,19 @@ func TestEncryption(t *testing.T) {
 		checkErr(t, err, "decrypting")
 	})
 	t.Run("bad key size", func(t *testing.T) {
-		bad := &Store{Pool: pool, Table: table, Key: "enc", EncryptionKey: []byte("short")}
-		_, err := bad.Load(ctx)
-		checkErr(t, err, "EncryptionKey")
-		checkErr(t, bad.Save(ctx, tok), "EncryptionKey")
+		// The first Load fails, even with nothing or only plain text
+		// stored, and so does CreateTable: a key that cannot seal is
+		// found at start-up, not at the first Save.
+		for _, s := range []*Store{
+			{Pool: pool, Table: table, Key: "enc", EncryptionKey: []byte("secret-short")},
+			{Pool: pool, Table: table, Key: "nothing-stored", EncryptionKey: []byte("secret-short")},
+			{Pool: pool, Table: table, Key: "nothing-stored", EncryptionKey: key, EncryptionKeys: []AESKey{[]byte("secret-short")}},
+		} {
+			_, err := s.Load(ctx)
+			checkErr(t, err, "key")
+			checkErr(t, s.CreateTable(ctx), "key")
+			checkErr(t, s.Save(ctx, tok), "key")
+		}
 	})
 	t.Run("plaintext row read with a key", func(t *testing.T) {
 		plain := &Store{Pool: pool, Table: table, Key: "plain"}
@@ -97,4 +111,85 @@ func TestEncryption(t *testing.T) {
 		}
 		assertToken(t, got, tok)
 	})
+}
+
+// Rotation: seal with EncryptionKey, open with it or any of
+// EncryptionKeys.
+func TestKeyRotation(t *testing.T) {
+	t.Parallel()
+	pool := testPool(t, 0)
+	table := testTable(t, pool)
+	ctx := testContext(t)
+	oldKey, newKey := make([]byte, 32), make([]byte, 32)
+	rand.Read(oldKey)
+	rand.Read(newKey)
+	tok := &oauth2.Token{AccessToken: "secret-access-token", RefreshToken: "secret-refresh-token", Expiry: time.Now().Add(time.Hour)}
+
+	if err := (&Store{Pool: pool, Table: table, Key: "g", EncryptionKey: oldKey}).Save(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	// Step 1: every replica can open with the new key too.
+	step1 := &Store{Pool: pool, Table: table, Key: "g", EncryptionKey: oldKey, EncryptionKeys: []AESKey{newKey}}
+	got, err := step1.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertToken(t, got, tok)
+	// Step 2: seal with the new key, still open the old one.
+	step2 := &Store{Pool: pool, Table: table, Key: "g", EncryptionKey: newKey, EncryptionKeys: []AESKey{oldKey}}
+	got, err = step2.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertToken(t, got, tok)
+	if err := step2.Save(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	// Step 3: the old key is no longer needed, and no longer opens.
+	step3 := &Store{Pool: pool, Table: table, Key: "g", EncryptionKey: newKey}
+	got, err = step3.Load(ctx)
+	if err != nil {
+		t.Fatalf("Load with the new key only, after a Save with it first: %v", err)
+	}
+	assertToken(t, got, tok)
+	if _, err := (&Store{Pool: pool, Table: table, Key: "g", EncryptionKey: oldKey}).Load(ctx); err == nil {
+		t.Error("the old key opened a token saved after rotation")
+	}
+	// EncryptionKeys alone: the first seals.
+	only := &Store{Pool: pool, Table: table, Key: "g", EncryptionKeys: []AESKey{oldKey, newKey}}
+	if err := only.Save(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&Store{Pool: pool, Table: table, Key: "g", EncryptionKey: oldKey}).Load(ctx); err != nil {
+		t.Errorf("sealed with EncryptionKeys[0]? Load with it: %v", err)
+	}
+}
+
+// The keys never show: not in fmt, encoding/json or log/slog output of
+// a Store.
+func TestKeyRedacted(t *testing.T) {
+	t.Parallel()
+	k := []byte("0123456789-SECRET-KEY-0123456789")
+	s := &Store{Key: "g", EncryptionKey: k, EncryptionKeys: []AESKey{k}}
+	type config struct {
+		Store *Store
+	}
+	var out []string
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%x", "%q"} {
+		out = append(out, fmt.Sprintf(verb, s), fmt.Sprintf(verb, config{s}), fmt.Sprintf(verb, s.EncryptionKey))
+	}
+	js, err := json.Marshal(config{s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out = append(out, string(js))
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("m", "store", s, "config", config{s})
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("m", "store", s, "config", config{s})
+	out = append(out, buf.String())
+	for _, o := range out {
+		if strings.Contains(o, "SECRET") || strings.Contains(o, hex.EncodeToString([]byte("SECRET"))) || strings.Contains(o, "83 69 67 82") {
+			t.Errorf("the key shows: %s", o)
+		}
+	}
 }

@@ -1,0 +1,113 @@
+package redisstore
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/gopandadoc/pandadocauth/internal/seal"
+)
+
+// sealedPrefix marks a value sealed with an encryption key, followed by
+// base64 of nonce and ciphertext.
+const sealedPrefix = "redisstore-aes-gcm:v1:"
+
+// ErrEncrypted means the stored token is encrypted and the Store has no
+// encryption key to open it.
+var ErrEncrypted = errors.New("the stored token is encrypted and Store.EncryptionKey is not set")
+
+// AESKey is an AES key, 16, 24 or 32 bytes long, for Store.EncryptionKey
+// and Store.EncryptionKeys. A []byte converts to it implicitly. It never
+// shows its bytes: fmt (every verb), encoding/json and log/slog print
+// "[REDACTED]".
+type AESKey []byte
+
+// String returns "[REDACTED]".
+func (AESKey) String() string { return "[REDACTED]" }
+
+// GoString returns "[REDACTED]", for the %#v verb.
+func (AESKey) GoString() string { return "[REDACTED]" }
+
+// Format writes "[REDACTED]" whatever the verb, %x and %q included.
+func (AESKey) Format(f fmt.State, _ rune) { io.WriteString(f, "[REDACTED]") }
+
+// LogValue returns "[REDACTED]", for log/slog.
+func (AESKey) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
+
+// MarshalJSON encodes the key as the string "[REDACTED]".
+func (AESKey) MarshalJSON() ([]byte, error) { return []byte(`"[REDACTED]"`), nil }
+
+// sealer returns the Sealer of the Store's keys: EncryptionKey first,
+// then EncryptionKeys. A key of the wrong length is an error.
+func (s *Store) sealer() (*seal.Sealer, error) {
+	keys := make([][]byte, 0, 1+len(s.EncryptionKeys))
+	keys = append(keys, s.EncryptionKey)
+	for _, k := range s.EncryptionKeys {
+		keys = append(keys, k)
+	}
+	sl, err := seal.New(sealedPrefix, keys...)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: encryption keys (EncryptionKey is key 1, then EncryptionKeys): %w", err)
+	}
+	return sl, nil
+}
+
+// additionalData binds a sealed value to its grant and field, so that
+// it cannot be moved to another grant or field.
+func (s *Store) additionalData(field string) []byte {
+	return []byte("pandadocauth/redisstore\x00" + field + "\x00" + s.Key)
+}
+
+// open reverses sl.Seal. Values stored without encryption are returned
+// as they are.
+func (s *Store) open(sl *seal.Sealer, v, field string) (string, error) {
+	plain, err := sl.Open(v, s.additionalData(field))
+	switch {
+	case errors.Is(err, seal.ErrNoKey):
+		return "", fmt.Errorf("redisstore: loading token: %w", ErrEncrypted)
+	case errors.Is(err, seal.ErrWrongKey):
+		return "", fmt.Errorf("redisstore: loading token: decrypting %s: %w", field, err)
+	case err != nil:
+		return "", fmt.Errorf("redisstore: loading token: %s: %w", field, err)
+	}
+	return plain, nil
+}
+
+// String describes the Store without its keys: key prefix, grant key
+// and how many encryption keys it has.
+func (s *Store) String() string {
+	if s == nil {
+		return "redisstore.Store(nil)"
+	}
+	n := len(s.EncryptionKeys)
+	if len(s.EncryptionKey) > 0 {
+		n++
+	}
+	return fmt.Sprintf("redisstore.Store{Prefix: %q, Key: %q, encryption keys: %d}", s.Prefix, s.Key, n)
+}
+
+// GoString is like String, for the %#v verb.
+func (s *Store) GoString() string { return s.String() }
+
+// Format writes String whatever the verb, so that no verb prints the
+// keys or the client's password.
+func (s *Store) Format(f fmt.State, _ rune) { io.WriteString(f, s.String()) }
+
+// LogValue is like String, for log/slog.
+func (s *Store) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalJSON encodes what String shows, so that neither the keys nor
+// the client (and its password) are encoded.
+func (s *Store) MarshalJSON() ([]byte, error) {
+	n := len(s.EncryptionKeys)
+	if len(s.EncryptionKey) > 0 {
+		n++
+	}
+	return json.Marshal(struct {
+		Prefix         string
+		Key            string
+		EncryptionKeys int
+	}{s.Prefix, s.Key, n})
+}
