@@ -75,7 +75,7 @@ func TestLogin(t *testing.T) {
 	inv := newInvocation(t, nil, "")
 	done := inv.start(append(ls.args, "-no-browser",
 		"-client-id", pandadoctest.DefaultClientID, "-client-secret", pandadoctest.DefaultClientSecret)...)
-	authURL := inv.stderr.waitForLine(t, ls.srv.URL+"/oauth2/authorize?")
+	authURL := inv.stderr.WaitLine(t, ls.srv.URL+"/oauth2/authorize?")
 
 	u, err := url.Parse(authURL)
 	if err != nil {
@@ -219,7 +219,7 @@ func TestLoginFailures(t *testing.T) {
 			ls := newLoginSetup(t, tt.opts...)
 			inv := newInvocation(t, credentials(), "")
 			done := inv.start(append(ls.args, "-no-browser")...)
-			authURL := inv.stderr.waitForLine(t, ls.srv.URL+"/oauth2/authorize?")
+			authURL := inv.stderr.WaitLine(t, ls.srv.URL+"/oauth2/authorize?")
 			code, page := tt.visit(t, ls, authURL)
 			if code != http.StatusBadRequest || !strings.Contains(page, tt.wantPage) {
 				t.Errorf("callback page: %d, want 400 with %q:\n%s", code, tt.wantPage, page)
@@ -261,14 +261,14 @@ func TestLoginPortBusy(t *testing.T) {
 	ls := newLoginSetup(t)
 	inv := newInvocation(t, credentials(), "")
 	first := inv.start(append(ls.args, "-no-browser")...)
-	inv.stderr.waitForLine(t, "Waiting for PandaDoc")
+	inv.stderr.WaitLine(t, "Waiting for PandaDoc")
 
 	code, _, stderr := runCmd(t, credentials(), append(ls.args, "-no-browser")...)
 	if code != exitFail || !strings.Contains(stderr, "is another login running?") {
 		t.Errorf("second login: %d\n%s", code, stderr)
 	}
 
-	authURL := inv.stderr.waitForLine(t, ls.srv.URL+"/oauth2/authorize?")
+	authURL := inv.stderr.WaitLine(t, ls.srv.URL+"/oauth2/authorize?")
 	get(t, browser(t), authURL)
 	if status := wait(t, first); status != exitOK {
 		t.Errorf("first login: %d\n%s", status, inv.stderr)
@@ -283,7 +283,7 @@ func TestLoginInterrupted(t *testing.T) {
 	defer cancel()
 	done := make(chan int, 1)
 	go func() { done <- inv.c.run(ctx, append(ls.args, "-no-browser")) }()
-	inv.stderr.waitForLine(t, "Waiting for PandaDoc")
+	inv.stderr.WaitLine(t, "Waiting for PandaDoc")
 	cancel()
 	if status := wait(t, done); status != exitFail || !strings.Contains(inv.stderr.String(), "interrupted") {
 		t.Errorf("exit status %d; stderr:\n%s", status, inv.stderr)

@@ -9,14 +9,13 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 	"golang.org/x/oauth2"
 
 	"github.com/gopandadoc/pandadocauth"
+	"github.com/gopandadoc/pandadocauth/internal/testutil"
 	"github.com/gopandadoc/pandadocauth/pandadoctest"
 )
 
@@ -24,53 +23,17 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// syncBuffer is a bytes.Buffer that a command writes to while the test
-// reads it.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// waitForLine waits until a line of s, trimmed, starts with prefix, and
-// returns that line.
-func (s *syncBuffer) waitForLine(t *testing.T, prefix string) string {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, line := range strings.Split(s.String(), "\n") {
-			if line = strings.TrimSpace(line); strings.HasPrefix(line, prefix) {
-				return line
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("no line starting with %q in:\n%s", prefix, s.String())
-	return ""
-}
-
 // invocation is one run of the command in-process.
 type invocation struct {
 	c              *cli
-	stdout, stderr *syncBuffer
+	stdout, stderr *testutil.Buffer
 }
 
 // newInvocation returns a command with the environment env and standard
 // input stdin, whose browser must not be opened.
 func newInvocation(t *testing.T, env map[string]string, stdin string) *invocation {
 	t.Helper()
-	inv := &invocation{stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	inv := &invocation{stdout: &testutil.Buffer{}, stderr: &testutil.Buffer{}}
 	inv.c = &cli{
 		stdin:  strings.NewReader(stdin),
 		stdout: inv.stdout,
@@ -94,13 +57,7 @@ func (inv *invocation) start(args ...string) <-chan int {
 // wait waits for the exit status from done.
 func wait(t *testing.T, done <-chan int) int {
 	t.Helper()
-	select {
-	case code := <-done:
-		return code
-	case <-time.After(20 * time.Second):
-		t.Fatal("the command did not return")
-		return -1
-	}
+	return testutil.Recv(t, done, "the command to return")
 }
 
 // runCmd runs args with env and returns the exit status and output.
@@ -197,9 +154,7 @@ func TestHelp(t *testing.T) {
 					t.Errorf("usage lacks %q:\n%s", w, stdout)
 				}
 			}
-			if strings.Contains(stdout+stderr, "s3cr3t") || strings.Contains(stdout+stderr, "k3y") {
-				t.Errorf("usage shows a secret from the environment:\n%s", stdout)
-			}
+			testutil.AssertNoSecret(t, "usage", stdout+stderr, "s3cr3t", "k3y")
 		})
 	}
 }
