@@ -18,7 +18,7 @@ import (
 
 const demoUsage = `Usage: pandadoc-oauth demo [flags]
 
-Demo runs concurrent API traffic against a fake PandaDoc in this process
+pandadoc-oauth demo runs concurrent API traffic against a fake PandaDoc in this process
 (package pandadoctest, with refresh-token rotation on), offline and
 without credentials, through two clients in turn, each against a fresh
 fake with the same settings:

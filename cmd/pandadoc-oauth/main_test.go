@@ -115,17 +115,6 @@ func loadToken(t *testing.T, path string) *oauth2.Token {
 	return tok
 }
 
-// freePort returns a loopback port that nothing listens on.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func TestHelp(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{envClientID: "id", envClientSecret: "s3cr3t-from-env", envAPIKey: "k3y-from-env"}
@@ -159,6 +148,30 @@ func TestHelp(t *testing.T) {
 	}
 }
 
+// TestHelpWording checks the help texts' wording: a sentence that starts
+// with the command's name keeps it lower-case, as typed, and flag
+// placeholders are nouns.
+func TestHelpWording(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"-h"}, {"login", "-h"}, {"token", "-h"}, {"api", "-h"}, {"demo", "-h"}} {
+		_, stdout, _ := runCmd(t, nil, args...)
+		for _, line := range strings.Split(stdout, "\n") {
+			for _, bad := range []string{"Pandadoc-oauth", "Api ", "Login ", "Token ", "Demo "} {
+				if strings.HasPrefix(strings.TrimSpace(line), bad) {
+					t.Errorf("%q: line starts with %q: %s", args, bad, line)
+				}
+			}
+		}
+		if strings.Contains(stdout, " long\n") || strings.Contains(stdout, "-timeout long") {
+			t.Errorf("%q: a placeholder reads \"long\":\n%s", args, stdout)
+		}
+	}
+	_, stdout, _ := runCmd(t, nil, "login", "-h")
+	if !strings.Contains(stdout, "-timeout duration") {
+		t.Errorf("login -h lacks \"-timeout duration\":\n%s", stdout)
+	}
+}
+
 func TestRunHelp(t *testing.T) {
 	t.Parallel()
 	var stdout, stderr bytes.Buffer
@@ -182,7 +195,15 @@ func TestUsageErrors(t *testing.T) {
 		{"unknown flag", nil, []string{"token", "-nope"}, "flag provided but not defined: -nope"},
 		{"bad flag value", nil, []string{"demo", "-workers", "many"}, "invalid value"},
 		{"token arguments", nil, []string{"token", "extra"}, "unexpected arguments"},
-		{"api without path", nil, []string{"api", "GET"}, "want METHOD and PATH"},
+		{"api without path", nil, []string{"api", "GET"}, "want METHOD and PATH, got 1 argument\n"},
+		{"api without arguments", nil, []string{"api"}, "want METHOD and PATH, got no arguments\n"},
+		{"api three arguments", nil, []string{"api", "GET", "/a", "/b"}, "want METHOD and PATH, got 3 arguments\n"},
+		{"base URL without scheme", nil, []string{"api", "-base-url", "127.0.0.1:1", "GET", "/x"}, `-base-url "127.0.0.1:1" is not a URL of the form https://api.pandadoc.com`},
+		{"token base URL without scheme", nil, []string{"token", "-base-url", "127.0.0.1:1"}, `-base-url "127.0.0.1:1" is not a URL of the form https://api.pandadoc.com`},
+		{"login base URL without scheme", credentials(), []string{"login", "-base-url", "api.pandadoc.com"}, "needs the scheme"},
+		{"base URL with a query", nil, []string{"token", "-base-url", "https://api.pandadoc.com/?x=1"}, "-base-url"},
+		{"token URL of another scheme", nil, []string{"token", "-token-url", "ftp://api.pandadoc.com/oauth2/access_token"}, "-token-url"},
+		{"auth URL without host", credentials(), []string{"login", "-auth-url", "https:///oauth2/authorize"}, "-auth-url"},
 		{"api relative path", nil, []string{"api", "GET", "public/v1/documents"}, "must start with /"},
 		{"api bad header", nil, []string{"api", "-H", "nocolon", "GET", "/x"}, "Name: value"},
 		{"login without credentials", nil, []string{"login", "-no-browser"}, envClientID},
