@@ -174,6 +174,7 @@ func (c *cli) login(ctx context.Context, args []string) int {
 		fmt.Fprintf(c.stderr, "; the access token expires %s", res.tok.Expiry.Local().Format(time.DateTime))
 	}
 	fmt.Fprintln(c.stderr, ".")
+	fmt.Fprintf(c.stderr, "To use it from Go, give a TokenSource this Store:\n\n    &pandadocauth.FileStore{Path: %q}\n\n", path)
 	return exitOK
 }
 

@@ -128,6 +128,10 @@ func TestLogin(t *testing.T) {
 	if !strings.Contains(inv.stderr.String(), "Logged in. The token is saved in "+ls.store) {
 		t.Errorf("stderr:\n%s", inv.stderr)
 	}
+	// The line to paste into a program names the same file.
+	if want := "&pandadocauth.FileStore{Path: " + strconv.Quote(ls.store) + "}"; !strings.Contains(inv.stderr.String(), want) {
+		t.Errorf("stderr lacks %s:\n%s", want, inv.stderr)
+	}
 
 	tok := loadToken(t, ls.store)
 	if refresh := ls.srv.RefreshTokens(); len(refresh) != 1 || refresh[0] != tok.RefreshToken {

@@ -299,3 +299,38 @@ func assertPortFree(t *testing.T, port int) {
 	}
 	ln.Close()
 }
+
+// TestREADMEFirstSteps checks that the README's first steps match the
+// command: the install line, and a Quickstart that reads the very file
+// login writes.
+func TestREADMEFirstSteps(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gomod, err := os.ReadFile(filepath.Join("..", "..", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"go install github.com/gopandadoc/pandadocauth/cmd/pandadoc-oauth@latest",
+		`&pandadocauth.FileStore{Path: filepath.Join(dir, "` + storeDir + `", "` + storeFile + `")}`,
+		"dir, err := os.UserConfigDir()",
+		"pandadoc-oauth login",
+	} {
+		if !strings.Contains(string(readme), want) {
+			t.Errorf("README lacks %s", want)
+		}
+	}
+	// The Go version the README promises is the go.mod's.
+	var goLine string
+	for _, line := range strings.Split(string(gomod), "\n") {
+		if v, ok := strings.CutPrefix(line, "go "); ok {
+			goLine = strings.TrimSpace(v)
+		}
+	}
+	if goLine == "" || !strings.Contains(string(readme), "`go "+goLine+"`") {
+		t.Errorf("README does not state the go.mod's Go version %q", goLine)
+	}
+}
