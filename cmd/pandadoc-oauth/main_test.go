@@ -129,7 +129,7 @@ func TestHelp(t *testing.T) {
 		{[]string{"token", "-h"}, []string{"Usage: pandadoc-oauth token", "-json", "-with-refresh-token", "-refresh"}},
 		{[]string{"api", "-h"}, []string{"Usage: pandadoc-oauth api", "METHOD PATH", "-api-key", "-H header"}},
 		{[]string{"api", "GET", "/x", "-h"}, []string{"Usage: pandadoc-oauth api"}},
-		{[]string{"demo", "-help"}, []string{"Usage: pandadoc-oauth demo", "-workers", "-duration"}},
+		{[]string{"demo", "-help"}, []string{"Usage: pandadoc-oauth demo", "-workers", "-latency"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -212,7 +212,7 @@ func TestUsageErrors(t *testing.T) {
 		{"login redirect without port", credentials(), []string{"login", "-redirect-url", "http://127.0.0.1/cb"}, "explicit port"},
 		{"login zero timeout", credentials(), []string{"login", "-timeout", "0s"}, "-timeout"},
 		{"demo workers", nil, []string{"demo", "-workers", "0"}, "-workers"},
-		{"demo duration", nil, []string{"demo", "-duration", "1ms"}, "-duration"},
+		{"demo latency", nil, []string{"demo", "-latency", "1ns"}, "-latency"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
