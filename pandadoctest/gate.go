@@ -13,7 +13,9 @@ var ErrClosed = errors.New("pandadoctest: server closed")
 // that arrives from now on is counted (TotalTokenRequests and
 // WaitTokenRequests see it), then waits at the gate until
 // ReleaseTokenRequests, its client gives up or Close. Only once past the
-// gate does it take its fault (FailNext, FailAlways) and get its answer.
+// gate does it take its fault (FailNext, FailAlways) and get its answer;
+// a request that arrives while the gate is open takes its fault as it
+// arrives.
 //
 // With the gate, a test lines up concurrent requests without guessing
 // how long they take to arrive:
@@ -61,7 +63,8 @@ func (s *Server) WaitHeldTokenRequests(ctx context.Context, n int) error {
 
 // WaitTokenRequests blocks until the token endpoint has received at least
 // n POSTs in all, as TotalTokenRequests counts them: a request counts as
-// soon as its body is read, before the gate, its fault or its answer. It
+// soon as its body is read, before the gate and its answer, and when the
+// gate is open it has taken its fault by then. It
 // returns ctx.Err() if ctx ends first, and ErrClosed if the server is
 // closed.
 func (s *Server) WaitTokenRequests(ctx context.Context, n int) error {
@@ -104,19 +107,9 @@ func (s *Server) LiveRefreshToken(refreshToken string) (string, bool) {
 	return "", false
 }
 
-// passGate waits at the token endpoint's gate, if it is closed. It
+// passGate waits at gate, where arrive counted the request as held. It
 // reports false if the request or the server ended first.
-func (s *Server) passGate(ctx context.Context) bool {
-	s.mu.Lock()
-	gate := s.gate
-	if gate == nil {
-		s.mu.Unlock()
-		return true
-	}
-	s.held++
-	s.notifyLocked()
-	s.mu.Unlock()
-
+func (s *Server) passGate(ctx context.Context, gate chan struct{}) bool {
 	passed := false
 	select {
 	case <-gate:

@@ -140,11 +140,13 @@ func (ac *authCode) pkceVerified(verifier string) bool {
 // either answers the grant or misbehaves.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	form, problem := readForm(w, r)
-	s.arrive(form)
-	if !s.passGate(r.Context()) {
-		panic(http.ErrAbortHandler)
+	f, gate := s.arrive(form)
+	if gate != nil {
+		if !s.passGate(r.Context(), gate) {
+			panic(http.ErrAbortHandler)
+		}
+		f = s.takeFault()
 	}
-	f := s.takeFault()
 
 	if f.Delay > 0 {
 		t := time.NewTimer(f.Delay)
@@ -194,8 +196,11 @@ func readForm(w http.ResponseWriter, r *http.Request) (form url.Values, problem 
 }
 
 // arrive counts a token request, by its grant_type and, for the
-// refresh_token grant, by the grant of its refresh token.
-func (s *Server) arrive(form url.Values) {
+// refresh_token grant, by the grant of its refresh token. If the gate is
+// closed, it returns the gate, at which the request is now held, and the
+// request takes its fault once past it; otherwise it takes its fault
+// now, so that a request that has arrived has its fault.
+func (s *Server) arrive(form url.Values) (Fault, chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	grantType := form.Get("grant_type")
@@ -207,6 +212,11 @@ func (s *Server) arrive(form url.Values) {
 		}
 	}
 	s.notifyLocked()
+	if s.gate != nil {
+		s.held++
+		return Fault{}, s.gate
+	}
+	return s.takeFaultLocked(), nil
 }
 
 // takeFault returns the fault a token request must suffer: the next
@@ -214,6 +224,11 @@ func (s *Server) arrive(form url.Values) {
 func (s *Server) takeFault() Fault {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.takeFaultLocked()
+}
+
+// takeFaultLocked is takeFault with s.mu held.
+func (s *Server) takeFaultLocked() Fault {
 	switch {
 	case len(s.faults) > 0:
 		f := s.faults[0]
