@@ -3,10 +3,12 @@ package pandadocauth
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,6 +44,33 @@ var defaultHTTPClient = &http.Client{Timeout: 30 * time.Second}
 // where to reach PandaDoc. The zero value of every optional field is a
 // sensible default. A Config must not be modified once it is in use; it
 // is safe for concurrent use after that.
+//
+// Config reads like golang.org/x/oauth2's Config, and AuthCodeURL and
+// Exchange take its AuthCodeOptions (PKCE, SetAuthURLParam). It differs
+// where PandaDoc or a long-running service asks for it:
+//
+//   - Client(t) and TokenSource(t) take no context. x/oauth2's keep the
+//     context for every later refresh, so a request-scoped context
+//     passed there breaks refreshes once it ends. Here the HTTP client
+//     is the HTTPClient field, and each call has its own context:
+//     TokenContext(ctx), and the request's context through Transport.
+//   - There is no Endpoint and no AuthStyle: PandaDoc reads the client
+//     credentials from the form body only, so they are always sent
+//     there. AuthURL and TokenURL override the endpoints, and Endpoint
+//     (the package variable) serves x/oauth2 users.
+//   - Exchange is never retried, since a code is single-use, and neither
+//     is Refresh; TokenSource retries refreshes, with back-off.
+//   - Refresh(ctx, refreshToken) is one refresh_token grant, which
+//     x/oauth2 has no call for.
+//   - Nil Scopes means "read" and "write", PandaDoc's API scopes.
+//   - PandaDoc has no password, client-credentials or device grant, so
+//     Config has no PasswordCredentialsToken or DeviceAuth.
+//
+// Config's JSON form is for display: json.Marshal writes "[redacted]" in
+// place of the client secret and leaves out HTTPClient, and decoding
+// JSON that carries "[redacted]" as the secret fails, since it would
+// set the secret to that placeholder. Read the secret from where it is
+// kept.
 type Config struct {
 	// ClientID is the application's client ID from the PandaDoc
 	// developer dashboard.
@@ -92,8 +121,9 @@ func (c Config) GoString() string { return c.String() }
 // LogValue is like String, for log/slog.
 func (c Config) LogValue() slog.Value { return slog.StringValue(c.String()) }
 
-// MarshalJSON encodes c without its client secret and HTTP client.
-// Decoding is unchanged: a Config can still be read from JSON.
+// MarshalJSON encodes c without its client secret, which it replaces
+// with "[redacted]" when set, and without its HTTP client. The result
+// does not decode back into a working Config; see UnmarshalJSON.
 func (c Config) MarshalJSON() ([]byte, error) {
 	secret := ""
 	if c.ClientSecret != "" {
@@ -108,6 +138,29 @@ func (c Config) MarshalJSON() ([]byte, error) {
 		AuthURL      string   `json:",omitempty"`
 	}{c.ClientID, secret, c.RedirectURL, c.Scopes, c.TokenURL, c.AuthURL})
 }
+
+// UnmarshalJSON decodes c as encoding/json does by default, but refuses
+// JSON whose ClientSecret is "[redacted]": MarshalJSON writes that in
+// place of the secret, so the JSON no longer holds it, and decoding it
+// would set the secret to the placeholder and fail every token request
+// with invalid_client. On error, c is unchanged.
+func (c *Config) UnmarshalJSON(b []byte) error {
+	type plain Config // Config without its methods
+	p := plain(*c)
+	if err := json.Unmarshal(b, &p); err != nil {
+		return fmt.Errorf("pandadocauth: decoding Config: %w", err)
+	}
+	if p.ClientSecret == redacted {
+		return errRedactedSecret
+	}
+	*c = Config(p)
+	return nil
+}
+
+// errRedactedSecret is UnmarshalJSON's error for a round trip through
+// MarshalJSON.
+var errRedactedSecret = errors.New(`pandadocauth: decoding Config: ClientSecret is "` + redacted +
+	`", the placeholder that json.Marshal writes in place of the secret; set ClientSecret from where the secret is kept`)
 
 func (c *Config) tokenURL() string {
 	if c.TokenURL != "" {
@@ -137,7 +190,19 @@ func (c *Config) httpClient(ctx context.Context) *http.Client {
 // opaque value that PandaDoc returns with the code on the redirect; use a
 // fresh random value per login and check it on the way back (empty omits
 // it).
-func (c *Config) AuthCodeURL(state string) string {
+//
+// opts are golang.org/x/oauth2's options, with its semantics: each sets a
+// query parameter, after (and over) the ones above. Use them for PKCE,
+// with the verifier kept for Exchange:
+//
+//	verifier := oauth2.GenerateVerifier()
+//	u := conf.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
+//	// … on the redirect:
+//	tok, err := conf.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+//
+// or for any other parameter, with oauth2.SetAuthURLParam. Nil options
+// are ignored.
+func (c *Config) AuthCodeURL(state string, opts ...oauth2.AuthCodeOption) string {
 	scopes := c.Scopes
 	if len(scopes) == 0 {
 		scopes = defaultScopes
@@ -153,6 +218,9 @@ func (c *Config) AuthCodeURL(state string) string {
 	if state != "" {
 		v.Set("state", state)
 	}
+	for k, vs := range authCodeOptionValues(opts) {
+		v[k] = vs
+	}
 	base := c.authURL()
 	sep := "?"
 	if strings.Contains(base, "?") {
@@ -165,7 +233,13 @@ func (c *Config) AuthCodeURL(state string) string {
 // authorization_code grant request. Codes are single-use, so a failed
 // exchange is never retried. Token-endpoint rejections are returned as
 // errors wrapping *oauth2.RetrieveError.
-func (c *Config) Exchange(ctx context.Context, code string) (*oauth2.Token, error) {
+//
+// opts are golang.org/x/oauth2's options, with its semantics: each sets a
+// form parameter of the request, over grant_type, code and redirect_uri
+// but not over the client credentials. The one that matters is
+// oauth2.VerifierOption, the PKCE verifier whose challenge went to
+// AuthCodeURL. Nil options are ignored.
+func (c *Config) Exchange(ctx context.Context, code string, opts ...oauth2.AuthCodeOption) (*oauth2.Token, error) {
 	if code == "" {
 		return nil, fmt.Errorf("pandadocauth: exchange: %w", ErrEmptyCode)
 	}
@@ -174,8 +248,52 @@ func (c *Config) Exchange(ctx context.Context, code string) (*oauth2.Token, erro
 	if c.RedirectURL != "" {
 		v.Set("redirect_uri", c.RedirectURL)
 	}
+	for k, vs := range authCodeOptionValues(opts) {
+		if k != "client_id" && k != "client_secret" {
+			v[k] = vs
+		}
+	}
 	tok, err := c.post(ctx, v, time.Now)
 	return tok, err.unwrap()
+}
+
+// optionProbe builds URLs from which authCodeOptionValues reads what
+// options set.
+var optionProbe = &oauth2.Config{Endpoint: oauth2.Endpoint{AuthURL: "https://option.probe.invalid/"}}
+
+// authCodeOptionValues returns the parameters that opts set, in the order
+// golang.org/x/oauth2 applies them (a later option wins). An
+// oauth2.AuthCodeOption sets them through an unexported method, so they
+// are read back from the authorization URLs that a bare oauth2.Config
+// builds with and without them: the parameters that differ are the
+// options'. An option that sets a parameter to the probe's own value
+// (response_type=code) sets nothing that matters.
+func authCodeOptionValues(opts []oauth2.AuthCodeOption) url.Values {
+	live := make([]oauth2.AuthCodeOption, 0, len(opts))
+	for _, o := range opts {
+		if o != nil {
+			live = append(live, o)
+		}
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	without := probeQuery(optionProbe.AuthCodeURL(""))
+	with := probeQuery(optionProbe.AuthCodeURL("", live...))
+	set := url.Values{}
+	for k, vs := range with {
+		if !slices.Equal(vs, without[k]) {
+			set[k] = vs
+		}
+	}
+	return set
+}
+
+// probeQuery returns the query of a URL that optionProbe built.
+func probeQuery(u string) url.Values {
+	_, raw, _ := strings.Cut(u, "?")
+	q, _ := url.ParseQuery(raw) // built by url.Values.Encode: it parses
+	return q
 }
 
 // Refresh makes one refresh_token grant request and returns the new

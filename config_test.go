@@ -2,9 +2,11 @@ package pandadocauth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,5 +145,129 @@ func TestConfigRefusesPlainHTTPTokenURL(t *testing.T) {
 	}
 	if n := mt.GetTotalCallCount(); n != 0 {
 		t.Errorf("%d requests sent", n)
+	}
+}
+
+func TestConfigAuthCodeURLOptions(t *testing.T) {
+	t.Parallel()
+	conf := &Config{ClientID: "id", RedirectURL: "http://127.0.0.1:8765/callback"}
+	verifier := oauth2.GenerateVerifier()
+	cases := []struct {
+		name string
+		opts []oauth2.AuthCodeOption
+		want map[string]string // parameters expected, "" for absent
+	}{
+		{"none", nil, map[string]string{"code_challenge": "", "client_id": "id", "scope": "read write", "state": "st"}},
+		{"PKCE S256", []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier)},
+			map[string]string{"code_challenge": oauth2.S256ChallengeFromVerifier(verifier), "code_challenge_method": "S256", "code_verifier": "", "state": "st"}},
+		{"param and offline", []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("prompt", "consent"), oauth2.AccessTypeOffline},
+			map[string]string{"prompt": "consent", "access_type": "offline", "client_id": "id"}},
+		{"options override", []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("scope", "read"), oauth2.SetAuthURLParam("state", "other"), oauth2.SetAuthURLParam("client_id", "id2")},
+			map[string]string{"scope": "read", "state": "other", "client_id": "id2", "response_type": "code"}},
+		{"later option wins", []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("prompt", "a"), oauth2.SetAuthURLParam("prompt", "b")},
+			map[string]string{"prompt": "b"}},
+		{"nil ignored", []oauth2.AuthCodeOption{nil, oauth2.SetAuthURLParam("prompt", "none"), nil},
+			map[string]string{"prompt": "none"}},
+		{"special characters", []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("login_hint", "a b&c=d?é")},
+			map[string]string{"login_hint": "a b&c=d?é"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u, err := url.Parse(conf.AuthCodeURL("st", tc.opts...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := u.Query()
+			for k, want := range tc.want {
+				if got := q.Get(k); got != want || (want == "") != !q.Has(k) {
+					t.Errorf("%s = %q (present %v), want %q", k, got, q.Has(k), want)
+				}
+			}
+			// The option parameters are those x/oauth2 would send.
+			var live []oauth2.AuthCodeOption
+			for _, o := range tc.opts {
+				if o != nil {
+					live = append(live, o)
+				}
+			}
+			x := &oauth2.Config{ClientID: "id", RedirectURL: conf.RedirectURL, Scopes: []string{"read", "write"}, Endpoint: Endpoint}
+			xu, _ := url.Parse(x.AuthCodeURL("st", live...))
+			if got, want := q.Encode(), xu.Query().Encode(); got != want {
+				t.Errorf("query\n got  %s\n x/oauth2 %s", got, want)
+			}
+		})
+	}
+}
+
+func TestConfigExchangeOptions(t *testing.T) {
+	t.Parallel()
+	mt := httpmock.NewMockTransport()
+	var got url.Values
+	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
+		req.ParseForm()
+		got = req.PostForm
+		return httpmock.NewStringResponse(200, `{"access_token":"at-SECRET-1","token_type":"Bearer","expires_in":60,"refresh_token":"rt-SECRET-1"}`), nil
+	})
+	conf := testConfig(mt)
+	conf.RedirectURL = "http://127.0.0.1:8765/callback"
+	verifier := oauth2.GenerateVerifier()
+	_, err := conf.Exchange(context.Background(), "code-SECRET", nil,
+		oauth2.VerifierOption(verifier),
+		oauth2.SetAuthURLParam("redirect_uri", "http://127.0.0.1:9999/callback"),
+		oauth2.SetAuthURLParam("client_secret", "not-the-secret"),
+		oauth2.SetAuthURLParam("client_id", "not-the-id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := url.Values{
+		"grant_type":    {"authorization_code"},
+		"code":          {"code-SECRET"},
+		"code_verifier": {verifier},
+		"redirect_uri":  {"http://127.0.0.1:9999/callback"},
+		"client_id":     {testClientID},
+		"client_secret": {testClientSecret},
+	}
+	if got.Encode() != want.Encode() {
+		t.Errorf("form\n got  %s\n want %s", got.Encode(), want.Encode())
+	}
+}
+
+func TestConfigJSON(t *testing.T) {
+	t.Parallel()
+	conf := Config{ClientID: "id", ClientSecret: testClientSecret, RedirectURL: "http://127.0.0.1/cb", Scopes: []string{"read"}}
+	b, err := json.Marshal(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertNoSecret(t, "JSON", string(b))
+	if !strings.Contains(string(b), `"ClientSecret":"[redacted]"`) {
+		t.Errorf("JSON = %s, want the secret shown as redacted", b)
+	}
+
+	// The round trip is refused, and leaves the Config as it was.
+	back := Config{ClientID: "before"}
+	err = json.Unmarshal(b, &back)
+	if err == nil || !strings.Contains(err.Error(), "pandadocauth:") || !strings.Contains(err.Error(), "placeholder") {
+		t.Fatalf("decoding the redacted JSON: %v, want a clear error", err)
+	}
+	if back.ClientID != "before" || back.ClientSecret != "" {
+		t.Errorf("Config after a refused decode: %+v", back)
+	}
+
+	// JSON with a real secret, or none, decodes as before.
+	var ok Config
+	if err := json.Unmarshal([]byte(`{"ClientID":"id","ClientSecret":"s3cret","Scopes":["read"],"TokenURL":"https://t.test/"}`), &ok); err != nil {
+		t.Fatal(err)
+	}
+	if ok.ClientID != "id" || ok.ClientSecret != "s3cret" || len(ok.Scopes) != 1 || ok.TokenURL != "https://t.test/" {
+		t.Errorf("decoded %+v", ok)
+	}
+	var noSecret Config
+	b, _ = json.Marshal(Config{ClientID: "id"})
+	if err := json.Unmarshal(b, &noSecret); err != nil || noSecret.ClientID != "id" {
+		t.Errorf("round trip without a secret: %+v, %v", noSecret, err)
+	}
+	if err := json.Unmarshal([]byte(`{"ClientID":5}`), &noSecret); err == nil || !strings.HasPrefix(err.Error(), "pandadocauth: ") {
+		t.Errorf("bad JSON: %v", err)
 	}
 }

@@ -3,33 +3,47 @@ package pandadocauth_test
 import (
 	"context"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"log"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
+	"testing"
 	"time"
 
-	"github.com/gopandadoc/pandadocauth"
-	"github.com/jarcoal/httpmock"
 	"golang.org/x/oauth2"
+
+	"github.com/gopandadoc/pandadocauth"
+	"github.com/gopandadoc/pandadocauth/pandadoctest"
 )
 
-// fakePandaDoc answers the token endpoint and one API route offline, so
-// the examples run without a PandaDoc account.
-func fakePandaDoc() *httpmock.MockTransport {
-	mt := httpmock.NewMockTransport()
-	mt.RegisterResponder("POST", pandadocauth.TokenURL, httpmock.NewStringResponder(200,
-		`{"access_token":"new-access","token_type":"Bearer","expires_in":31535999,"scope":"read+write","refresh_token":"new-refresh"}`))
-	mt.RegisterResponder("GET", "https://api.pandadoc.com/public/v1/documents",
-		func(req *http.Request) (*http.Response, error) {
-			auth := req.Header.Get("Authorization")
-			if auth != "Bearer new-access" && auth != "API-Key my-api-key" {
-				return httpmock.NewStringResponse(401, `{"type":"authentication_error","detail":"Authentication credentials were not provided."}`), nil
-			}
-			return httpmock.NewStringResponse(200, `{"results":[]}`), nil
-		})
-	return mt
+// The examples run offline against pandadoctest, a fake PandaDoc. In
+// real code, drop the server: build the Config from your credentials
+// and send requests to https://api.pandadoc.com.
+
+// tempTokenFile returns a token file in a new temporary directory, and a
+// function that removes the directory. In real code, use a file that
+// outlives the process, such as the one "pandadoc-oauth login" writes.
+func tempTokenFile() (string, func()) {
+	dir, err := os.MkdirTemp("", "pandadocauth-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	return filepath.Join(dir, "token.json"), func() { os.RemoveAll(dir) }
+}
+
+// loggedIn stands in for a first login: it saves a token of a new grant
+// to path, as "pandadoc-oauth login" or the Config.Exchange example does.
+func loggedIn(srv *pandadoctest.Server, path string) {
+	store := &pandadocauth.FileStore{Path: path}
+	if err := store.Save(context.Background(), srv.IssueToken()); err != nil {
+		log.Fatal(err)
+	}
 }
 
 func ExampleConfig_AuthCodeURL() {
@@ -37,66 +51,130 @@ func ExampleConfig_AuthCodeURL() {
 		ClientID:    "my-client-id",
 		RedirectURL: "https://example.com/pandadoc/callback",
 	}
-	// Use a fresh random state per login, and check it on the way back.
-	fmt.Println(conf.AuthCodeURL("state-123"))
+	// Per login: a fresh random state, checked on the way back, and a
+	// PKCE verifier, kept for Exchange.
+	state := oauth2.GenerateVerifier()
+	verifier := oauth2.GenerateVerifier()
+	authURL := conf.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
+
+	u, _ := url.Parse(authURL)
+	q := u.Query()
+	fmt.Println(u.Scheme + "://" + u.Host + u.Path)
+	fmt.Println(q.Get("client_id"), q.Get("redirect_uri"), q.Get("response_type"), q.Get("scope"))
+	fmt.Println(q.Get("code_challenge_method"), q.Get("code_challenge") == oauth2.S256ChallengeFromVerifier(verifier))
 	// Output:
-	// https://app.pandadoc.com/oauth2/authorize?client_id=my-client-id&redirect_uri=https%3A%2F%2Fexample.com%2Fpandadoc%2Fcallback&response_type=code&scope=read+write&state=state-123
+	// https://app.pandadoc.com/oauth2/authorize
+	// my-client-id https://example.com/pandadoc/callback code read write
+	// S256 true
 }
 
+// A login from start to end: the consent URL, the redirect back with a
+// code, the exchange, and the token saved where the program will find it
+// on its next start.
 func ExampleConfig_Exchange() {
-	conf := &pandadocauth.Config{
-		ClientID:     "my-client-id",
-		ClientSecret: "my-client-secret",
-		RedirectURL:  "https://example.com/pandadoc/callback",
-		HTTPClient:   &http.Client{Transport: fakePandaDoc()}, // omit to reach PandaDoc
-	}
-	// code comes from the redirect: /pandadoc/callback?code=…&state=…
-	tok, err := conf.Exchange(context.Background(), "code-from-redirect")
+	srv := pandadoctest.NewServer() // stands in for PandaDoc
+	defer srv.Close()
+	conf := srv.Config() // in real code: &pandadocauth.Config{ClientID: …, ClientSecret: …, RedirectURL: …}
+	path, cleanup := tempTokenFile()
+	defer cleanup()
+	ctx := context.Background()
+
+	state := oauth2.GenerateVerifier()
+	verifier := oauth2.GenerateVerifier()
+	authURL := conf.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
+
+	// The user approves in the browser, which PandaDoc sends back to the
+	// redirect URL with a code; here a client plays the browser.
+	browser := srv.Client()
+	browser.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := browser.Get(authURL)
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println(tok.TokenType, tok.Extra("scope"), tok.RefreshToken != "")
+	resp.Body.Close()
+	back, _ := url.Parse(resp.Header.Get("Location"))
+
+	// The redirect handler: check the state, then exchange the code with
+	// the verifier, and save the token before anything else.
+	if back.Query().Get("state") != state {
+		log.Fatal("state mismatch: the redirect does not belong to this login")
+	}
+	tok, err := conf.Exchange(ctx, back.Query().Get("code"), oauth2.VerifierOption(verifier))
+	if err != nil {
+		log.Fatal(err)
+	}
+	store := &pandadocauth.FileStore{Path: path}
+	if err := store.Save(ctx, tok); err != nil {
+		log.Fatal(err)
+	}
+	saved, _ := store.Load(ctx)
+	fmt.Println(tok.TokenType, tok.Extra("scope"), saved.RefreshToken == tok.RefreshToken)
 	// Output: Bearer read+write true
 }
 
+// A service's client: the token comes from a file and every new one,
+// with its rotated refresh token, is saved there before it is used.
 func ExampleTransport() {
-	mock := fakePandaDoc() // stands in for PandaDoc; omit in real code
-	conf := &pandadocauth.Config{
-		ClientID:     "my-client-id",
-		ClientSecret: "my-client-secret",
-		HTTPClient:   &http.Client{Transport: mock},
-	}
+	srv := pandadoctest.NewServer(pandadoctest.WithRotation(true)) // stands in for PandaDoc
+	defer srv.Close()
+	path, cleanup := tempTokenFile()
+	defer cleanup()
+	loggedIn(srv, path)
+
 	src := &pandadocauth.TokenSource{
-		Config: conf,
-		// A token saved earlier; it has expired, so the first request
-		// refreshes it.
-		Initial: &oauth2.Token{AccessToken: "old-access", RefreshToken: "old-refresh", Expiry: time.Now().Add(-time.Hour)},
+		Config: srv.Config(), // in real code: &pandadocauth.Config{ClientID: …, ClientSecret: …}
+		Store:  &pandadocauth.FileStore{Path: path},
 	}
+	defer src.Wait() // before exit, finish saving a refreshed token
 	client := &http.Client{
-		Transport: &pandadocauth.Transport{Source: src, Base: mock},
+		Transport: &pandadocauth.Transport{Source: src},
 		Timeout:   30 * time.Second,
 	}
-	resp, err := client.Get("https://api.pandadoc.com/public/v1/documents")
-	if err != nil {
-		log.Fatal(err)
+	get := func() {
+		resp, err := client.Get(srv.URL + "/public/v1/documents") // https://api.pandadoc.com/public/v1/documents
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Println(resp.StatusCode, string(body))
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	fmt.Println(resp.StatusCode, string(body))
-	// Output: 200 {"results":[]}
+
+	get()
+	srv.ExpireAll() // PandaDoc answers 401: the token is refreshed and the request replayed
+	get()
+
+	saved, _ := (&pandadocauth.FileStore{Path: path}).Load(context.Background())
+	fmt.Println("refreshes:", srv.TokenRequests("refresh_token"))
+	fmt.Println("saved refresh token is the live one:", srv.RefreshTokens()[0] == saved.RefreshToken)
+	// Output:
+	// 200 {"results":[]}
+	// 200 {"results":[]}
+	// refreshes: 1
+	// saved refresh token is the live one: true
 }
 
+// An http.Client the service already has keeps its timeout and
+// transport, and gains authentication.
 func ExampleTransport_existingClient() {
-	mock := fakePandaDoc() // stands in for PandaDoc; omit in real code
+	srv := pandadoctest.NewServer(pandadoctest.WithRotation(true)) // stands in for PandaDoc
+	defer srv.Close()
+	path, cleanup := tempTokenFile()
+	defer cleanup()
+	loggedIn(srv, path)
+
 	// A client the service already has, with its own timeout and
 	// transport (instrumentation, proxies, …).
-	existing := &http.Client{Timeout: 10 * time.Second, Transport: mock}
+	existing := &http.Client{Timeout: 10 * time.Second, Transport: http.DefaultTransport}
 
-	conf := &pandadocauth.Config{ClientID: "my-client-id", ClientSecret: "my-client-secret", HTTPClient: &http.Client{Transport: mock}}
-	src := conf.TokenSource(&oauth2.Token{RefreshToken: "saved-refresh"})
+	src := &pandadocauth.TokenSource{
+		Config: srv.Config(), // in real code: &pandadocauth.Config{ClientID: …, ClientSecret: …}
+		Store:  &pandadocauth.FileStore{Path: path},
+	}
+	defer src.Wait()
 	client := pandadocauth.NewClient(existing, src)
 
-	resp, err := client.Get("https://api.pandadoc.com/public/v1/documents")
+	resp, err := client.Get(srv.URL + "/public/v1/documents") // https://api.pandadoc.com/public/v1/documents
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -106,37 +184,82 @@ func ExampleTransport_existingClient() {
 }
 
 func ExampleFileStore() {
-	dir, _ := os.MkdirTemp("", "pandadocauth-example")
-	defer os.RemoveAll(dir)
-	store := &pandadocauth.FileStore{Path: filepath.Join(dir, "token.json")}
+	srv := pandadoctest.NewServer(pandadoctest.WithRotation(true)) // stands in for PandaDoc
+	defer srv.Close()
+	path, cleanup := tempTokenFile()
+	defer cleanup()
+	loggedIn(srv, path)
 
-	// Saved once after the first login, for example by Exchange's caller.
-	store.Save(context.Background(), &oauth2.Token{RefreshToken: "saved-refresh"})
-
-	mock := fakePandaDoc() // stands in for PandaDoc; omit in real code
+	store := &pandadocauth.FileStore{Path: path}
 	src := &pandadocauth.TokenSource{
-		Config: &pandadocauth.Config{ClientID: "my-client-id", ClientSecret: "my-client-secret", HTTPClient: &http.Client{Transport: mock}},
-		Store:  store, // read at first use, and every new token is saved before use
+		Config: srv.Config(), // in real code: &pandadocauth.Config{ClientID: …, ClientSecret: …}
+		Store:  store,        // read at first use; every new token is saved before use
 	}
+	defer src.Wait()
+
+	// The first call reads the store: the saved token is valid, so no
+	// refresh is needed.
 	tok, err := src.Token()
 	if err != nil {
 		log.Fatal(err)
 	}
 	saved, _ := store.Load(context.Background())
-	fmt.Println(tok.AccessToken == saved.AccessToken, saved.RefreshToken)
-	// Output: true new-refresh
+	fmt.Println(tok.AccessToken == saved.AccessToken, srv.TotalTokenRequests())
+	// Output: true 0
 }
 
 func ExampleAPIKeyTransport() {
-	client := &http.Client{Transport: &pandadocauth.APIKeyTransport{
-		Key:  "my-api-key",
-		Base: fakePandaDoc(), // omit to reach PandaDoc
-	}}
-	resp, err := client.Get("https://api.pandadoc.com/public/v1/documents")
+	srv := pandadoctest.NewServer(pandadoctest.WithAPIKey("my-api-key")) // stands in for PandaDoc
+	defer srv.Close()
+
+	client := &http.Client{
+		Transport: &pandadocauth.APIKeyTransport{Key: "my-api-key"},
+		Timeout:   30 * time.Second,
+	}
+	resp, err := client.Get(srv.URL + "/public/v1/documents") // https://api.pandadoc.com/public/v1/documents
 	if err != nil {
 		log.Fatal(err)
 	}
 	resp.Body.Close()
 	fmt.Println(resp.StatusCode)
 	// Output: 200
+}
+
+// TestExamplesAreReadyToCopy checks the examples above as a reader would
+// copy them: no mock library, and every one that builds a TokenSource
+// gives it a Store, so the rotated refresh token survives a restart.
+func TestExamplesAreReadyToCopy(t *testing.T) {
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, "example_test.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, imp := range f.Imports {
+		if strings.Contains(imp.Path.Value, "httpmock") {
+			t.Errorf("the examples import %s", imp.Path.Value)
+		}
+	}
+	src, err := os.ReadFile("example_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	examples := 0
+	for _, d := range f.Decls {
+		fn, ok := d.(*ast.FuncDecl)
+		if !ok || !strings.HasPrefix(fn.Name.Name, "Example") {
+			continue
+		}
+		examples++
+		body := string(src[fset.Position(fn.Body.Pos()).Offset:fset.Position(fn.Body.End()).Offset])
+		if !strings.Contains(body, "// Output:") {
+			t.Errorf("%s has no // Output: line", fn.Name.Name)
+		}
+		usesSource := strings.Contains(body, "pandadocauth.TokenSource{") || strings.Contains(body, ".TokenSource(") || strings.Contains(body, ".Client(tok")
+		if usesSource && !strings.Contains(body, "Store:") {
+			t.Errorf("%s builds a TokenSource without a Store: copied, it loses the rotated refresh token on restart", fn.Name.Name)
+		}
+	}
+	if examples < 6 {
+		t.Errorf("found %d examples, want at least 6", examples)
+	}
 }

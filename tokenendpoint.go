@@ -32,7 +32,7 @@ const (
 
 // post sends one form to the token endpoint and parses the answer.
 func (c *Config) post(ctx context.Context, form url.Values, now func() time.Time) (*oauth2.Token, *attemptError) {
-	secrets := []string{form.Get("client_secret"), form.Get("refresh_token"), form.Get("code")}
+	secrets := []string{form.Get("client_secret"), form.Get("refresh_token"), form.Get("code"), form.Get("code_verifier")}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.tokenURL(), strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, &attemptError{err: fmt.Errorf("pandadocauth: token request: %w", err)}

@@ -133,6 +133,7 @@ func (s *Server) countAPI(status int) {
 	defer s.mu.Unlock()
 	s.apiRequests[status]++
 	s.apiTotal++
+	s.notifyLocked()
 }
 
 // randomID returns a document ID of PandaDoc's length: 22 characters.

@@ -22,13 +22,25 @@
 //   - GET /oauth2/authorize: checks client_id, redirect_uri and
 //     response_type=code, then redirects to the redirect URI with a
 //     single-use code and the caller's state (or with
-//     error=access_denied when consent is denied).
+//     error=access_denied when consent is denied). A registered redirect
+//     URI on a loopback IP address, such as DefaultRedirectURL, matches
+//     on any port (RFC 8252 section 7.3), so a test can listen on a port
+//     the system picks. A PKCE code_challenge (S256 or plain, RFC 7636)
+//     is remembered with the code.
 //   - POST /oauth2/access_token: the authorization_code and refresh_token
 //     grants, with the client credentials in the form body, answering
-//     PandaDoc's token JSON or an RFC 6749 error.
+//     PandaDoc's token JSON or an RFC 6749 error. A code issued with a
+//     code_challenge needs the matching code_verifier (else
+//     invalid_grant).
 //   - /public/v1/...: GET and POST /public/v1/documents, for a current
 //     Bearer access token or the configured API key, else 401 with
 //     PandaDoc's authentication_error body.
+//
+// Tests wait on signals, not on time: HoldTokenRequests holds token
+// POSTs at a gate until ReleaseTokenRequests, and WaitTokenRequests,
+// WaitHeldTokenRequests and WaitAPIRequests return when requests have
+// arrived. Every grant is counted apart (GrantTokenRequests,
+// LiveRefreshToken), so one server serves many grants at once.
 //
 // Guarantees: tokens and codes are 160 random bits from crypto/rand; no
 // error body echoes a secret; a Server is safe for concurrent use; Close releases

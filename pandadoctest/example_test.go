@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/oauth2"
 
@@ -97,4 +99,37 @@ func ExampleServer_authorize() {
 	// Output:
 	// 302 http://127.0.0.1:8765/callback state-42
 	// Bearer true
+}
+
+// A test holds the token endpoint's answers to line up concurrent
+// callers, without guessing how long they take to arrive: here, five
+// callers of an expired token share one refresh.
+func ExampleServer_HoldTokenRequests() {
+	srv := pandadoctest.NewServer()
+	defer srv.Close()
+	tok := srv.IssueToken()
+	tok.Expiry = time.Now().Add(-time.Minute) // expired: the first caller refreshes
+	src := srv.Config().TokenSource(tok)
+	defer src.Wait()
+
+	srv.HoldTokenRequests()
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := src.Token(); err != nil {
+				fmt.Println(err)
+			}
+		}()
+	}
+	ctx := context.Background()
+	if err := srv.WaitHeldTokenRequests(ctx, 1); err != nil { // the refresh has arrived
+		fmt.Println(err)
+		return
+	}
+	srv.ReleaseTokenRequests()
+	wg.Wait()
+	fmt.Println("token POSTs:", srv.TotalTokenRequests())
+	// Output: token POSTs: 1
 }

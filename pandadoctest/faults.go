@@ -122,8 +122,31 @@ func Status(code int) Fault {
 // RetryAfter returns a Fault like Status(code) with a Retry-After header
 // of after, which is sent as is ("1", or an HTTP date).
 func RetryAfter(code int, after string) Fault {
-	f := Status(code)
-	f.Header = http.Header{"Retry-After": {after}}
+	return Status(code).WithRetryAfter(after)
+}
+
+// TooManyRequests returns a Fault that answers 429 as PandaDoc does when
+// a client exceeds its rate limit (a sliding window of 60 seconds): a
+// JSON error body in the shape of PandaDoc's API errors and, like
+// PandaDoc, no Retry-After header, so the client must choose its own
+// back-off. WithRetryAfter adds one.
+func TooManyRequests() Fault {
+	return Body(http.StatusTooManyRequests, "application/json", rateLimitedBody)
+}
+
+// rateLimitedBody is the body of TooManyRequests.
+const rateLimitedBody = `{"type":"rate_limit_error","detail":"Request was throttled."}`
+
+// WithRetryAfter returns a copy of f that sends a Retry-After header of
+// after, as is ("60", or an HTTP date), with a KindRespond answer. The
+// copy's Header is a new map: f's is not modified.
+func (f Fault) WithRetryAfter(after string) Fault {
+	h := f.Header.Clone()
+	if h == nil {
+		h = http.Header{}
+	}
+	h.Set("Retry-After", after)
+	f.Header = h
 	return f
 }
 

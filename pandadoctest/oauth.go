@@ -2,8 +2,10 @@ package pandadoctest
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"mime"
@@ -27,7 +29,7 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	redirect := q.Get("redirect_uri")
-	if redirect != s.redirectURL {
+	if !s.redirectAllowed(redirect) {
 		http.Error(w, "Invalid redirect_uri: it does not match the application's redirect URI.", http.StatusBadRequest)
 		return
 	}
@@ -40,6 +42,20 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Invalid redirect_uri.", http.StatusBadRequest)
 		return
 	}
+	ac := &authCode{redirect: redirect, challenge: q.Get("code_challenge"), challengeMethod: q.Get("code_challenge_method")}
+	if ac.challenge != "" || ac.challengeMethod != "" {
+		if ac.challengeMethod == "" {
+			ac.challengeMethod = "plain" // RFC 7636 section 4.3
+		}
+		if ac.challengeMethod != "S256" && ac.challengeMethod != "plain" {
+			http.Error(w, "Invalid code_challenge_method: only S256 and plain are supported.", http.StatusBadRequest)
+			return
+		}
+		if !validPKCEString(ac.challenge) {
+			http.Error(w, "Invalid code_challenge: it must be 43 to 128 characters of A-Z, a-z, 0-9, \"-._~\".", http.StatusBadRequest)
+			return
+		}
+	}
 
 	s.mu.Lock()
 	deny := s.denyConsent
@@ -50,7 +66,7 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	} else {
 		code := randomToken()
 		s.mu.Lock()
-		s.codes[code] = redirect
+		s.codes[code] = ac
 		s.mu.Unlock()
 		v.Set("code", code)
 	}
@@ -61,11 +77,76 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, u.String(), http.StatusFound)
 }
 
-// serveToken is POST /oauth2/access_token: it counts the request, takes
-// the next fault and either answers the grant or misbehaves.
+// redirectAllowed reports whether the authorization endpoint accepts
+// redirect as the redirect URI: the registered one exactly or, when that
+// is an http URL on a loopback IP address, the same URL on any port, as
+// RFC 8252 section 7.3 requires for native applications.
+func (s *Server) redirectAllowed(redirect string) bool {
+	if redirect == s.redirectURL {
+		return true
+	}
+	reg, err := url.Parse(s.redirectURL)
+	if err != nil || reg.Scheme != "http" || !isLoopbackIP(reg.Hostname()) {
+		return false
+	}
+	got, err := url.Parse(redirect)
+	if err != nil || got.User != nil || got.Fragment != "" {
+		return false
+	}
+	return got.Scheme == reg.Scheme && got.Hostname() == reg.Hostname() &&
+		got.EscapedPath() == reg.EscapedPath() && got.RawQuery == reg.RawQuery
+}
+
+// isLoopbackIP reports whether host is a loopback IP literal, such as
+// 127.0.0.1 or ::1.
+func isLoopbackIP(host string) bool {
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// validPKCEString reports whether v has the form of a PKCE code verifier
+// or plain challenge (RFC 7636 section 4.1): 43 to 128 unreserved
+// characters.
+func validPKCEString(v string) bool {
+	if len(v) < 43 || len(v) > 128 {
+		return false
+	}
+	for _, c := range []byte(v) {
+		switch {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9',
+			c == '-', c == '.', c == '_', c == '~':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// pkceVerified reports whether verifier answers the challenge of ac.
+func (ac *authCode) pkceVerified(verifier string) bool {
+	if !validPKCEString(verifier) {
+		return false
+	}
+	want := verifier
+	if ac.challengeMethod == "S256" {
+		sum := sha256.Sum256([]byte(verifier))
+		want = base64.RawURLEncoding.EncodeToString(sum[:])
+	}
+	return subtle.ConstantTimeCompare([]byte(want), []byte(ac.challenge)) == 1
+}
+
+// serveToken is POST /oauth2/access_token: it counts the request, waits
+// at the gate if HoldTokenRequests closed it, takes the next fault and
+// either answers the grant or misbehaves.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	form, problem := readForm(w, r)
-	f := s.takeFault(form.Get("grant_type"))
+	f, gate := s.arrive(form)
+	if gate != nil {
+		if !s.passGate(r.Context(), gate) {
+			panic(http.ErrAbortHandler)
+		}
+		f = s.takeFault()
+	}
 
 	if f.Delay > 0 {
 		t := time.NewTimer(f.Delay)
@@ -114,14 +195,40 @@ func readForm(w http.ResponseWriter, r *http.Request) (form url.Values, problem 
 	return r.PostForm, ""
 }
 
-// takeFault counts a token request for grantType and returns the fault
-// it must suffer: the next queued one, else the FailAlways one, else the
-// zero Fault.
-func (s *Server) takeFault(grantType string) Fault {
+// arrive counts a token request, by its grant_type and, for the
+// refresh_token grant, by the grant of its refresh token. If the gate is
+// closed, it returns the gate, at which the request is now held, and the
+// request takes its fault once past it; otherwise it takes its fault
+// now, so that a request that has arrived has its fault.
+func (s *Server) arrive(form url.Values) (Fault, chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	grantType := form.Get("grant_type")
 	s.tokenRequests[grantType]++
 	s.tokenTotal++
+	if grantType == "refresh_token" {
+		if g := s.grants[form.Get("refresh_token")]; g != nil {
+			g.tokenRequests++
+		}
+	}
+	s.notifyLocked()
+	if s.gate != nil {
+		s.held++
+		return Fault{}, s.gate
+	}
+	return s.takeFaultLocked(), nil
+}
+
+// takeFault returns the fault a token request must suffer: the next
+// queued one, else the FailAlways one, else the zero Fault.
+func (s *Server) takeFault() Fault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.takeFaultLocked()
+}
+
+// takeFaultLocked is takeFault with s.mu held.
+func (s *Server) takeFaultLocked() Fault {
 	switch {
 	case len(s.faults) > 0:
 		f := s.faults[0]
@@ -185,14 +292,17 @@ func (s *Server) grant(form url.Values, problem string) (*tokenResponse, *tokenE
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		redirect, ok := s.codes[code]
+		ac, ok := s.codes[code]
 		if !ok {
 			return nil, invalidGrant("The authorization code is invalid, expired or already used.")
 		}
 		// A code is spent by any attempt to use it.
 		delete(s.codes, code)
-		if form.Has("redirect_uri") && form.Get("redirect_uri") != redirect {
+		if form.Has("redirect_uri") && form.Get("redirect_uri") != ac.redirect {
 			return nil, invalidGrant("The redirect_uri does not match the authorization request.")
+		}
+		if ac.challenge != "" && !ac.pkceVerified(form.Get("code_verifier")) {
+			return nil, invalidGrant("The code_verifier is missing or does not match the code_challenge.")
 		}
 		return s.mintLocked("", s.now()), nil
 
@@ -208,7 +318,7 @@ func (s *Server) grant(form url.Values, problem string) (*tokenResponse, *tokenE
 		}
 		if s.rotation {
 			delete(s.refresh, rt)
-			return s.mintLocked("", s.now()), nil
+			return s.mintLocked(s.newRefreshLocked(s.grants[rt]), s.now()), nil
 		}
 		return s.mintLocked(rt, s.now()), nil
 	}
@@ -255,7 +365,7 @@ func (s *Server) misbehave(w http.ResponseWriter, r *http.Request, f Fault) {
 		w.Write(body)
 
 	case KindOversized:
-		s.writeOversized(w, f.Size)
+		s.writeOversized(w, r, f.Size)
 
 	default: // KindRespond, and kinds unknown to this version
 		h := w.Header()
@@ -279,7 +389,7 @@ func (s *Server) misbehave(w http.ResponseWriter, r *http.Request, f Fault) {
 
 // writeOversized answers 200 with a JSON object of n bytes, padded with
 // spaces.
-func (s *Server) writeOversized(w http.ResponseWriter, n int) {
+func (s *Server) writeOversized(w http.ResponseWriter, r *http.Request, n int) {
 	if n <= 0 {
 		n = defaultOversize
 	}
@@ -289,9 +399,8 @@ func (s *Server) writeOversized(w http.ResponseWriter, n int) {
 	w.WriteHeader(http.StatusOK)
 
 	// A client that reads no further blocks the writes below; Close
-	// unblocks them with a past write deadline.
-	rc := http.NewResponseController(w)
-	defer context.AfterFunc(s.closing, func() { rc.SetWriteDeadline(time.Now()) })()
+	// unblocks them by closing the connection.
+	defer context.AfterFunc(s.closing, func() { closeConn(r) })()
 
 	if _, err := io.WriteString(w, "{"); err != nil {
 		return

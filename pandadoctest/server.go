@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -55,10 +57,11 @@ type Server struct {
 	rotation    bool
 	denyConsent bool
 
-	codes   map[string]string       // unused authorization code -> redirect_uri it was issued for
+	codes   map[string]*authCode    // unused authorization code -> its request
 	access  map[string]*accessGrant // access token -> its state
 	refresh map[string]uint64       // live refresh token -> issue sequence number
 	seq     uint64                  // last issue sequence number
+	grants  map[string]*grant       // every refresh token issued, live or not -> its grant
 	docs    []document              // documents created through the API, oldest first
 
 	faults []Fault // queued by FailNext, consumed one per token POST
@@ -68,6 +71,24 @@ type Server struct {
 	tokenTotal    int
 	apiRequests   map[int]int // API requests by answered status
 	apiTotal      int
+
+	gate    chan struct{} // closed by ReleaseTokenRequests; nil while token POSTs are not held
+	held    int           // token POSTs waiting at gate
+	changed chan struct{} // closed and replaced when a counter or held changes
+}
+
+// A grant is one authorization: a chain of refresh tokens, each replacing
+// the one before it when rotation is on.
+type grant struct {
+	live          string // the refresh token that works, "" once revoked
+	tokenRequests int    // refresh_token POSTs with any of its refresh tokens
+}
+
+// authCode is the authorization request an unused code answers.
+type authCode struct {
+	redirect        string // redirect_uri it was issued for
+	challenge       string // PKCE code_challenge, "" without PKCE
+	challengeMethod string // "S256" or "plain"
 }
 
 // accessGrant is the state of one access token.
@@ -87,9 +108,11 @@ func NewServer(opts ...Option) *Server {
 		redirectURL:   DefaultRedirectURL,
 		now:           time.Now,
 		expiresIn:     DefaultExpiresIn,
-		codes:         make(map[string]string),
+		codes:         make(map[string]*authCode),
 		access:        make(map[string]*accessGrant),
 		refresh:       make(map[string]uint64),
+		grants:        make(map[string]*grant),
+		changed:       make(chan struct{}),
 		tokenRequests: make(map[string]int),
 		apiRequests:   make(map[int]int),
 	}
@@ -102,13 +125,36 @@ func NewServer(opts ...Option) *Server {
 	mux.HandleFunc("GET /oauth2/authorize", s.serveAuthorize)
 	mux.HandleFunc("POST /oauth2/access_token", s.serveToken)
 	mux.HandleFunc("/public/v1/", s.serveAPI)
+	s.ts = httptest.NewUnstartedServer(mux)
+	s.ts.Config.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		return context.WithValue(ctx, connKey{}, c)
+	}
 	if s.tls {
-		s.ts = httptest.NewTLSServer(mux)
+		s.ts.StartTLS()
 	} else {
-		s.ts = httptest.NewServer(mux)
+		s.ts.Start()
 	}
 	s.URL = s.ts.URL
 	return s
+}
+
+// connKey is the request context key of the connection a request came
+// on.
+type connKey struct{}
+
+// closeConn closes the network connection that r came on, under its TLS
+// layer if any: unlike closing the TLS connection, which first sends a
+// close_notify alert and may wait seconds for a client that reads
+// nothing, it returns at once.
+func closeConn(r *http.Request) {
+	c, ok := r.Context().Value(connKey{}).(net.Conn)
+	if !ok {
+		return
+	}
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	c.Close()
 }
 
 // Close shuts down the server: it releases the requests that faults hold
@@ -160,7 +206,7 @@ func (s *Server) IssueToken() *oauth2.Token {
 func (s *Server) IssueCode() string {
 	code := randomToken()
 	s.mu.Lock()
-	s.codes[code] = s.redirectURL
+	s.codes[code] = &authCode{redirect: s.redirectURL}
 	s.mu.Unlock()
 	return code
 }
@@ -171,7 +217,10 @@ func (s *Server) Revoke(token string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.access, token)
-	delete(s.refresh, token)
+	if _, ok := s.refresh[token]; ok {
+		delete(s.refresh, token)
+		s.grants[token].live = ""
+	}
 }
 
 // ExpireAll makes every access token issued so far expire at once, as if
@@ -329,9 +378,7 @@ func (r *tokenResponse) oauth2Token(now time.Time) *oauth2.Token {
 // refreshToken is empty. s.mu must be held.
 func (s *Server) mintLocked(refreshToken string, now time.Time) *tokenResponse {
 	if refreshToken == "" {
-		refreshToken = randomToken()
-		s.seq++
-		s.refresh[refreshToken] = s.seq
+		refreshToken = s.newRefreshLocked(&grant{})
 	}
 	at := randomToken()
 	s.access[at] = &accessGrant{expiry: now.Add(time.Duration(s.expiresIn) * time.Second)}
@@ -342,6 +389,17 @@ func (s *Server) mintLocked(refreshToken string, now time.Time) *tokenResponse {
 		Scope:        scope,
 		RefreshToken: refreshToken,
 	}
+}
+
+// newRefreshLocked issues a new refresh token for g, which becomes its
+// live one. s.mu must be held.
+func (s *Server) newRefreshLocked(g *grant) string {
+	rt := randomToken()
+	s.seq++
+	s.refresh[rt] = s.seq
+	s.grants[rt] = g
+	g.live = rt
+	return rt
 }
 
 // validAccessToken reports whether tok is a current access token.

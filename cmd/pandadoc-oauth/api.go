@@ -21,7 +21,7 @@ import (
 
 const apiUsage = `Usage: pandadoc-oauth api [flags] METHOD PATH
 
-Api sends one authenticated request to the PandaDoc API, such as
+pandadoc-oauth api sends one authenticated request to the PandaDoc API, such as
 
 	pandadoc-oauth api GET /public/v1/documents
 	pandadoc-oauth api POST /public/v1/documents -d @document.json
@@ -32,6 +32,18 @@ not 2xx. The request is authenticated with the saved OAuth token, which is
 refreshed (and the request sent again) if the API rejects it, or with an
 API key given by -api-key or $` + envAPIKey + `.
 `
+
+// countArgs says how many arguments n is, in words: "no arguments",
+// "1 argument", "3 arguments".
+func countArgs(n int) string {
+	switch n {
+	case 0:
+		return "no arguments"
+	case 1:
+		return "1 argument"
+	}
+	return fmt.Sprintf("%d arguments", n)
+}
 
 // maxResponseBytes bounds how much of an answer is read.
 const maxResponseBytes = 64 << 20
@@ -58,14 +70,17 @@ func (c *cli) api(ctx context.Context, args []string) int {
 	var headers headerFlag
 	fs.Var(&headers, "H", "extra request `header` \"Name: value\" (repeatable)")
 	apiKey := fs.String("api-key", "", "authenticate with this PandaDoc API `key` instead of the OAuth token (default $"+envAPIKey+")")
-	timeout := fs.Duration("timeout", time.Minute, "give up on the request after this `long`")
+	timeout := fs.Duration("timeout", time.Minute, "give up on the request after this `duration`")
 	verbose := fs.Bool("v", false, "log token refreshes to standard error")
 	pos, code, ok := c.parse(fs, apiUsage, args, true)
 	if !ok {
 		return code
 	}
 	if len(pos) != 2 {
-		return c.usageError(fs, "want METHOD and PATH, got %d arguments", len(pos))
+		return c.usageError(fs, "want METHOD and PATH, got %s", countArgs(len(pos)))
+	}
+	if err := f.check(); err != nil {
+		return c.usageError(fs, "%v", err)
 	}
 	method, path := strings.ToUpper(pos[0]), pos[1]
 	if !strings.HasPrefix(path, "/") {

@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -18,56 +16,147 @@ import (
 
 const demoUsage = `Usage: pandadoc-oauth demo [flags]
 
-Demo runs concurrent API traffic against a fake PandaDoc in this process
-(package pandadoctest, with refresh-token rotation on), offline and
-without credentials, through two clients in turn, each against a fresh
-fake with the same settings:
+pandadoc-oauth demo runs API traffic against a fake PandaDoc in this
+process (package pandadoctest, with refresh-token rotation on), offline
+and without credentials, through two clients:
 
-	pandadocauth         pandadocauth.Transport + pandadocauth.TokenSource
 	golang.org/x/oauth2  oauth2.Transport + oauth2.Config.TokenSource
+	pandadocauth         pandadocauth.Transport + pandadocauth.TokenSource
 
-Each client goes through the same four phases:
+Each phase starts both clients afresh, each against a fake of its own in
+the same state, and compares what its name says:
 
-	steady      the token is valid
-	expiry      every access token issued so far expires on the server
-	revocation  the access token in use is revoked
-	faults      access tokens expire again, and the next two token requests
-	            answer 503, then 502
+	expiry      the token has expired, for the client and the server;
+	            requests one at a time: both refresh once
+	burst       the token has expired; a burst of concurrent requests
+	            while the token endpoint takes -latency to answer:
+	            token POSTs, and the wall time of the burst
+	failing     the token has expired and the token endpoint answers 503
+	            after -latency; a burst: token POSTs, and the time until
+	            the last request has failed
+	early       the token expires in 10.4s: a burst, then another one
+	            once the token is within 10s of its expiry (x/oauth2's
+	            margin), the token endpoint taking -latency to answer:
+	            requests delayed by a refresh (slower than -latency)
+	revocation  the access token is revoked on the server; a burst:
+	            requests that fail, token POSTs
 
-The report shows, per phase, the requests that ended in it, those
-answered 200 and the others, the POSTs to the token endpoint, and the
-p50 and p99 latency. The structure is fixed; the numbers vary from run to
-run and from machine to machine.
+The report is one table, with the numbers of this run. Token POSTs and
+failures are the same on every run; times vary with the machine.
 `
 
 // Demo limits.
 const (
 	demoRequestTimeout = 5 * time.Second
 	demoMaxWorkers     = 256
-	demoMinDuration    = 80 * time.Millisecond
-	demoMaxDuration    = 5 * time.Minute
+	demoMinLatency     = time.Millisecond
+	demoMaxLatency     = 2 * time.Second
+
+	// demoSequential is the number of requests of the expiry phase.
+	demoSequential = 4
+	// demoEarlyExpiry is when the early phase's token expires, from the
+	// phase's start: just outside x/oauth2's 10-second margin.
+	demoEarlyExpiry = 10*time.Second + 400*time.Millisecond
+	// oauth2ExpiryDelta is how long before Expiry golang.org/x/oauth2
+	// treats a token as expired.
+	oauth2ExpiryDelta = 10 * time.Second
 )
 
-// demoPhase is one phase of the demo traffic.
+// demoEnv is what a phase runs with: one client against one fake.
+type demoEnv struct {
+	srv     *pandadoctest.Server
+	client  *http.Client
+	wait    func() // waits for the client's background work
+	workers int
+	latency time.Duration
+	busy    time.Duration // the bursts' wall time, summed
+}
+
+// demoPhase is one phase of the demo.
 type demoPhase struct {
 	name string
-	what string
-	// begin turns the phase's knob on srv; current returns the access
-	// token the client is sending.
-	begin func(srv *pandadoctest.Server, current func() string)
+	// token returns the token the client starts with, and sets up the
+	// fake; start is the phase's start.
+	token func(srv *pandadoctest.Server, latency time.Duration, start time.Time) *oauth2.Token
+	// run sends the phase's requests.
+	run func(ctx context.Context, env *demoEnv, start time.Time) []requestResult
+}
+
+// expiredToken returns a token of a new grant that has expired on srv
+// and, by its Expiry, for the client too.
+func expiredToken(srv *pandadoctest.Server, start time.Time) *oauth2.Token {
+	tok := srv.IssueToken()
+	srv.ExpireAll()
+	tok.Expiry = start.Add(-time.Second)
+	return tok
 }
 
 var demoPhases = []demoPhase{
-	{"steady", "the token is valid", nil},
-	{"expiry", "every access token issued so far expires on the server",
-		func(srv *pandadoctest.Server, _ func() string) { srv.ExpireAll() }},
-	{"revocation", "the access token in use is revoked",
-		func(srv *pandadoctest.Server, current func() string) { srv.Revoke(current()) }},
-	{"faults", "access tokens expire; the next token requests answer 503, then 502",
-		func(srv *pandadoctest.Server, _ func() string) {
-			srv.FailNext(pandadoctest.Status(http.StatusServiceUnavailable), pandadoctest.Status(http.StatusBadGateway))
-			srv.ExpireAll()
-		}},
+	{
+		name: "expiry",
+		token: func(srv *pandadoctest.Server, _ time.Duration, start time.Time) *oauth2.Token {
+			return expiredToken(srv, start)
+		},
+		run: func(ctx context.Context, env *demoEnv, _ time.Time) []requestResult {
+			var res []requestResult
+			for range demoSequential {
+				res = append(res, burst(ctx, env, 1)...)
+			}
+			return res
+		},
+	},
+	{
+		name: "burst",
+		token: func(srv *pandadoctest.Server, latency time.Duration, start time.Time) *oauth2.Token {
+			srv.FailAlways(pandadoctest.Success(latency))
+			return expiredToken(srv, start)
+		},
+		run: func(ctx context.Context, env *demoEnv, _ time.Time) []requestResult {
+			return burst(ctx, env, env.workers)
+		},
+	},
+	{
+		name: "failing",
+		token: func(srv *pandadoctest.Server, latency time.Duration, start time.Time) *oauth2.Token {
+			srv.FailAlways(pandadoctest.Status(http.StatusServiceUnavailable).WithDelay(latency))
+			return expiredToken(srv, start)
+		},
+		run: func(ctx context.Context, env *demoEnv, _ time.Time) []requestResult {
+			return burst(ctx, env, env.workers)
+		},
+	},
+	{
+		name: "early",
+		token: func(srv *pandadoctest.Server, latency time.Duration, start time.Time) *oauth2.Token {
+			srv.FailAlways(pandadoctest.Success(latency))
+			tok := srv.IssueToken()
+			tok.Expiry = start.Add(demoEarlyExpiry)
+			return tok
+		},
+		run: func(ctx context.Context, env *demoEnv, start time.Time) []requestResult {
+			res := burst(ctx, env, env.workers)
+			env.wait()
+			// Wait until x/oauth2 sees the token as expired.
+			timer := time.NewTimer(time.Until(start.Add(demoEarlyExpiry - oauth2ExpiryDelta + 50*time.Millisecond)))
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				timer.Stop()
+			}
+			return append(res, burst(ctx, env, env.workers)...)
+		},
+	},
+	{
+		name: "revocation",
+		token: func(srv *pandadoctest.Server, _ time.Duration, _ time.Time) *oauth2.Token {
+			tok := srv.IssueToken()
+			srv.Revoke(tok.AccessToken)
+			return tok
+		},
+		run: func(ctx context.Context, env *demoEnv, _ time.Time) []requestResult {
+			return burst(ctx, env, env.workers)
+		},
+	},
 }
 
 // demoClient is a contender: how to build an authenticated client.
@@ -75,25 +164,16 @@ type demoClient struct {
 	name string
 	desc string
 	// setup returns an HTTP client that authenticates with tok against
-	// srv through tr, and the token source it uses.
-	setup func(ctx context.Context, srv *pandadoctest.Server, tok *oauth2.Token, tr http.RoundTripper) (*http.Client, oauth2.TokenSource)
+	// srv through tr, and a function that waits for its background
+	// work.
+	setup func(ctx context.Context, srv *pandadoctest.Server, tok *oauth2.Token, tr http.RoundTripper) (*http.Client, func())
 }
 
 var demoClients = []demoClient{
 	{
-		name: "pandadocauth",
-		desc: "pandadocauth.Transport + pandadocauth.TokenSource",
-		setup: func(_ context.Context, srv *pandadoctest.Server, tok *oauth2.Token, tr http.RoundTripper) (*http.Client, oauth2.TokenSource) {
-			cfg := srv.Config()
-			cfg.HTTPClient = &http.Client{Transport: tr, Timeout: demoRequestTimeout}
-			src := &pandadocauth.TokenSource{Config: cfg, Initial: tok}
-			return pandadocauth.NewClient(&http.Client{Transport: tr, Timeout: demoRequestTimeout}, src), src
-		},
-	},
-	{
 		name: "golang.org/x/oauth2",
 		desc: "oauth2.Transport + oauth2.Config.TokenSource",
-		setup: func(ctx context.Context, srv *pandadoctest.Server, tok *oauth2.Token, tr http.RoundTripper) (*http.Client, oauth2.TokenSource) {
+		setup: func(ctx context.Context, srv *pandadoctest.Server, tok *oauth2.Token, tr http.RoundTripper) (*http.Client, func()) {
 			conf := &oauth2.Config{
 				ClientID:     pandadoctest.DefaultClientID,
 				ClientSecret: pandadoctest.DefaultClientSecret,
@@ -105,15 +185,25 @@ var demoClients = []demoClient{
 			hc := &http.Client{Transport: tr, Timeout: demoRequestTimeout}
 			src := conf.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, hc), tok)
 			client := &http.Client{Transport: &oauth2.Transport{Source: src, Base: tr}, Timeout: demoRequestTimeout}
-			return client, src
+			return client, func() {}
+		},
+	},
+	{
+		name: "pandadocauth",
+		desc: "pandadocauth.Transport + pandadocauth.TokenSource",
+		setup: func(_ context.Context, srv *pandadoctest.Server, tok *oauth2.Token, tr http.RoundTripper) (*http.Client, func()) {
+			cfg := srv.Config()
+			cfg.HTTPClient = &http.Client{Transport: tr, Timeout: demoRequestTimeout}
+			src := &pandadocauth.TokenSource{Config: cfg, Initial: tok}
+			return pandadocauth.NewClient(&http.Client{Transport: tr, Timeout: demoRequestTimeout}, src), src.Wait
 		},
 	},
 }
 
 func (c *cli) demo(ctx context.Context, args []string) int {
 	fs := c.newFlagSet("demo")
-	workers := fs.Int("workers", 16, "`number` of concurrent workers per client")
-	duration := fs.Duration("duration", 3*time.Second, "traffic `duration` in all, shared by the two clients and their four phases")
+	workers := fs.Int("workers", 16, "`number` of concurrent requests in a burst")
+	latency := fs.Duration("latency", 50*time.Millisecond, "`duration` the token endpoint takes to answer, in the phases that slow it down")
 	pos, code, ok := c.parse(fs, demoUsage, args, false)
 	if !ok {
 		return code
@@ -124,175 +214,122 @@ func (c *cli) demo(ctx context.Context, args []string) int {
 	if *workers < 1 || *workers > demoMaxWorkers {
 		return c.usageError(fs, "-workers must be between 1 and %d", demoMaxWorkers)
 	}
-	if *duration < demoMinDuration || *duration > demoMaxDuration {
-		return c.usageError(fs, "-duration must be between %v and %v", demoMinDuration, demoMaxDuration)
-	}
-	phaseLen := *duration / time.Duration(len(demoClients)*len(demoPhases))
-
-	fmt.Fprintf(c.stdout, "Fake PandaDoc in this process, refresh-token rotation on; %d workers; %d phases of %v per client:\n",
-		*workers, len(demoPhases), phaseLen)
-	for _, p := range demoPhases {
-		fmt.Fprintf(c.stdout, "  %-10s  %s\n", p.name, p.what)
+	if *latency < demoMinLatency || *latency > demoMaxLatency {
+		return c.usageError(fs, "-latency must be between %v and %v", demoMinLatency, demoMaxLatency)
 	}
 
+	fmt.Fprintf(c.stdout, "Fake PandaDoc in this process, refresh-token rotation on; bursts of %d concurrent requests; token endpoint latency %v.\n\n",
+		*workers, *latency)
 	start := time.Now()
-	results, err := runDemo(ctx, *workers, phaseLen)
-	elapsed := time.Since(start)
-	for _, r := range results {
-		fmt.Fprintln(c.stdout)
-		r.print(c.stdout)
-	}
+	results, err := runDemo(ctx, *workers, *latency)
+	printDemo(c.stdout, results, *latency)
 	if err != nil {
 		return c.fail(fs, err)
 	}
-
-	fmt.Fprintln(c.stdout)
-	for _, r := range results {
-		fmt.Fprintf(c.stdout, "%s: %d of %d requests failed, %d token POSTs.\n",
-			r.client.name, r.total.failed, r.total.requests, r.total.tokenPOSTs)
-	}
-	for _, r := range results {
-		if r.client.name == "golang.org/x/oauth2" && r.total.failed > 0 {
-			fmt.Fprintln(c.stdout, "golang.org/x/oauth2 refreshes only when its own clock says the token has expired:\n"+
-				"it does not act on 401, so it keeps sending a token that the API has rejected.")
-		}
-	}
-	fmt.Fprintf(c.stdout, "Ran in %v.\n", elapsed.Round(10*time.Millisecond))
+	fmt.Fprintf(c.stdout, "\nRan in %v. \"pandadoc-oauth demo -h\" says what each phase does.\n", time.Since(start).Round(10*time.Millisecond))
 	return exitOK
 }
 
-// demoResult is what one client did in the demo.
-type demoResult struct {
-	client demoClient
-	phases []phaseStats
-	total  phaseStats
+// requestResult is the outcome of one API request.
+type requestResult struct {
+	ok      bool // answered 200
+	latency time.Duration
 }
 
-// phaseStats counts the requests that ended in one phase.
+// phaseStats is what one client did in one phase.
 type phaseStats struct {
+	phase      string
+	client     string
 	requests   int
-	ok         int // answered 200
-	failed     int // an error or another status
+	failed     int // an error or a status other than 200
 	tokenPOSTs int
-	latency    histogram
+	wall       time.Duration // of the bursts, from the first request's start to the last one's end
+	delayed    int           // requests that took -latency or longer
 }
 
-func (s *phaseStats) add(o *phaseStats) {
-	s.requests += o.requests
-	s.ok += o.ok
-	s.failed += o.failed
-	s.tokenPOSTs += o.tokenPOSTs
-	s.latency.add(&o.latency)
-}
-
-func (r *demoResult) print(w io.Writer) {
-	fmt.Fprintf(w, "%s (%s)\n", r.client.name, r.client.desc)
-	const format = "  %-10s %9v %9v %7v %11v %10v %10v\n"
-	fmt.Fprintf(w, format, "phase", "requests", "ok", "failed", "token POSTs", "p50", "p99")
-	row := func(name string, s *phaseStats) {
-		fmt.Fprintf(w, format, name, s.requests, s.ok, s.failed, s.tokenPOSTs,
-			formatLatency(s.latency.quantile(0.50)), formatLatency(s.latency.quantile(0.99)))
+// printDemo writes the report table.
+func printDemo(w io.Writer, results []phaseStats, latency time.Duration) {
+	const format = "%-10s  %-19s  %8v  %6v  %11v  %8v  %7v\n"
+	fmt.Fprintf(w, format, "phase", "client", "requests", "failed", "token POSTs", "wall", "delayed")
+	for i, r := range results {
+		name := r.phase
+		if i > 0 && results[i-1].phase == r.phase {
+			name = ""
+		}
+		fmt.Fprintf(w, format, name, r.client, r.requests, r.failed, r.tokenPOSTs, formatWall(r.wall), r.delayed)
 	}
-	for i := range r.phases {
-		row(demoPhases[i].name, &r.phases[i])
-	}
-	row("total", &r.total)
+	fmt.Fprintf(w, "\nwall: the time the bursts took, from the first request's start to the last one's end (the\n"+
+		"time to fail, in the failing phase). delayed: requests that took %v (the token endpoint's\n"+
+		"latency) or longer, which waited for a refresh.\n", latency)
 }
 
-func formatLatency(d time.Duration) string {
-	if d == 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
+func formatWall(d time.Duration) string {
+	return fmt.Sprintf("%.3fs", d.Seconds())
 }
 
-// runDemo runs the demo traffic through each client in turn.
-func runDemo(ctx context.Context, workers int, phaseLen time.Duration) ([]demoResult, error) {
-	var results []demoResult
-	for _, dc := range demoClients {
-		results = append(results, runDemoClient(ctx, dc, workers, phaseLen))
-		if err := ctx.Err(); err != nil {
-			return results, fmt.Errorf("interrupted: %w", err)
+// runDemo runs every phase with each client in turn, and returns one
+// result per phase and client, in that order.
+func runDemo(ctx context.Context, workers int, latency time.Duration) ([]phaseStats, error) {
+	var results []phaseStats
+	for _, p := range demoPhases {
+		for _, dc := range demoClients {
+			results = append(results, runPhase(ctx, p, dc, workers, latency))
+			if err := ctx.Err(); err != nil {
+				return results, fmt.Errorf("interrupted: %w", err)
+			}
 		}
 	}
 	return results, nil
 }
 
-// runDemoClient runs the phases against a fresh fake PandaDoc through
-// dc's client. Every request has a timeout and the workers stop after the
-// last phase, so it returns soon after phaseLen*len(demoPhases) whatever
-// the client does.
-func runDemoClient(ctx context.Context, dc demoClient, workers int, phaseLen time.Duration) demoResult {
+// runPhase runs phase p with a fresh client dc against a fresh fake.
+func runPhase(ctx context.Context, p demoPhase, dc demoClient, workers int, latency time.Duration) phaseStats {
 	srv := pandadoctest.NewServer(pandadoctest.WithRotation(true))
 	defer srv.Close()
 	tr := newHTTPTransport()
 	tr.MaxIdleConnsPerHost = workers
 	defer tr.CloseIdleConnections()
-	client, src := dc.setup(ctx, srv, srv.IssueToken(), tr)
-	current := func() string {
-		tok, err := src.Token()
-		if err != nil {
-			return ""
-		}
-		return tok.AccessToken
-	}
-	url := srv.URL + "/public/v1/documents"
 
-	// phase is the index of the current phase, set before its knob is
-	// turned; past the last one, the workers stop.
-	var phase atomic.Int32
-	perWorker := make([][]phaseStats, workers)
+	start := time.Now()
+	tok := p.token(srv, latency, start)
+	client, wait := dc.setup(ctx, srv, tok, tr)
+	env := &demoEnv{srv: srv, client: client, wait: wait, workers: workers, latency: latency}
+	res := p.run(ctx, env, start)
+	wait()
+
+	st := phaseStats{phase: p.name, client: dc.name, requests: len(res), tokenPOSTs: srv.TotalTokenRequests(), wall: env.busy}
+	for _, r := range res {
+		if !r.ok {
+			st.failed++
+		}
+		if r.latency >= latency {
+			st.delayed++
+		}
+	}
+	return st
+}
+
+// burst sends n concurrent requests through env's client, released
+// together, and returns their outcomes.
+func burst(ctx context.Context, env *demoEnv, n int) []requestResult {
+	url := env.srv.URL + "/public/v1/documents"
+	res := make([]requestResult, n)
+	release := make(chan struct{})
 	var wg sync.WaitGroup
-	for i := range perWorker {
-		stats := make([]phaseStats, len(demoPhases))
-		perWorker[i] = stats
+	for i := range res {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for ctx.Err() == nil && int(phase.Load()) < len(demoPhases) {
-				t0 := time.Now()
-				ok := demoRequest(ctx, client, url)
-				// A request counts in the phase it ends in: one
-				// that a phase's knob turned against ends after
-				// the knob was turned, so after the phase began.
-				s := &stats[min(int(phase.Load()), len(demoPhases)-1)]
-				s.requests++
-				if ok {
-					s.ok++
-				} else {
-					s.failed++
-				}
-				s.latency.record(time.Since(t0))
-			}
+			<-release
+			t0 := time.Now()
+			ok := demoRequest(ctx, env.client, url)
+			res[i] = requestResult{ok: ok, latency: time.Since(t0)}
 		}()
 	}
-
-	posts := make([]int, len(demoPhases)+1)
-	for i, p := range demoPhases {
-		posts[i] = srv.TotalTokenRequests()
-		phase.Store(int32(i))
-		if p.begin != nil {
-			p.begin(srv, current)
-		}
-		timer := time.NewTimer(phaseLen)
-		select {
-		case <-timer.C:
-		case <-ctx.Done():
-			timer.Stop()
-		}
-	}
-	phase.Store(int32(len(demoPhases)))
+	t0 := time.Now()
+	close(release)
 	wg.Wait()
-	posts[len(demoPhases)] = srv.TotalTokenRequests()
-
-	res := demoResult{client: dc, phases: make([]phaseStats, len(demoPhases))}
-	for i := range res.phases {
-		for _, stats := range perWorker {
-			res.phases[i].add(&stats[i])
-		}
-		res.phases[i].tokenPOSTs = posts[i+1] - posts[i]
-		res.total.add(&res.phases[i])
-	}
+	env.busy += time.Since(t0)
 	return res
 }
 
@@ -310,52 +347,4 @@ func demoRequest(ctx context.Context, client *http.Client, url string) bool {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
-}
-
-// histogram records latencies in buckets about 3% wide, in constant
-// memory however many requests a phase sees. The zero value is empty.
-type histogram struct {
-	counts [histBuckets]int64
-	n      int64
-}
-
-// histScale is the number of buckets per factor e of latency; bucket i
-// holds latencies of about exp(i/histScale) nanoseconds.
-const (
-	histScale   = 32
-	histBuckets = 26 * histScale // up to e^26 ns, about 2 days
-)
-
-func (h *histogram) record(d time.Duration) {
-	i := 0
-	if d > 1 {
-		i = min(int(math.Log(float64(d))*histScale), histBuckets-1)
-	}
-	h.counts[i]++
-	h.n++
-}
-
-func (h *histogram) add(o *histogram) {
-	for i, c := range o.counts {
-		h.counts[i] += c
-	}
-	h.n += o.n
-}
-
-// quantile returns the latency below which a fraction q of the recorded
-// ones lie, or 0 when none are recorded.
-func (h *histogram) quantile(q float64) time.Duration {
-	if h.n == 0 {
-		return 0
-	}
-	rank := int64(math.Ceil(q * float64(h.n)))
-	var seen int64
-	for i, c := range h.counts {
-		seen += c
-		if seen >= max(rank, 1) {
-			// The middle of the bucket.
-			return time.Duration(math.Exp((float64(i) + 0.5) / histScale))
-		}
-	}
-	return 0
 }

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -32,18 +33,20 @@ const shutdownTimeout = 2 * time.Second
 
 const loginUsage = `Usage: pandadoc-oauth login [flags]
 
-Login logs in to PandaDoc through the browser. It listens on the redirect
-URL (a loopback address), prints PandaDoc's authorization URL and opens it
-in the browser. When PandaDoc redirects back with an authorization code,
-login exchanges it for a token and saves the token to the token file.
+pandadoc-oauth login logs in to PandaDoc through the browser. It listens
+on the redirect URL (a loopback address), prints PandaDoc's authorization
+URL and opens it in the browser. When PandaDoc redirects back with an
+authorization code, login exchanges it for a token, with PKCE (S256), and
+saves the token to the token file. A redirect whose state does not belong
+to this login is refused and ignored: login keeps waiting.
 
 The redirect URL must match one of the application's redirect URIs in
-PandaDoc exactly.
+PandaDoc exactly. Port 0 listens on a port the system picks, for servers
+that accept a loopback redirect URI on any port (RFC 8252 section 7.3).
 `
 
 // Errors of the login callback.
 var (
-	errStateMismatch = errors.New("state mismatch: the redirect does not belong to this login; start the login again")
 	errConsentDenied = errors.New("consent denied: access to PandaDoc was not granted")
 	errNoCode        = errors.New("the redirect carries no authorization code")
 )
@@ -54,7 +57,7 @@ func (c *cli) login(ctx context.Context, args []string) int {
 	f.register(fs)
 	redirect := fs.String("redirect-url", defaultRedirectURL, "loopback `URL` PandaDoc redirects to after consent")
 	noBrowser := fs.Bool("no-browser", false, "print the authorization URL without opening a browser")
-	timeout := fs.Duration("timeout", 5*time.Minute, "give up when the browser has not come back after this `long`")
+	timeout := fs.Duration("timeout", 5*time.Minute, "give up when the browser has not come back after this `duration`")
 	pos, code, ok := c.parse(fs, loginUsage, args, false)
 	if !ok {
 		return code
@@ -69,11 +72,13 @@ func (c *cli) login(ctx context.Context, args []string) int {
 	if err != nil {
 		return c.usageError(fs, "-redirect-url: %v", err)
 	}
+	if err := f.check(); err != nil {
+		return c.usageError(fs, "%v", err)
+	}
 
 	tr := newHTTPTransport()
 	defer tr.CloseIdleConnections()
 	cfg := f.config(c.getenv, &http.Client{Transport: tr, Timeout: endpointTimeout})
-	cfg.RedirectURL = *redirect
 	if cfg.ClientID == "" || cfg.ClientSecret == "" {
 		return c.usageError(fs, "missing client credentials: set -client-id and -client-secret, or %s and %s", envClientID, envClientSecret)
 	}
@@ -87,17 +92,30 @@ func (c *cli) login(ctx context.Context, args []string) int {
 	if err != nil {
 		return c.fail(fs, err)
 	}
+	// PKCE: a code that leaks from the redirect is useless without the
+	// verifier, which never leaves this process but for the exchange.
+	verifier := oauth2.GenerateVerifier()
 	ln, err := net.Listen("tcp", ru.Host)
 	if err != nil {
 		return c.fail(fs, fmt.Errorf("cannot listen for the redirect on %s (is another login running?): %w", ru.Host, err))
+	}
+	cfg.RedirectURL = *redirect
+	if ru.Port() == "0" {
+		// The redirect URL names the port the system picked.
+		u := *ru
+		u.Host = net.JoinHostPort(ru.Hostname(), strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+		cfg.RedirectURL = u.String()
 	}
 	cb := &callback{
 		path:     ru.Path,
 		state:    state,
 		accepted: make(chan struct{}),
 		result:   make(chan callbackResult, 1),
+		ignored: func() {
+			fmt.Fprintln(c.stderr, "Ignored a redirect whose state does not belong to this login; still waiting.")
+		},
 		finish: func(code string) (*oauth2.Token, error) {
-			tok, err := cfg.Exchange(ctx, code)
+			tok, err := cfg.Exchange(ctx, code, oauth2.VerifierOption(verifier))
 			if err != nil {
 				return nil, fmt.Errorf("exchanging the authorization code: %w", err)
 			}
@@ -114,13 +132,13 @@ func (c *cli) login(ctx context.Context, args []string) int {
 		srv.Serve(ln)
 	}()
 
-	authURL := cfg.AuthCodeURL(state)
+	authURL := cfg.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
 	if *noBrowser {
 		fmt.Fprintf(c.stderr, "To log in to PandaDoc, open this URL in a browser:\n\n    %s\n\n", authURL)
 	} else {
 		fmt.Fprintf(c.stderr, "Opening the browser to log in to PandaDoc. If it does not open, visit:\n\n    %s\n\n", authURL)
 	}
-	fmt.Fprintf(c.stderr, "Waiting for PandaDoc to redirect to %s (timeout %v)...\n", *redirect, *timeout)
+	fmt.Fprintf(c.stderr, "Waiting for PandaDoc to redirect to %s (timeout %v)...\n", cfg.RedirectURL, *timeout)
 	if !*noBrowser {
 		c.openBrowser(authURL)
 	}
@@ -133,7 +151,7 @@ func (c *cli) login(ctx context.Context, args []string) int {
 		// token endpoint's timeout bounds, whatever -timeout says.
 		res = <-cb.result
 	case <-timer.C:
-		res = cb.end(fmt.Errorf("timed out after %v waiting for the browser to come back to %s", *timeout, *redirect))
+		res = cb.end(fmt.Errorf("timed out after %v waiting for the browser to come back to %s", *timeout, cfg.RedirectURL))
 	case <-ctx.Done():
 		res = cb.end(fmt.Errorf("interrupted while waiting for the browser: %w", ctx.Err()))
 	}
@@ -156,6 +174,7 @@ func (c *cli) login(ctx context.Context, args []string) int {
 		fmt.Fprintf(c.stderr, "; the access token expires %s", res.tok.Expiry.Local().Format(time.DateTime))
 	}
 	fmt.Fprintln(c.stderr, ".")
+	fmt.Fprintf(c.stderr, "To use it from Go, give a TokenSource this Store:\n\n    &pandadocauth.FileStore{Path: %q}\n\n", path)
 	return exitOK
 }
 
@@ -172,7 +191,7 @@ func parseRedirectURL(u string) (*url.URL, error) {
 	if !isLoopbackHost(ru.Hostname()) {
 		return nil, fmt.Errorf("%q is not on a loopback host (127.0.0.1, [::1] or localhost)", u)
 	}
-	if port := ru.Port(); port == "" || port == "0" {
+	if ru.Port() == "" {
 		return nil, fmt.Errorf("%q needs an explicit port, the one registered in PandaDoc", u)
 	}
 	if ru.Path == "" {
@@ -197,13 +216,16 @@ type callbackResult struct {
 }
 
 // callback serves the redirect URL. It accepts one redirect: the first
-// request that carries OAuth parameters, whatever its outcome, so a
-// forged or replayed redirect cannot be followed by another attempt.
-// Requests elsewhere get 404 and do not count.
+// request that carries this login's state, whatever its outcome. A
+// request with another state (or none) is answered 400 and ignored: it
+// does not belong to this login, so it may not end it, or an attacker or
+// a stale browser tab could. Requests elsewhere get 404 and do not
+// count.
 type callback struct {
-	path   string
-	state  string
-	finish func(code string) (*oauth2.Token, error) // exchange and save
+	path    string
+	state   string
+	finish  func(code string) (*oauth2.Token, error) // exchange and save
+	ignored func()                                   // called for a redirect with the wrong state
 
 	taken    atomic.Bool         // set by the accepted request, or by end
 	accepted chan struct{}       // closed when the redirect arrives
@@ -230,6 +252,15 @@ func (cb *callback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"This address receives PandaDoc's redirect after login. Start the login from the terminal.")
 		return
 	}
+	if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(cb.state)) != 1 {
+		writePage(w, http.StatusBadRequest, "Wrong login",
+			"This redirect does not belong to the login waiting in the terminal (state mismatch), so it was ignored. "+
+				"Use the link that the terminal printed.")
+		if cb.ignored != nil {
+			cb.ignored()
+		}
+		return
+	}
 	if !cb.taken.CompareAndSwap(false, true) {
 		writePage(w, http.StatusConflict, "Login ended", "This login has ended. Start a new one from the terminal.")
 		return
@@ -238,8 +269,6 @@ func (cb *callback) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	var res callbackResult
 	switch {
-	case subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(cb.state)) != 1:
-		res.err = errStateMismatch
 	case q.Get("error") == "access_denied":
 		res.err = errConsentDenied
 	case q.Get("error") != "":

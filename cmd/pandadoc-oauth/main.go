@@ -39,6 +39,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -116,7 +117,7 @@ var commands = []command{
 	{"demo", "run concurrent traffic against an in-process fake PandaDoc", (*cli).demo},
 }
 
-const mainUsage = `Pandadoc-oauth logs in to PandaDoc with OAuth 2.0 and makes authenticated
+const mainUsage = `pandadoc-oauth logs in to PandaDoc with OAuth 2.0 and makes authenticated
 requests to the PandaDoc API.
 
 Usage:
@@ -278,6 +279,26 @@ func (f *commonFlags) config(getenv func(string) string, hc *http.Client) *panda
 		cfg.AuthURL = cmp.Or(cfg.AuthURL, base+"/oauth2/authorize")
 	}
 	return cfg
+}
+
+// check reports a URL flag that is not an absolute http(s) URL, saying
+// what one must look like.
+func (f *commonFlags) check() error {
+	for _, u := range []struct{ flag, value, example string }{
+		{"-base-url", f.baseURL, defaultBaseURL},
+		{"-token-url", f.tokenURL, pandadocauth.TokenURL},
+		{"-auth-url", f.authURL, pandadocauth.AuthURL},
+	} {
+		if u.value == "" {
+			continue
+		}
+		pu, err := url.Parse(u.value)
+		if err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" || pu.User != nil || pu.Fragment != "" ||
+			(u.flag == "-base-url" && pu.RawQuery != "") {
+			return fmt.Errorf("%s %q is not a URL of the form %s: it needs the scheme (https://, or http:// for a local fake) and the host", u.flag, u.value, u.example)
+		}
+	}
+	return nil
 }
 
 // apiBase returns the API base URL without a trailing slash.

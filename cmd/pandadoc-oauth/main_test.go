@@ -9,14 +9,13 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 	"golang.org/x/oauth2"
 
 	"github.com/gopandadoc/pandadocauth"
+	"github.com/gopandadoc/pandadocauth/internal/testutil"
 	"github.com/gopandadoc/pandadocauth/pandadoctest"
 )
 
@@ -24,53 +23,17 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// syncBuffer is a bytes.Buffer that a command writes to while the test
-// reads it.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// waitForLine waits until a line of s, trimmed, starts with prefix, and
-// returns that line.
-func (s *syncBuffer) waitForLine(t *testing.T, prefix string) string {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, line := range strings.Split(s.String(), "\n") {
-			if line = strings.TrimSpace(line); strings.HasPrefix(line, prefix) {
-				return line
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("no line starting with %q in:\n%s", prefix, s.String())
-	return ""
-}
-
 // invocation is one run of the command in-process.
 type invocation struct {
 	c              *cli
-	stdout, stderr *syncBuffer
+	stdout, stderr *testutil.Buffer
 }
 
 // newInvocation returns a command with the environment env and standard
 // input stdin, whose browser must not be opened.
 func newInvocation(t *testing.T, env map[string]string, stdin string) *invocation {
 	t.Helper()
-	inv := &invocation{stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	inv := &invocation{stdout: &testutil.Buffer{}, stderr: &testutil.Buffer{}}
 	inv.c = &cli{
 		stdin:  strings.NewReader(stdin),
 		stdout: inv.stdout,
@@ -94,13 +57,7 @@ func (inv *invocation) start(args ...string) <-chan int {
 // wait waits for the exit status from done.
 func wait(t *testing.T, done <-chan int) int {
 	t.Helper()
-	select {
-	case code := <-done:
-		return code
-	case <-time.After(20 * time.Second):
-		t.Fatal("the command did not return")
-		return -1
-	}
+	return testutil.Recv(t, done, "the command to return")
 }
 
 // runCmd runs args with env and returns the exit status and output.
@@ -158,17 +115,6 @@ func loadToken(t *testing.T, path string) *oauth2.Token {
 	return tok
 }
 
-// freePort returns a loopback port that nothing listens on.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func TestHelp(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{envClientID: "id", envClientSecret: "s3cr3t-from-env", envAPIKey: "k3y-from-env"}
@@ -183,7 +129,7 @@ func TestHelp(t *testing.T) {
 		{[]string{"token", "-h"}, []string{"Usage: pandadoc-oauth token", "-json", "-with-refresh-token", "-refresh"}},
 		{[]string{"api", "-h"}, []string{"Usage: pandadoc-oauth api", "METHOD PATH", "-api-key", "-H header"}},
 		{[]string{"api", "GET", "/x", "-h"}, []string{"Usage: pandadoc-oauth api"}},
-		{[]string{"demo", "-help"}, []string{"Usage: pandadoc-oauth demo", "-workers", "-duration"}},
+		{[]string{"demo", "-help"}, []string{"Usage: pandadoc-oauth demo", "-workers", "-latency"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -197,10 +143,32 @@ func TestHelp(t *testing.T) {
 					t.Errorf("usage lacks %q:\n%s", w, stdout)
 				}
 			}
-			if strings.Contains(stdout+stderr, "s3cr3t") || strings.Contains(stdout+stderr, "k3y") {
-				t.Errorf("usage shows a secret from the environment:\n%s", stdout)
-			}
+			testutil.AssertNoSecret(t, "usage", stdout+stderr, "s3cr3t", "k3y")
 		})
+	}
+}
+
+// TestHelpWording checks the help texts' wording: a sentence that starts
+// with the command's name keeps it lower-case, as typed, and flag
+// placeholders are nouns.
+func TestHelpWording(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"-h"}, {"login", "-h"}, {"token", "-h"}, {"api", "-h"}, {"demo", "-h"}} {
+		_, stdout, _ := runCmd(t, nil, args...)
+		for _, line := range strings.Split(stdout, "\n") {
+			for _, bad := range []string{"Pandadoc-oauth", "Api ", "Login ", "Token ", "Demo "} {
+				if strings.HasPrefix(strings.TrimSpace(line), bad) {
+					t.Errorf("%q: line starts with %q: %s", args, bad, line)
+				}
+			}
+		}
+		if strings.Contains(stdout, " long\n") || strings.Contains(stdout, "-timeout long") {
+			t.Errorf("%q: a placeholder reads \"long\":\n%s", args, stdout)
+		}
+	}
+	_, stdout, _ := runCmd(t, nil, "login", "-h")
+	if !strings.Contains(stdout, "-timeout duration") {
+		t.Errorf("login -h lacks \"-timeout duration\":\n%s", stdout)
 	}
 }
 
@@ -227,7 +195,15 @@ func TestUsageErrors(t *testing.T) {
 		{"unknown flag", nil, []string{"token", "-nope"}, "flag provided but not defined: -nope"},
 		{"bad flag value", nil, []string{"demo", "-workers", "many"}, "invalid value"},
 		{"token arguments", nil, []string{"token", "extra"}, "unexpected arguments"},
-		{"api without path", nil, []string{"api", "GET"}, "want METHOD and PATH"},
+		{"api without path", nil, []string{"api", "GET"}, "want METHOD and PATH, got 1 argument\n"},
+		{"api without arguments", nil, []string{"api"}, "want METHOD and PATH, got no arguments\n"},
+		{"api three arguments", nil, []string{"api", "GET", "/a", "/b"}, "want METHOD and PATH, got 3 arguments\n"},
+		{"base URL without scheme", nil, []string{"api", "-base-url", "127.0.0.1:1", "GET", "/x"}, `-base-url "127.0.0.1:1" is not a URL of the form https://api.pandadoc.com`},
+		{"token base URL without scheme", nil, []string{"token", "-base-url", "127.0.0.1:1"}, `-base-url "127.0.0.1:1" is not a URL of the form https://api.pandadoc.com`},
+		{"login base URL without scheme", credentials(), []string{"login", "-base-url", "api.pandadoc.com"}, "needs the scheme"},
+		{"base URL with a query", nil, []string{"token", "-base-url", "https://api.pandadoc.com/?x=1"}, "-base-url"},
+		{"token URL of another scheme", nil, []string{"token", "-token-url", "ftp://api.pandadoc.com/oauth2/access_token"}, "-token-url"},
+		{"auth URL without host", credentials(), []string{"login", "-auth-url", "https:///oauth2/authorize"}, "-auth-url"},
 		{"api relative path", nil, []string{"api", "GET", "public/v1/documents"}, "must start with /"},
 		{"api bad header", nil, []string{"api", "-H", "nocolon", "GET", "/x"}, "Name: value"},
 		{"login without credentials", nil, []string{"login", "-no-browser"}, envClientID},
@@ -236,7 +212,7 @@ func TestUsageErrors(t *testing.T) {
 		{"login redirect without port", credentials(), []string{"login", "-redirect-url", "http://127.0.0.1/cb"}, "explicit port"},
 		{"login zero timeout", credentials(), []string{"login", "-timeout", "0s"}, "-timeout"},
 		{"demo workers", nil, []string{"demo", "-workers", "0"}, "-workers"},
-		{"demo duration", nil, []string{"demo", "-duration", "1ms"}, "-duration"},
+		{"demo latency", nil, []string{"demo", "-latency", "1ns"}, "-latency"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -322,4 +298,39 @@ func assertPortFree(t *testing.T, port int) {
 		t.Fatalf("port %d is still in use: %v", port, err)
 	}
 	ln.Close()
+}
+
+// TestREADMEFirstSteps checks that the README's first steps match the
+// command: the install line, and a Quickstart that reads the very file
+// login writes.
+func TestREADMEFirstSteps(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gomod, err := os.ReadFile(filepath.Join("..", "..", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"go install github.com/gopandadoc/pandadocauth/cmd/pandadoc-oauth@latest",
+		`&pandadocauth.FileStore{Path: filepath.Join(dir, "` + storeDir + `", "` + storeFile + `")}`,
+		"dir, err := os.UserConfigDir()",
+		"pandadoc-oauth login",
+	} {
+		if !strings.Contains(string(readme), want) {
+			t.Errorf("README lacks %s", want)
+		}
+	}
+	// The Go version the README promises is the go.mod's.
+	var goLine string
+	for _, line := range strings.Split(string(gomod), "\n") {
+		if v, ok := strings.CutPrefix(line, "go "); ok {
+			goLine = strings.TrimSpace(v)
+		}
+	}
+	if goLine == "" || !strings.Contains(string(readme), "`go "+goLine+"`") {
+		t.Errorf("README does not state the go.mod's Go version %q", goLine)
+	}
 }

@@ -13,7 +13,7 @@ import (
 
 const tokenUsage = `Usage: pandadoc-oauth token [flags]
 
-Token prints a valid access token of the saved grant, for example for
+pandadoc-oauth token prints a valid access token of the saved grant, for example for
 curl -H "Authorization: Bearer $(pandadoc-oauth token)". A token that
 has expired or is about to is refreshed first, and the new token, with
 its rotated refresh token, is saved.
@@ -44,6 +44,9 @@ func (c *cli) token(ctx context.Context, args []string) int {
 	}
 	if len(pos) > 0 {
 		return c.usageError(fs, "unexpected arguments %q", pos)
+	}
+	if err := f.check(); err != nil {
+		return c.usageError(fs, "%v", err)
 	}
 
 	tr := newHTTPTransport()

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopandadoc/pandadocauth/internal/testutil"
 	"github.com/gopandadoc/pandadocauth/pandadoctest"
 )
 
@@ -186,11 +187,7 @@ func TestTokenErrors(t *testing.T) {
 					t.Errorf("stderr lacks %q:\n%s", w, stderr)
 				}
 			}
-			for _, secret := range []string{tok.AccessToken, tok.RefreshToken, pandadoctest.DefaultClientSecret} {
-				if strings.Contains(stderr, secret) {
-					t.Errorf("stderr shows a secret:\n%s", stderr)
-				}
-			}
+			testutil.AssertNoSecret(t, "stderr", stderr, tok.AccessToken, tok.RefreshToken, pandadoctest.DefaultClientSecret)
 		})
 	}
 }
