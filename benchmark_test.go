@@ -79,6 +79,42 @@ var pandadocauthSide = contender{"pandadocauth", func(s setup) (http.RoundTrippe
 	return &pandadocauth.Transport{Source: src, Base: s.base}, src.Wait
 }}
 
+// grantsSide is a Grants holding the grant, its Transport picking it
+// from the request's context (WithGrant), as the many-grants
+// documentation shows.
+var grantsSide = contender{"grants", func(s setup) (http.RoundTripper, func()) {
+	tok := *s.tok
+	conf := &pandadocauth.Config{
+		ClientID:     benchClientID,
+		ClientSecret: benchClientSecret,
+		TokenURL:     s.tokenURL,
+		HTTPClient:   s.hc,
+	}
+	g := &pandadocauth.Grants{Config: conf, Store: &sharedKeyedStore{m: map[string]*oauth2.Token{"ws": &tok}}, EarlyRefresh: s.early}
+	return g.Transport(s.base), g.Wait
+}}
+
+// sharedKeyedStore is an in-memory KeyedStore that returns the tokens it
+// holds, not copies: what the grants retain is then only their own
+// state, not the Store's tokens.
+type sharedKeyedStore struct {
+	mu sync.Mutex // guards m
+	m  map[string]*oauth2.Token
+}
+
+func (k *sharedKeyedStore) Load(ctx context.Context, key string) (*oauth2.Token, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.m[key], nil
+}
+
+func (k *sharedKeyedStore) Save(ctx context.Context, key string, t *oauth2.Token) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.m[key] = t
+	return nil
+}
+
 // xoauth2Side is golang.org/x/oauth2 as it is usually wired: Config's
 // ReuseTokenSource, or ReuseTokenSourceWithExpiry when an early window is
 // compared, under oauth2.Transport.
@@ -174,10 +210,12 @@ func BenchmarkHotPath(b *testing.B) {
 	}
 	for _, mode := range []string{"serial", "parallel"} {
 		for _, n := range []int{1, 10} {
-			for _, c := range []contender{pandadocauthSide, xoauth2Side, staticLimit} {
+			for _, c := range []contender{pandadocauthSide, grantsSide, xoauth2Side, staticLimit} {
 				name := fmt.Sprintf("%s/headers=%d/impl=%s", mode, n, c.name)
 				b.Run(name, func(b *testing.B) {
-					req, err := http.NewRequest(http.MethodGet, benchAPIURL, nil)
+					// Every request names its grant, for the grants contender;
+					// the others ignore it.
+					req, err := http.NewRequestWithContext(pandadocauth.WithGrant(context.Background(), "ws"), http.MethodGet, benchAPIURL, nil)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -745,4 +783,167 @@ func BenchmarkClock(b *testing.B) {
 			clockSink.d = time.Since(start)
 		}
 	})
+}
+
+// BenchmarkFootprint is what a used grant costs: per op, 100,000 grants
+// are set up and each sends one request with a valid token, then the
+// heap is measured after a GC with every grant still reachable.
+// B/grant is the heap retained per grant, allocs/grant the allocations
+// of setting one up and using it once, goroutines/grant what is left
+// running at rest. The tokens, and one Config, exist before the
+// measurement and are not counted:
+//
+//	pandadocauth  a TokenSource (Initial: the token) and a Transport per grant
+//	xoauth2       Config.TokenSource(ctx, token) and an oauth2.Transport per grant
+//	grants        one Grants and its Transport; a KeyedStore hands out the tokens
+func BenchmarkFootprint(b *testing.B) {
+	const grants = 100000
+	toks := make([]oauth2.Token, grants)
+	keys := make([]string, grants)
+	reqs := make([]*http.Request, grants)
+	for i := range toks {
+		toks[i] = oauth2.Token{AccessToken: fmt.Sprintf("at-%08d-0123456789abcdef", i), TokenType: "Bearer", RefreshToken: fmt.Sprintf("rt-%08d-0123456789abcdef", i), Expiry: time.Now().Add(time.Hour), ExpiresIn: 3600}
+		keys[i] = fmt.Sprintf("workspace-%06d", i)
+		req, err := http.NewRequestWithContext(pandadocauth.WithGrant(context.Background(), keys[i]), http.MethodGet, benchAPIURL, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		reqs[i] = req
+	}
+	conf := &pandadocauth.Config{ClientID: benchClientID, ClientSecret: benchClientSecret, TokenURL: deadTokenURL}
+	xconf := &oauth2.Config{ClientID: benchClientID, ClientSecret: benchClientSecret, Endpoint: oauth2.Endpoint{TokenURL: deadTokenURL, AuthStyle: oauth2.AuthStyleInParams}}
+	nop := newNopTransport()
+	sides := []struct {
+		name  string
+		setup func() (use func(i int) (http.RoundTripper, *http.Request), keep func() any)
+	}{
+		{"pandadocauth", func() (func(int) (http.RoundTripper, *http.Request), func() any) {
+			rts := make([]http.RoundTripper, grants)
+			return func(i int) (http.RoundTripper, *http.Request) {
+				rts[i] = &pandadocauth.Transport{Source: &pandadocauth.TokenSource{Config: conf, Initial: &toks[i]}, Base: nop}
+				return rts[i], reqs[i]
+			}, func() any { return rts }
+		}},
+		{"xoauth2", func() (func(int) (http.RoundTripper, *http.Request), func() any) {
+			rts := make([]http.RoundTripper, grants)
+			ctx := context.Background()
+			return func(i int) (http.RoundTripper, *http.Request) {
+				rts[i] = &oauth2.Transport{Source: xconf.TokenSource(ctx, &toks[i]), Base: nop}
+				return rts[i], reqs[i]
+			}, func() any { return rts }
+		}},
+		{"grants", func() (func(int) (http.RoundTripper, *http.Request), func() any) {
+			store := &sharedKeyedStore{m: make(map[string]*oauth2.Token, grants)}
+			for i := range toks {
+				store.m[keys[i]] = &toks[i]
+			}
+			g := &pandadocauth.Grants{Config: conf, Store: store}
+			rt := g.Transport(nop)
+			return func(i int) (http.RoundTripper, *http.Request) { return rt, reqs[i] }, func() any { return g }
+		}},
+	}
+	for _, side := range sides {
+		b.Run(fmt.Sprintf("grants=%d/impl=%s", grants, side.name), func(b *testing.B) {
+			var retained, allocs, goroutines float64
+			var ms runtime.MemStats
+			for i := 0; i < b.N; i++ {
+				use, keep := side.setup()
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				h0, m0, g0 := ms.HeapAlloc, ms.Mallocs, runtime.NumGoroutine()
+				for j := range grants {
+					rt, req := use(j)
+					if _, err := rt.RoundTrip(req); err != nil {
+						b.Fatal(err)
+					}
+				}
+				runtime.ReadMemStats(&ms)
+				m1 := ms.Mallocs
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				h1 := ms.HeapAlloc
+				goroutines += float64(runtime.NumGoroutine() - g0)
+				runtime.KeepAlive(keep())
+				retained += (float64(h1) - float64(h0)) / grants
+				allocs += float64(m1-m0) / grants
+			}
+			b.ReportMetric(retained/float64(b.N), "B/grant")
+			b.ReportMetric(allocs/float64(b.N), "allocs/grant")
+			b.ReportMetric(goroutines/float64(b.N)/grants, "goroutines/grant")
+		})
+	}
+}
+
+// BenchmarkGrantsColdStart: 1,000 grants whose tokens expired together
+// (a deploy, a clock jump) each get one request at once; the token
+// endpoint answers in 50 ms and the Grants allows 16 refreshes at a time
+// (its default), so the least it can take is 1,000 / 16 × 50 ms =
+// 3,125 ms. wall-ms/op is how long until every request was answered,
+// posts/op the refreshes, max-in-flight the most POSTs at once.
+func BenchmarkGrantsColdStart(b *testing.B) {
+	const grants = 1000
+	b.Run(fmt.Sprintf("grants=%d/cap=16/impl=grants", grants), func(b *testing.B) {
+		before := runtime.NumGoroutine()
+		var wall time.Duration
+		var posts, failed, maxIn int64
+		for i := 0; i < b.N; i++ {
+			ep := &countingEndpoint{tokenEndpoint: tokenEndpoint{delay: 50 * time.Millisecond, expiresIn: 3600}}
+			srv := httptest.NewServer(ep)
+			tr := newClientTransport()
+			store := &sharedKeyedStore{m: map[string]*oauth2.Token{}}
+			for j := range grants {
+				store.m[fmt.Sprint("ws", j)] = &oauth2.Token{AccessToken: fmt.Sprint("at-old-", j), RefreshToken: fmt.Sprint("rt-old-", j), Expiry: time.Now().Add(-time.Minute), ExpiresIn: 3600}
+			}
+			g := &pandadocauth.Grants{
+				Config: &pandadocauth.Config{ClientID: benchClientID, ClientSecret: benchClientSecret, TokenURL: srv.URL, HTTPClient: &http.Client{Transport: tr}},
+				Store:  store,
+			}
+			rt := g.Transport(newNopTransport())
+			var wg sync.WaitGroup
+			var bad atomic.Int64
+			start := time.Now()
+			for j := range grants {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					req, _ := http.NewRequestWithContext(pandadocauth.WithGrant(context.Background(), fmt.Sprint("ws", j)), http.MethodGet, benchAPIURL, nil)
+					if resp, err := rt.RoundTrip(req); err != nil || resp.StatusCode != http.StatusOK {
+						bad.Add(1)
+					}
+				}()
+			}
+			wg.Wait()
+			wall += time.Since(start)
+			g.Wait()
+			tr.CloseIdleConnections()
+			srv.Close()
+			settle(b, before)
+			posts += ep.posts.Load()
+			failed += bad.Load()
+			maxIn = max(maxIn, ep.maxIn.Load())
+		}
+		b.ReportMetric(wall.Seconds()*1e3/float64(b.N), "wall-ms/op")
+		b.ReportMetric(float64(posts)/float64(b.N), "posts/op")
+		b.ReportMetric(float64(failed)/float64(b.N), "failed/op")
+		b.ReportMetric(float64(maxIn), "max-in-flight")
+	})
+}
+
+// countingEndpoint is a tokenEndpoint that records the most requests it
+// served at once.
+type countingEndpoint struct {
+	tokenEndpoint
+	in, maxIn atomic.Int64
+}
+
+func (e *countingEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n := e.in.Add(1)
+	for {
+		m := e.maxIn.Load()
+		if n <= m || e.maxIn.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	defer e.in.Add(-1)
+	e.tokenEndpoint.ServeHTTP(w, r)
 }
