@@ -381,7 +381,7 @@ func originOf(u *url.URL) string {
 
 // checkSecure refuses plain http:// to anything but a loopback host.
 func checkSecure(u *url.URL) error {
-	if strings.EqualFold(u.Scheme, "https") || isLoopback(u.Hostname()) {
+	if u.Scheme == "https" || strings.EqualFold(u.Scheme, "https") || isLoopback(u.Hostname()) {
 		return nil
 	}
 	return fmt.Errorf("%w (%s://%s)", ErrInsecureRequest, u.Scheme, u.Host)
