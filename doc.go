@@ -26,20 +26,32 @@
 //     refresh goes on for the others.
 //   - Shortly before expiry (TokenSource.EarlyRefresh) one background
 //     refresh runs while the current token is still served;
-//     TokenSource.Wait lets a short-lived program finish it before exit.
+//     TokenSource.Wait lets a short-lived program finish it, and the
+//     retry of a failed Save, before exit.
 //   - Transient token-endpoint failures are retried (3 attempts, backoff
-//     with jitter, Retry-After honoured); permanent ones are returned as
-//     errors wrapping *oauth2.RetrieveError and remembered briefly, so
-//     callers fail fast instead of hammering the endpoint.
-//   - Every new token, with its rotated refresh token, is saved to the
-//     Store before any request uses it; a failed Save is retried, and the
-//     newest refresh token is never dropped.
+//     with jitter, Retry-After honoured; a 429 without Retry-After backs
+//     off in seconds); permanent ones are returned as errors wrapping
+//     *oauth2.RetrieveError and remembered briefly, so callers fail fast
+//     instead of hammering the endpoint.
+//   - Every new token, with its refresh token, is saved to the Store
+//     before any request uses it; a failed Save is retried, and the
+//     newest refresh token is never dropped. PandaDoc may rotate refresh
+//     tokens (OAuth servers commonly do); this is safe either way.
+//   - A token another process stored since this source last read or
+//     wrote the Store is newer, whatever the clocks say, and is adopted;
+//     with a Locker, processes refresh one at a time.
 //   - A 401 from the API invalidates the exact token it rejected (a late
 //     401 cannot discard a newer token), triggers one refresh, and
-//     replays the request once when its body allows. Tokens rejected one
-//     after another without one working make refreshes back off.
-//   - No token is sent on a redirect to another host, nor over plain
-//     http:// except to loopback.
+//     replays the request once when its body allows. Transport does this
+//     with any Source that is an Invalidator; a plain oauth2.TokenSource
+//     wrapped around a TokenSource (oauth2.ReuseTokenSource) loses it.
+//   - No token is sent to another origin (scheme, host, port) than the
+//     one a request chain started at, nor over plain http:// except to
+//     loopback.
 //   - No client secret, refresh token or access token appears in an
-//     error, a log line or a String method.
+//     error, a log line, an Observer event or a String method.
+//
+// Grants serves many grants (one per customer workspace) from one
+// process, with the same guarantees per grant. Observer reports
+// refreshes, 401s and Store problems for metrics and tracing.
 package pandadocauth

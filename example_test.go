@@ -263,3 +263,49 @@ func TestExamplesAreReadyToCopy(t *testing.T) {
 		t.Errorf("found %d examples, want at least 6", examples)
 	}
 }
+
+// countingSource wraps a *TokenSource the way a service might, to count
+// the tokens it hands out. It passes Invalidate on, so it is an
+// Invalidator and Transport keeps recovering from 401s through it.
+type countingSource struct {
+	src    *pandadocauth.TokenSource
+	tokens int
+}
+
+func (c *countingSource) Token() (*oauth2.Token, error) {
+	c.tokens++
+	return c.src.Token()
+}
+
+func (c *countingSource) Invalidate(t *oauth2.Token) bool { return c.src.Invalidate(t) }
+
+// A wrapper around a TokenSource keeps 401 recovery only if it passes
+// Invalidate on. oauth2.ReuseTokenSource and oauth2.NewClient(ctx, src)
+// do not: with them, a revoked token is sent, and answered 401, until
+// it expires (a year on PandaDoc).
+func ExampleInvalidator() {
+	srv := pandadoctest.NewServer(pandadoctest.WithRotation(true)) // stands in for PandaDoc
+	defer srv.Close()
+	path, cleanup := tempTokenFile()
+	defer cleanup()
+	loggedIn(srv, path)
+
+	src := &pandadocauth.TokenSource{Config: srv.Config(), Store: &pandadocauth.FileStore{Path: path}}
+	defer src.Wait()
+	wrapped := &countingSource{src: src}
+	lossy := oauth2.ReuseTokenSource(nil, src) // not an Invalidator
+	for _, s := range []oauth2.TokenSource{wrapped, lossy} {
+		client := &http.Client{Transport: &pandadocauth.Transport{Source: s}, Timeout: 30 * time.Second}
+		srv.ExpireAll() // PandaDoc answers 401 to the token in use
+		resp, err := client.Get(srv.URL + "/public/v1/documents")
+		if err != nil {
+			log.Fatal(err)
+		}
+		resp.Body.Close()
+		_, recovers := s.(pandadocauth.Invalidator)
+		fmt.Println(resp.StatusCode, "Invalidator:", recovers)
+	}
+	// Output:
+	// 200 Invalidator: true
+	// 401 Invalidator: false
+}

@@ -103,7 +103,9 @@ func TestFaultMatrix(t *testing.T) {
 						t.Fatalf("early window: %v; want the current token served", err)
 					}
 					if f.hang {
-						waitForPosts(t, posts, 1)
+						if err := srv.WaitTokenRequests(context.Background(), 1); err != nil {
+							t.Fatal(err)
+						}
 						srv.Close()
 					}
 					src.Wait()
@@ -155,17 +157,6 @@ func always(f pandadoctest.Fault) func(*pandadoctest.Server) {
 
 func next(f pandadoctest.Fault) func(*pandadoctest.Server) {
 	return func(s *pandadoctest.Server) { s.FailNext(f) }
-}
-
-func waitForPosts(t *testing.T, posts func() int, n int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for posts() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %d POSTs", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func assertNoSecretIn(t *testing.T, err error, srv *pandadoctest.Server, tok *oauth2.Token) {
