@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -391,5 +392,39 @@ func TestGrantsRefreshCap(t *testing.T) {
 	}
 	if total != grants {
 		t.Errorf("%d POSTs, want %d", total, grants)
+	}
+}
+
+// TestIdleGrantsHoldNothing: grants and sources at rest hold no
+// goroutine and no timer, after first use, an early refresh, a refresh
+// on expiry and a 401.
+func TestIdleGrantsHoldNothing(t *testing.T) {
+	// Not parallel: it counts the process's goroutines.
+	before := runtime.NumGoroutine()
+	g, _, _, mt, clock := newGrants(t, 50, 10*time.Minute)
+	rt := g.Transport(mt)
+	for i := range 50 {
+		if resp, err := grantGet(t, rt, fmt.Sprintf("ws%d", i)); err != nil || resp.StatusCode != 200 {
+			t.Fatal(resp, err)
+		}
+	}
+	clock.Advance(6 * time.Minute) // early window: background refreshes
+	for i := range 50 {
+		grantGet(t, rt, fmt.Sprintf("ws%d", i))
+	}
+	g.Wait()
+	clock.Advance(2 * time.Hour) // expired: refreshes on the request path
+	for i := range 50 {
+		grantGet(t, rt, fmt.Sprintf("ws%d", i))
+	}
+	g.Wait()
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines at rest, %d before", n, before)
+	}
+	clock.mu.Lock()
+	pending := len(clock.timers)
+	clock.mu.Unlock()
+	if pending != 0 {
+		t.Errorf("%d timers at rest", pending)
 	}
 }
