@@ -37,7 +37,8 @@ func (s Sources) Range(f func(grant string, s *pandadocauth.TokenSource) bool) {
 // ObserveExpiry registers the gauge pandadocauth.token.time_to_expiry,
 // in seconds, for the sources of r: the time left until the token each
 // one serves expires, negative once it has expired. A source that has
-// served no token yet, or whose token has no expiry, is not reported.
+// served no token yet, or whose token has no expiry, is not reported,
+// and neither is a nil source.
 // The sources whose attributes are the same (all of them, unless
 // WithGrantAttribute is given) are reported as one value: the smallest,
 // the token that expires first.
@@ -65,6 +66,9 @@ func observeExpiry(c config, r Ranger, now func() time.Time) (metric.Registratio
 		t := now()
 		least := map[string]float64{}
 		r.Range(func(grant string, s *pandadocauth.TokenSource) bool {
+			if s == nil {
+				return true
+			}
 			exp := s.Expiry()
 			if exp.IsZero() {
 				return true

@@ -55,7 +55,7 @@ func TestObserveExpiry(t *testing.T) {
 	now := time.Now().Truncate(time.Second)
 	_, year, short, noExpiry, unused := expirySources(t, now)
 	all := grants{
-		keys: []string{"year", "short", "none", "unused"},
+		keys: []string{"year", "short", "none", "unused", "nil"},
 		srcs: map[string]*pandadocauth.TokenSource{"year": year, "short": short, "none": noExpiry, "unused": unused},
 	}
 	clock := func() time.Time { return now }
