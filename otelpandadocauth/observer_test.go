@@ -381,3 +381,35 @@ type failingMeter struct{ noop.Meter }
 func (failingMeter) Int64Counter(string, ...metric.Int64CounterOption) (metric.Int64Counter, error) {
 	return noop.Int64Counter{}, errInstrument
 }
+
+// TestEarlyRefresh: a request inside the early-refresh window is served
+// at once and starts a background refresh, reason early, whose span is a
+// child of the request's span.
+func TestEarlyRefresh(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	tok := h.srv.IssueToken()
+	tok.ExpiresIn = 0 // lifetime unknown: the window is EarlyRefresh
+	tok.Expiry = time.Now().Add(time.Hour)
+	ts := h.srv.Config().TokenSource(tok)
+	ts.EarlyRefresh = 2 * time.Hour
+	ts.Observer = h.observer(t)
+	ctx, span := h.tp.Tracer("test").Start(context.Background(), "request")
+	got, err := ts.TokenContext(ctx)
+	span.End()
+	if err != nil || got.AccessToken != tok.AccessToken {
+		t.Fatalf("%v, %v: want the current token at once", got, err)
+	}
+	ts.Wait() // for the background refresh
+	rm := h.collect(t)
+	wantSums(t, rm, "pandadocauth.refreshes", "{refresh}", map[attribute.Set]int64{
+		kv("reason", "early", "outcome", "refreshed"): 1,
+	})
+	spans := h.refreshSpans()
+	if len(spans) != 1 {
+		t.Fatalf("%d refresh spans, want 1", len(spans))
+	}
+	if s := spans[0]; s.Parent().SpanID() != span.SpanContext().SpanID() || len(s.Links()) != 0 {
+		t.Errorf("parent %v, links %v: want the request's span, no link", s.Parent().SpanID(), s.Links())
+	}
+}
