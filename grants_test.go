@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jarcoal/httpmock"
+	"go.uber.org/goleak"
 	"golang.org/x/oauth2"
 )
 
@@ -399,8 +399,9 @@ func TestGrantsRefreshCap(t *testing.T) {
 // goroutine and no timer, after first use, an early refresh, a refresh
 // on expiry and a 401.
 func TestIdleGrantsHoldNothing(t *testing.T) {
-	// Not parallel: it counts the process's goroutines.
-	before := runtime.NumGoroutine()
+	// Not parallel: it looks at the process's goroutines. VerifyNone
+	// waits, a bounded while, for goroutines that are ending.
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	g, _, _, mt, clock := newGrants(t, 50, 10*time.Minute)
 	rt := g.Transport(mt)
 	for i := range 50 {
@@ -418,9 +419,6 @@ func TestIdleGrantsHoldNothing(t *testing.T) {
 		grantGet(t, rt, fmt.Sprintf("ws%d", i))
 	}
 	g.Wait()
-	if n := runtime.NumGoroutine(); n > before {
-		t.Errorf("%d goroutines at rest, %d before", n, before)
-	}
 	clock.mu.Lock()
 	pending := len(clock.timers)
 	clock.mu.Unlock()

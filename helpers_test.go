@@ -332,7 +332,7 @@ func settle(ts *TokenSource) {
 		r.mu.Unlock()
 		return
 	}
-	ch := ts.fly(context.Background(), ReasonSave, false)
+	ch := flights.DoChan(r.call.key, joinOnly)
 	r.mu.Unlock()
 	<-ch
 }

@@ -95,7 +95,8 @@ var flights singleflight.Group
 type refresher struct {
 	mu      sync.Mutex  // guards the fields below it
 	want    uint32      // the highest generation a caller waits for
-	call    *flightCall // the flight under way; nil when none
+	flights uint32      // flights started, for their singleflight keys
+	call    *flightCall // the flight under way, or landing; nil when none
 	trouble *trouble    // what failures left; nil when there is nothing to remember
 
 	// quiet is a Mono reading before which no background flight (early
@@ -110,7 +111,8 @@ type refresher struct {
 // flightCall is one flight. The flight's goroutine owns attempts and
 // outcome; the other fields are set under the refresher's lock.
 type flightCall struct {
-	key      string          // the singleflight key
+	key      string          // the singleflight key, unique per flight
+	landed   bool            // it has decided to end: callers start a new one
 	ctx      context.Context // the Observer's flight context
 	reason   RefreshReason
 	start    time.Duration // a Mono reading
@@ -215,7 +217,7 @@ func (s *TokenSource) background(ctx context.Context, ct *snapshot, now time.Dur
 	}
 	early := now >= ct.early
 	r.mu.Lock()
-	if r.call == nil && (early || r.saveDue(now)) {
+	if !r.flying() && (early || r.saveDue(now)) {
 		reason := ReasonSave
 		if early {
 			r.want = max(r.want, ct.gen+1)
@@ -244,7 +246,7 @@ func joinOnly() (any, error) {
 func (s *TokenSource) fly(ctx context.Context, reason RefreshReason, wait bool) <-chan singleflight.Result {
 	r := &s.flight
 	o := s.Observer
-	if c := r.call; c != nil {
+	if c := r.call; c != nil && !c.landed {
 		if wait {
 			c.waiters++
 			if o != nil && o.RefreshJoin != nil {
@@ -253,7 +255,8 @@ func (s *TokenSource) fly(ctx context.Context, reason RefreshReason, wait bool) 
 		}
 		return flights.DoChan(c.key, joinOnly)
 	}
-	c := &flightCall{key: fmt.Sprintf("%p", s), ctx: ctx, reason: reason, start: s.mono()}
+	r.flights++
+	c := &flightCall{key: fmt.Sprintf("%p/%d", s, r.flights), ctx: ctx, reason: reason, start: s.mono()}
 	if wait {
 		c.waiters = 1
 	}
@@ -269,11 +272,21 @@ func (s *TokenSource) fly(ctx context.Context, reason RefreshReason, wait bool) 
 
 // run is the flight. It takes steps until a usable token of the highest
 // generation wanted is served (and saved, when a Save retry is due), or
-// a step fails.
+// a step fails. It decides to end, and lands, under the lock at which
+// callers record their want; it reports to the Observer after, and then
+// lets go of the flight, so that Wait, which joins a landing flight too,
+// returns only when all of it is done.
 func (s *TokenSource) run(c *flightCall) (any, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), refreshTimeout)
 	defer cancel()
 	r := &s.flight
+	defer func() {
+		r.mu.Lock()
+		if r.call == c {
+			r.call = nil
+		}
+		r.mu.Unlock()
+	}()
 	for step := 0; ; step++ {
 		cur := s.cache.Load()
 		now := s.mono()
@@ -339,12 +352,17 @@ func (s *TokenSource) done(c *flightCall, err error) {
 	o.RefreshDone(c.ctx, info)
 }
 
-// land ends the flight: later callers start a new one. No background
-// flight starts before quiet. r.mu must be held.
+// land ends the flight: later callers start a new one (under another
+// key). No background flight starts before quiet. r.mu must be held.
 func (r *refresher) land(quiet time.Duration) {
-	flights.Forget(r.call.key)
-	r.call = nil
+	r.call.landed = true
 	r.quiet.Store(int64(quiet))
+}
+
+// flying reports whether a flight is under way and not landing. r.mu
+// must be held.
+func (r *refresher) flying() bool {
+	return r.call != nil && !r.call.landed
 }
 
 // recovered forgets the failures after a flight that obtained a token.
@@ -450,37 +468,38 @@ func classify(aerr *attemptError) error {
 	return t
 }
 
-// flush is Wait: it joins the flight under way, and saves an unsaved
-// token, retrying every saveRetryInterval for up to flushTimeout.
+// flush is Wait: it waits for the flight under way, landing ones too,
+// and saves an unsaved token, retrying every saveRetryInterval for up to
+// flushTimeout.
 func (s *TokenSource) flush() {
 	r := &s.flight
 	clk := s.clock()
 	deadline := clk.Mono() + flushTimeout
 	for {
 		r.mu.Lock()
-		cur := s.cache.Load()
-		unsaved := cur != nil && cur.unsaved
-		if r.call == nil && !unsaved {
+		if c := r.call; c != nil {
+			ch := flights.DoChan(c.key, joinOnly)
+			r.mu.Unlock()
+			if testHookJoined != nil {
+				testHookJoined(s)
+			}
+			<-ch
+			continue
+		}
+		if cur := s.cache.Load(); cur == nil || !cur.unsaved {
 			r.mu.Unlock()
 			return
 		}
-		now := clk.Mono()
-		if r.call == nil && now >= deadline {
+		if clk.Mono() >= deadline {
 			r.mu.Unlock()
 			s.logError("pandadocauth: giving up saving the token; the newest refresh token is in memory only")
 			return
 		}
-		retry := r.call == nil
-		if retry {
-			r.flush = true
-		}
+		r.flush = true
 		ch := s.fly(context.Background(), ReasonSave, true)
 		r.mu.Unlock()
-		if testHookJoined != nil {
-			testHookJoined(s)
-		}
 		<-ch
-		if cur := s.cache.Load(); retry && cur != nil && cur.unsaved {
+		if cur := s.cache.Load(); cur != nil && cur.unsaved {
 			timer, _ := clk.NewTimer(min(saveRetryInterval, max(deadline-clk.Mono(), 0)))
 			<-timer
 		}
