@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -32,9 +33,12 @@ func FuzzTokenResponse(f *testing.F) {
 		if status < 100 || status > 999 {
 			status = 200 + (status%800+800)%800
 		}
+		// The reason phrase echoes the start of the body, as a server
+		// echoing what it was sent might.
+		reason := string(body[:min(len(body), 64)])
 		resp := &http.Response{
 			StatusCode: status,
-			Status:     http.StatusText(status),
+			Status:     fmt.Sprintf("%d %s", status, reason),
 			Header:     http.Header{"Content-Type": {contentType}},
 			Body:       io.NopCloser(bytes.NewReader(body)),
 		}
@@ -60,7 +64,7 @@ func FuzzTokenResponse(f *testing.F) {
 		}
 		var re *oauth2.RetrieveError
 		if errors.As(aerr.err, &re) {
-			msg += re.Error() + string(re.Body) + re.ErrorDescription
+			msg += re.Error() + string(re.Body) + re.ErrorDescription + re.ErrorCode + re.ErrorURI + re.Response.Status
 		}
 		for _, s := range []string{secret, refresh} {
 			for _, e := range encodings(s) {

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/oauth2"
 )
@@ -87,9 +88,9 @@ func readTokenResponse(ctx context.Context, resp *http.Response, secrets []strin
 			re := &oauth2.RetrieveError{
 				Response:         redactResponse(resp, secrets),
 				Body:             redact(errBody, secrets),
-				ErrorCode:        redactString(tr.code, secrets),
-				ErrorDescription: redactString(tr.description, secrets),
-				ErrorURI:         redactString(tr.uri, secrets),
+				ErrorCode:        redactString(printable(tr.code), secrets),
+				ErrorDescription: redactString(printable(tr.description), secrets),
+				ErrorURI:         redactString(printable(tr.uri), secrets),
 			}
 			return nil, &attemptError{err: &endpointError{msg: rejectionMessage(re, body, secrets), re: re}}
 		}
@@ -112,9 +113,9 @@ func rejection(resp *http.Response, body []byte, secrets []string, now time.Time
 	}
 	if json.Unmarshal(body, &e) == nil {
 		if code, ok := e.Error.(string); ok {
-			re.ErrorCode = redactString(code, secrets)
-			re.ErrorDescription = redactString(e.ErrorDescription, secrets)
-			re.ErrorURI = redactString(e.ErrorURI, secrets)
+			re.ErrorCode = redactString(printable(code), secrets)
+			re.ErrorDescription = redactString(printable(e.ErrorDescription), secrets)
+			re.ErrorURI = redactString(printable(e.ErrorURI), secrets)
 		}
 	}
 	status := resp.StatusCode
@@ -333,4 +334,28 @@ func sendable(accessToken string) bool {
 		}
 	}
 	return true
+}
+
+// printable replaces what %q would escape other than quotes and
+// backslashes (control characters, other unprintable runes, invalid
+// UTF-8) with U+FFFD. RetrieveError's own Error method quotes ErrorCode
+// and ErrorDescription, and an escape such as \x7f or \f put before the
+// rest of a secret would spell the secret after quoting, past redaction.
+func printable(v string) string {
+	clean := true
+	for _, r := range v {
+		if r == utf8.RuneError || !strconv.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return v
+	}
+	return strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || !strconv.IsPrint(r) {
+			return utf8.RuneError
+		}
+		return r
+	}, strings.ToValidUTF8(v, string(utf8.RuneError)))
 }
