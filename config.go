@@ -243,17 +243,7 @@ func (c *Config) Exchange(ctx context.Context, code string, opts ...oauth2.AuthC
 	if code == "" {
 		return nil, fmt.Errorf("pandadocauth: exchange: %w", ErrEmptyCode)
 	}
-	v := c.form("authorization_code")
-	v.Set("code", code)
-	if c.RedirectURL != "" {
-		v.Set("redirect_uri", c.RedirectURL)
-	}
-	for k, vs := range authCodeOptionValues(opts) {
-		if k != "client_id" && k != "client_secret" {
-			v[k] = vs
-		}
-	}
-	tok, err := c.post(ctx, v, time.Now)
+	tok, err := c.post(ctx, c.exchangeForm(code, authCodeOptionValues(opts)), time.Now)
 	return tok, err.unwrap()
 }
 
@@ -303,36 +293,6 @@ func probeQuery(u string) url.Values {
 func (c *Config) Refresh(ctx context.Context, refreshToken string) (*oauth2.Token, error) {
 	tok, err := c.refreshAttempt(ctx, refreshToken, time.Now)
 	return tok, err.unwrap()
-}
-
-// refreshAttempt is one refresh POST, reporting whether its failure may be
-// retried.
-func (c *Config) refreshAttempt(ctx context.Context, refreshToken string, now func() time.Time) (*oauth2.Token, *attemptError) {
-	if refreshToken == "" {
-		return nil, &attemptError{err: fmt.Errorf("pandadocauth: refresh: %w", ErrNoRefreshToken)}
-	}
-	v := c.form("refresh_token")
-	v.Set("refresh_token", refreshToken)
-	tok, err := c.post(ctx, v, now)
-	if err != nil {
-		return nil, err
-	}
-	if tok.RefreshToken == "" {
-		tok.RefreshToken = refreshToken
-	}
-	return tok, nil
-}
-
-func (c *Config) form(grantType string) url.Values {
-	v := url.Values{
-		"grant_type":    {grantType},
-		"client_id":     {c.ClientID},
-		"client_secret": {c.ClientSecret},
-	}
-	if len(c.Scopes) > 0 {
-		v.Set("scope", strings.Join(c.Scopes, " "))
-	}
-	return v
 }
 
 // TokenSource returns a TokenSource for the grant whose token is t. It is

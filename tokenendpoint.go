@@ -31,6 +31,55 @@ const (
 	maxDescription = 200
 )
 
+// refreshAttempt is one refresh POST, reporting whether its failure may be
+// retried.
+func (c *Config) refreshAttempt(ctx context.Context, refreshToken string, now func() time.Time) (*oauth2.Token, *attemptError) {
+	if refreshToken == "" {
+		return nil, &attemptError{err: fmt.Errorf("pandadocauth: refresh: %w", ErrNoRefreshToken)}
+	}
+	v := c.form("refresh_token")
+	v.Set("refresh_token", refreshToken)
+	tok, err := c.post(ctx, v, now)
+	if err != nil {
+		return nil, err
+	}
+	if tok.RefreshToken == "" {
+		tok.RefreshToken = refreshToken
+	}
+	return tok, nil
+}
+
+// form is the part of every token-endpoint form that says who asks:
+// PandaDoc expects the client credentials in the body.
+func (c *Config) form(grantType string) url.Values {
+	v := url.Values{
+		"grant_type":    {grantType},
+		"client_id":     {c.ClientID},
+		"client_secret": {c.ClientSecret},
+	}
+	if len(c.Scopes) > 0 {
+		v.Set("scope", strings.Join(c.Scopes, " "))
+	}
+	return v
+}
+
+// exchangeForm is the authorization_code grant's form. extra are the
+// AuthCodeOptions' parameters: they may set any parameter but the client
+// credentials, as in golang.org/x/oauth2.
+func (c *Config) exchangeForm(code string, extra url.Values) url.Values {
+	v := c.form("authorization_code")
+	v.Set("code", code)
+	if c.RedirectURL != "" {
+		v.Set("redirect_uri", c.RedirectURL)
+	}
+	for k, vs := range extra {
+		if k != "client_id" && k != "client_secret" {
+			v[k] = vs
+		}
+	}
+	return v
+}
+
 // post sends one form to the token endpoint and parses the answer.
 func (c *Config) post(ctx context.Context, form url.Values, now func() time.Time) (*oauth2.Token, *attemptError) {
 	secrets := []string{form.Get("client_secret"), form.Get("refresh_token"), form.Get("code"), form.Get("code_verifier")}
