@@ -267,3 +267,387 @@ func TestStoreExpiredTokenFailingEndpoint(t *testing.T) {
 		clock.Advance(permanentFailureBackoff)
 	}
 }
+
+func TestTokenSourceSavesBeforeUse(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600}
+	ts, _, clock := newSource(t, srv, time.Hour)
+	var servedAtSave string
+	store := &memStore{}
+	store.onSave = func(tok *oauth2.Token) {
+		servedAtSave = ts.cache.Load().tok.AccessToken
+	}
+	ts.Store = store
+	clock.Advance(2 * time.Hour)
+	tok, err := ts.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.RefreshToken != "rt-SECRET-1" {
+		t.Fatalf("refresh token %q, want the rotated one", tok.RefreshToken)
+	}
+	if servedAtSave != testAccess {
+		t.Errorf("when Save ran, %q was already served; the new token must be saved before use", servedAtSave)
+	}
+	if s := store.stored(); s == nil || s.RefreshToken != "rt-SECRET-1" {
+		t.Errorf("stored %v; want the rotated refresh token", s)
+	}
+	if got := srv.form(0)["refresh_token"]; got != testRefresh {
+		t.Errorf("refreshed with %q", got)
+	}
+}
+
+func TestTokenSourceSaveFailureIsRetried(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600}
+	ts, _, clock := newSource(t, srv, time.Hour)
+	store := &memStore{saveErrs: 2}
+	logger, logs := newTestLogger()
+	ts.Store, ts.Logger = store, logger
+	clock.Advance(2 * time.Hour)
+
+	tok, err := ts.Token()
+	if err != nil || tok.AccessToken != "at-SECRET-1" {
+		t.Fatalf("a failed Save must not lose the token: %v, %v", tok, err)
+	}
+	if !strings.Contains(logs.String(), "saving the new token failed") {
+		t.Errorf("the Save failure was not logged: %s", logs)
+	}
+	// calls serves the token n times, letting any Save retry finish.
+	calls := func(n int) {
+		for range n {
+			if tok, _ := ts.Token(); tok.AccessToken != "at-SECRET-1" {
+				t.Fatal("lost the new token")
+			}
+			settle(ts)
+		}
+	}
+	steps := []struct {
+		advance time.Duration
+		saves   int
+	}{
+		{0, 1},                      // within a second of the failure: no retry
+		{saveRetryInterval, 2},      // one retry, which fails
+		{saveRetryInterval / 2, 2},  // still within a second of it
+		{saveRetryInterval / 2, 3},  // the next retry succeeds
+		{10 * saveRetryInterval, 3}, // saved: no more retries
+	}
+	for i, st := range steps {
+		clock.Advance(st.advance)
+		calls(20)
+		if got := store.saveCount(); got != st.saves {
+			t.Fatalf("step %d: %d Saves, want %d", i, got, st.saves)
+		}
+	}
+	if s := store.stored(); s == nil || s.RefreshToken != "rt-SECRET-1" {
+		t.Fatalf("stored %v after the retry succeeded", s)
+	}
+	assertNoSecret(t, "log", logs.String())
+}
+
+func TestTokenSourceUnsavedTokenOutranksStore(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600}
+	ts, _, clock := newSource(t, srv, time.Hour)
+	store := &memStore{saveErrs: 100, tok: &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh}}
+	ts.Store = store
+	clock.Advance(2 * time.Hour)
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Hour)
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	ts.Wait()
+	// The second refresh used the rotated token, not the stale stored one.
+	if got := srv.form(1)["refresh_token"]; got != "rt-SECRET-1" {
+		t.Errorf("second refresh used %q, want rt-SECRET-1", got)
+	}
+}
+
+func TestTokenSourceStore(t *testing.T) {
+	t.Parallel()
+	t.Run("loads when Initial is nil", func(t *testing.T) {
+		t.Parallel()
+		clock := newAutoClock()
+		store := &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-9", RefreshToken: "rt-SECRET-9", Expiry: clock.Now().Add(time.Hour)}}
+		mt := httpmock.NewMockTransport()
+		ts := &TokenSource{Config: testConfig(mt), Store: store, clk: &clockRef{clock}}
+		tok, err := ts.Token()
+		if err != nil || tok.AccessToken != "at-SECRET-9" {
+			t.Fatalf("%v, %v", tok, err)
+		}
+		if n := mt.GetTotalCallCount(); n != 0 {
+			t.Errorf("%d POSTs", n)
+		}
+	})
+	t.Run("adopts a valid token another process stored", func(t *testing.T) {
+		t.Parallel()
+		ts, mt, clock := newSource(t, &tokenServer{expiresIn: 3600}, time.Hour)
+		store := &memStore{}
+		ts.Store = store
+		clock.Advance(2 * time.Hour)
+		store.tok = &oauth2.Token{AccessToken: "at-SECRET-other", RefreshToken: "rt-SECRET-other", Expiry: clock.Now().Add(time.Hour)}
+		tok, err := ts.Token()
+		if err != nil || tok.AccessToken != "at-SECRET-other" {
+			t.Fatalf("%v, %v; want the stored token adopted", tok, err)
+		}
+		if n := mt.GetCallCountInfo()[tokenCall]; n != 0 {
+			t.Errorf("%d POSTs, want 0", n)
+		}
+	})
+	t.Run("refreshes with a newer stored refresh token", func(t *testing.T) {
+		t.Parallel()
+		srv := &tokenServer{expiresIn: 3600}
+		ts, _, clock := newSource(t, srv, time.Hour)
+		store := &memStore{}
+		ts.Store = store
+		clock.Advance(2 * time.Hour)
+		store.tok = &oauth2.Token{AccessToken: "at-SECRET-other", RefreshToken: "rt-SECRET-other", Expiry: clock.Now().Add(-time.Minute)}
+		if _, err := ts.Token(); err != nil {
+			t.Fatal(err)
+		}
+		if got := srv.form(0)["refresh_token"]; got != "rt-SECRET-other" {
+			t.Errorf("refreshed with %q, want the stored rt-SECRET-other", got)
+		}
+	})
+	t.Run("nothing anywhere", func(t *testing.T) {
+		t.Parallel()
+		ts := &TokenSource{Config: testConfig(httpmock.NewMockTransport()), Store: &memStore{}}
+		if _, err := ts.Token(); !errors.Is(err, ErrNoToken) {
+			t.Errorf("%v, want ErrNoToken", err)
+		}
+		ts = &TokenSource{Config: testConfig(httpmock.NewMockTransport())}
+		if _, err := ts.Token(); !errors.Is(err, ErrNoToken) {
+			t.Errorf("%v, want ErrNoToken", err)
+		}
+	})
+	t.Run("failing Load with no token is an error", func(t *testing.T) {
+		t.Parallel()
+		ts := &TokenSource{Config: testConfig(httpmock.NewMockTransport()), Store: &memStore{loadErr: errors.New("db down")}}
+		if _, err := ts.Token(); err == nil || !strings.Contains(err.Error(), "db down") {
+			t.Errorf("%v, want the Load error", err)
+		}
+	})
+	t.Run("failing Load at refresh keeps the cached refresh token", func(t *testing.T) {
+		t.Parallel()
+		srv := &tokenServer{expiresIn: 3600}
+		ts, _, clock := newSource(t, srv, time.Hour)
+		ts.Store = &memStore{loadErr: errors.New("db down")}
+		clock.Advance(2 * time.Hour)
+		if tok, err := ts.Token(); err != nil || tok.AccessToken != "at-SECRET-1" {
+			t.Fatalf("%v, %v", tok, err)
+		}
+	})
+	t.Run("no refresh token", func(t *testing.T) {
+		t.Parallel()
+		clock := newAutoClock()
+		mt := httpmock.NewMockTransport()
+		ts := &TokenSource{Config: testConfig(mt), Initial: &oauth2.Token{AccessToken: testAccess, Expiry: clock.Now().Add(-time.Second)}, clk: &clockRef{clock}}
+		if _, err := ts.Token(); !errors.Is(err, ErrNoRefreshToken) {
+			t.Errorf("%v, want ErrNoRefreshToken", err)
+		}
+		if n := mt.GetTotalCallCount(); n != 0 {
+			t.Errorf("%d POSTs", n)
+		}
+	})
+	t.Run("nil Config", func(t *testing.T) {
+		t.Parallel()
+		ts := &TokenSource{Initial: &oauth2.Token{AccessToken: testAccess, Expiry: time.Now().Add(-time.Second), RefreshToken: testRefresh}}
+		if _, err := ts.Token(); err == nil {
+			t.Error("want an error")
+		}
+	})
+}
+
+// lockingStore is a memStore with a Locker whose unlock waits for a gate,
+// to hold a flight open after it published its token.
+type lockingStore struct {
+	*memStore
+	unlocking chan struct{} // receives when unlock is entered
+	gate      chan struct{} // unlock returns once closed
+}
+
+func (l *lockingStore) Lock(ctx context.Context) (func(), error) {
+	return func() {
+		l.unlocking <- struct{}{}
+		<-l.gate
+	}, nil
+}
+
+func TestTokenSourceStaleStoreFallsBackToNewerGrant(t *testing.T) {
+	t.Parallel()
+	mt := httpmock.NewMockTransport()
+	var used []string
+	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
+		req.ParseForm()
+		rt := req.PostForm.Get("refresh_token")
+		used = append(used, rt)
+		if rt != testRefresh {
+			return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`), nil
+		}
+		return httpmock.NewStringResponse(200, `{"access_token":"at-SECRET-1","refresh_token":"rt-SECRET-1","expires_in":3600}`), nil
+	})
+	clock := newAutoClock()
+	// Initial comes from a new login; the Store still holds an old one.
+	store := &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-old", RefreshToken: "rt-SECRET-old", Expiry: clock.Now().Add(-time.Hour)}}
+	ts := &TokenSource{
+		Config:  testConfig(mt),
+		Initial: &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, Expiry: clock.Now().Add(-time.Minute)},
+		Store:   store,
+		clk:     &clockRef{clock},
+	}
+	tok, err := ts.Token()
+	if err != nil || tok.AccessToken != "at-SECRET-1" {
+		t.Fatalf("%v, %v; want the newer grant in memory refreshed (refresh tokens tried: %q)", tok, err, used)
+	}
+	if s := store.stored(); s == nil || s.RefreshToken != "rt-SECRET-1" {
+		t.Errorf("stored %v, want the new token", s)
+	}
+}
+
+func TestTokenSourceLocker(t *testing.T) {
+	t.Parallel()
+	t.Run("one lock per refresh, store re-read under it", func(t *testing.T) {
+		t.Parallel()
+		srv := &tokenServer{expiresIn: 3600}
+		ts, _, clock := newSource(t, srv, time.Hour)
+		store := &lockStore{memStore: &memStore{}}
+		ts.Store = store
+		clock.Advance(2 * time.Hour)
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := ts.Token(); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if store.locks != 1 || store.loadsHeld != 1 || store.held {
+			t.Errorf("locks %d, loads under the lock %d, still held %v; want 1, 1, false", store.locks, store.loadsHeld, store.held)
+		}
+	})
+	t.Run("adopts what another process stored under the lock", func(t *testing.T) {
+		t.Parallel()
+		ts, mt, clock := newSource(t, &tokenServer{expiresIn: 3600}, time.Hour)
+		clock.Advance(2 * time.Hour)
+		store := &lockStore{memStore: &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-other", RefreshToken: "rt-SECRET-other", Expiry: clock.Now().Add(time.Hour)}}}
+		ts.Store = store
+		if tok, err := ts.Token(); err != nil || tok.AccessToken != "at-SECRET-other" {
+			t.Fatalf("%v, %v", tok, err)
+		}
+		if n := mt.GetCallCountInfo()[tokenCall]; n != 0 || store.held {
+			t.Errorf("%d POSTs, lock held %v; want 0, false", n, store.held)
+		}
+	})
+	t.Run("unlocks when the refresh fails", func(t *testing.T) {
+		t.Parallel()
+		ts, mt, clock := newSource(t, nil, time.Hour)
+		mt.RegisterResponder("POST", TokenURL, httpmock.NewStringResponder(400, `{"error":"invalid_grant"}`))
+		store := &lockStore{memStore: &memStore{}}
+		ts.Store = store
+		clock.Advance(2 * time.Hour)
+		if _, err := ts.Token(); err == nil {
+			t.Fatal("want an error")
+		}
+		if store.held {
+			t.Error("the lock is still held")
+		}
+	})
+	t.Run("a lock error is returned", func(t *testing.T) {
+		t.Parallel()
+		ts, mt, clock := newSource(t, &tokenServer{}, time.Hour)
+		ts.Store = &lockStore{memStore: &memStore{}, lockErr: errors.New("db gone")}
+		clock.Advance(2 * time.Hour)
+		_, err := ts.Token()
+		if err == nil || !strings.Contains(err.Error(), "refresh lock") || !strings.Contains(err.Error(), "db gone") {
+			t.Errorf("%v, want the lock error", err)
+		}
+		if n := mt.GetCallCountInfo()[tokenCall]; n != 0 {
+			t.Errorf("%d POSTs without the lock", n)
+		}
+	})
+}
+
+// TestTokenSourceInitialNewerThanStore: Initial just returned by
+// Exchange, the Store still holding the previous grant's token. The
+// Store is behind, so its token is not adopted over Initial's.
+func TestTokenSourceInitialNewerThanStore(t *testing.T) {
+	t.Parallel()
+	mt := httpmock.NewMockTransport()
+	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
+		req.ParseForm()
+		if req.PostForm.Get("refresh_token") != "rt-SECRET-old" { // the old grant is revoked
+			return httpmock.NewStringResponse(200, `{"access_token":"at-SECRET-1","refresh_token":"rt-SECRET-1","expires_in":3600}`), nil
+		}
+		return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`), nil
+	})
+	clock := newAutoClock()
+	store := &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-old", RefreshToken: "rt-SECRET-old", Expiry: clock.Now().Add(50 * time.Minute)}}
+	ts := &TokenSource{
+		Config:  testConfig(mt),
+		Initial: &oauth2.Token{AccessToken: "at-SECRET-new", RefreshToken: "rt-SECRET-new", Expiry: clock.Now().Add(time.Hour)},
+		Store:   store, clk: &clockRef{clock},
+	}
+	t.Cleanup(ts.Wait)
+	ts.Token()
+	// The stored token is adopted: this source cannot tell a leftover
+	// from a token another process stored.
+	tok, err := ts.Refresh(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.Invalidate(tok) // the old grant was revoked by the re-login
+	tok, err = ts.Token()
+	if err != nil {
+		t.Fatalf("%v: rt-SECRET-new, the live grant, is lost (stored: %s)", err, store.stored().RefreshToken)
+	}
+	if tok.AccessToken != "at-SECRET-1" {
+		t.Errorf("served %q, want the new grant's refreshed token", tok.AccessToken)
+	}
+	if s := store.stored(); s.RefreshToken != "rt-SECRET-1" {
+		t.Errorf("stored %q, want the newest refresh token", s.RefreshToken)
+	}
+}
+
+// lockStore is a memStore that implements Locker and records its use.
+type lockStore struct {
+	*memStore
+	lockErr error
+	mu      sync.Mutex // guards the fields below
+	held    bool
+	locks   int
+	// loadsHeld counts Loads made while the lock was held.
+	loadsHeld int
+}
+
+func (l *lockStore) Lock(ctx context.Context) (func(), error) {
+	if l.lockErr != nil {
+		return nil, l.lockErr
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held {
+		return nil, errors.New("lock taken twice")
+	}
+	l.held = true
+	l.locks++
+	return func() {
+		l.mu.Lock()
+		l.held = false
+		l.mu.Unlock()
+	}, nil
+}
+
+func (l *lockStore) Load(ctx context.Context) (*oauth2.Token, error) {
+	l.mu.Lock()
+	if l.held {
+		l.loadsHeld++
+	}
+	l.mu.Unlock()
+	return l.memStore.Load(ctx)
+}

@@ -133,3 +133,30 @@ func TestNeverWorkedBackoffOnlyForEndpointTokens(t *testing.T) {
 		t.Errorf("%d refreshes after the back-off, want 2", n)
 	}
 }
+
+func TestTokenSourceInvalidate(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600}
+	ts, mt, _ := newSource(t, srv, time.Hour)
+	old, _ := ts.Token()
+	if !ts.Invalidate(old) {
+		t.Fatal("Invalidate of the current token returned false")
+	}
+	if ts.Invalidate(old) {
+		t.Error("a second Invalidate of the same token returned true")
+	}
+	fresh, err := ts.Token()
+	if err != nil || fresh.AccessToken != "at-SECRET-1" {
+		t.Fatalf("%v, %v", fresh, err)
+	}
+	// A late rejection of the replaced token changes nothing.
+	if ts.Invalidate(old) {
+		t.Error("Invalidate of a replaced token returned true")
+	}
+	if tok, _ := ts.Token(); tok != fresh {
+		t.Error("a late Invalidate threw away the newer token")
+	}
+	if n := mt.GetCallCountInfo()[tokenCall]; n != 1 {
+		t.Errorf("%d POSTs, want 1", n)
+	}
+}
