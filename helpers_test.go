@@ -1,13 +1,11 @@
 package pandadocauth
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +13,8 @@ import (
 
 	"github.com/jarcoal/httpmock"
 	"golang.org/x/oauth2"
+
+	"github.com/gopandadoc/pandadocauth/internal/testutil"
 )
 
 // Secrets used by the tests; none may appear in an error or a log line.
@@ -290,37 +290,19 @@ func (m *memStore) saveCount() int {
 	return len(m.saves)
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers, for logs.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
+// syncBuffer is the log buffer of the module's tests.
+type syncBuffer = testutil.Buffer
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
+// newTestLogger returns a logger of every level into a syncBuffer.
+func newTestLogger() (*slog.Logger, *syncBuffer) { return testutil.NewLogger() }
 
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func newTestLogger() (*slog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
-	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
-}
+// testSecrets are the secrets of this package's tests, by prefix.
+var testSecrets = []string{testClientSecret, "rt-SECRET", "at-SECRET", "code-SECRET", "key-SECRET"}
 
 // assertNoSecret fails if s contains any test secret.
 func assertNoSecret(t *testing.T, what, s string) {
 	t.Helper()
-	for _, secret := range []string{testClientSecret, "rt-SECRET", "at-SECRET", "code-SECRET", "key-SECRET"} {
-		if strings.Contains(s, secret) {
-			t.Errorf("%s leaks a secret (%s): %s", what, secret, s)
-		}
-	}
+	testutil.AssertNoSecret(t, what, s, testSecrets...)
 }
 
 // settle waits for the flight under way, if any, to land. Unlike Wait it
