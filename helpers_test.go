@@ -314,7 +314,7 @@ func settle(ts *TokenSource) {
 		r.mu.Unlock()
 		return
 	}
-	ch := flights.DoChan(r.call.key, joinOnly)
+	c := r.call
 	r.mu.Unlock()
-	<-ch
+	<-c.done
 }

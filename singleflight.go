@@ -113,6 +113,9 @@ type refresher struct {
 type flightCall struct {
 	key      string          // the singleflight key, unique per flight
 	landed   bool            // it has decided to end: callers start a new one
+	done     chan struct{}   // closed when the flight has ended, val and err set
+	val      *snapshot       // the flight's answer
+	err      error
 	ctx      context.Context // the Observer's flight context
 	reason   RefreshReason
 	start    time.Duration // a Mono reading
@@ -164,17 +167,14 @@ func (s *TokenSource) await(ctx context.Context, want uint32, reason RefreshReas
 		return nil, err
 	}
 	r.want = max(r.want, want)
-	ch := s.fly(ctx, reason, true)
+	c := s.fly(ctx, reason, true)
 	r.mu.Unlock()
 	if testHookJoined != nil {
 		testHookJoined(s)
 	}
 	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return nil, res.Err
-		}
-		return res.Val.(*snapshot), nil
+	case <-c.done:
+		return c.val, c.err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("pandadocauth: waiting for a token refresh: %w", ctx.Err())
 	}
@@ -234,16 +234,13 @@ func (r *refresher) saveDue(now time.Duration) bool {
 	return r.flush || r.trouble != nil && r.trouble.saveNext != 0 && now >= r.trouble.saveNext
 }
 
-// joinOnly is the function a caller passes to join a flight that is
-// known to be under way; it is never called.
-func joinOnly() (any, error) {
-	return nil, errors.New("pandadocauth: internal error: no flight to join")
-}
-
-// fly starts the flight, or joins the one under way, and returns the
-// channel its result arrives on. wait says whether the caller waits for
-// it. r.mu must be held.
-func (s *TokenSource) fly(ctx context.Context, reason RefreshReason, wait bool) <-chan singleflight.Result {
+// fly starts the flight, or joins the one under way, and returns it.
+// wait says whether the caller waits for it. r.mu must be held.
+//
+// Callers wait on the flight's done channel, one for all of them, so
+// that a caller costs no allocation of its own; the singleflight Group
+// runs the flight.
+func (s *TokenSource) fly(ctx context.Context, reason RefreshReason, wait bool) *flightCall {
 	r := &s.flight
 	o := s.Observer
 	if c := r.call; c != nil && !c.landed {
@@ -253,10 +250,10 @@ func (s *TokenSource) fly(ctx context.Context, reason RefreshReason, wait bool) 
 				o.RefreshJoin(c.ctx, ctx)
 			}
 		}
-		return flights.DoChan(c.key, joinOnly)
+		return c
 	}
 	r.flights++
-	c := &flightCall{key: fmt.Sprintf("%p/%d", s, r.flights), ctx: ctx, reason: reason, start: s.mono()}
+	c := &flightCall{key: fmt.Sprintf("%p/%d", s, r.flights), done: make(chan struct{}), ctx: ctx, reason: reason, start: s.mono()}
 	if wait {
 		c.waiters = 1
 	}
@@ -267,7 +264,8 @@ func (s *TokenSource) fly(ctx context.Context, reason RefreshReason, wait bool) 
 	}
 	r.call = c
 	r.quiet.Store(int64(maxDuration))
-	return flights.DoChan(c.key, func() (any, error) { return s.run(c) })
+	flights.DoChan(c.key, func() (any, error) { return s.run(c) })
+	return c
 }
 
 // run is the flight. It takes steps until a usable token of the highest
@@ -286,6 +284,7 @@ func (s *TokenSource) run(c *flightCall) (any, error) {
 			r.call = nil
 		}
 		r.mu.Unlock()
+		close(c.done)
 	}()
 	for step := 0; ; step++ {
 		cur := s.cache.Load()
@@ -303,6 +302,7 @@ func (s *TokenSource) run(c *flightCall) (any, error) {
 			r.land(quiet)
 			r.mu.Unlock()
 			s.done(c, nil)
+			c.val = cur
 			return cur, nil
 		}
 		want := r.want
@@ -327,6 +327,7 @@ func (s *TokenSource) run(c *flightCall) (any, error) {
 				s.logWarn("pandadocauth: early refresh failed; serving the current token", slog.Any("error", err), slog.Duration("retry_in", quiet-now))
 			}
 			s.done(c, err)
+			c.err = err
 			return nil, err
 		}
 		c.outcome = max(c.outcome, outcome)
@@ -478,12 +479,11 @@ func (s *TokenSource) flush() {
 	for {
 		r.mu.Lock()
 		if c := r.call; c != nil {
-			ch := flights.DoChan(c.key, joinOnly)
 			r.mu.Unlock()
 			if testHookJoined != nil {
 				testHookJoined(s)
 			}
-			<-ch
+			<-c.done
 			continue
 		}
 		if cur := s.cache.Load(); cur == nil || !cur.unsaved {
@@ -496,9 +496,9 @@ func (s *TokenSource) flush() {
 			return
 		}
 		r.flush = true
-		ch := s.fly(context.Background(), ReasonSave, true)
+		c := s.fly(context.Background(), ReasonSave, true)
 		r.mu.Unlock()
-		<-ch
+		<-c.done
 		if cur := s.cache.Load(); cur != nil && cur.unsaved {
 			timer, _ := clk.NewTimer(min(saveRetryInterval, max(deadline-clk.Mono(), 0)))
 			<-timer
