@@ -111,10 +111,10 @@ type refresher struct {
 // flightCall is one flight. The flight's goroutine owns attempts and
 // outcome; the other fields are set under the refresher's lock.
 type flightCall struct {
-	key      string          // the singleflight key, unique per flight
-	landed   bool            // it has decided to end: callers start a new one
-	done     chan struct{}   // closed when the flight has ended, val and err set
-	val      *snapshot       // the flight's answer
+	key      string        // the singleflight key, unique per flight
+	landed   bool          // it has decided to end: callers start a new one
+	done     chan struct{} // closed when the flight has ended, val and err set
+	val      *snapshot     // the flight's answer
 	err      error
 	ctx      context.Context // the Observer's flight context
 	reason   RefreshReason
