@@ -234,6 +234,15 @@ func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 func (s *TokenSource) current(ctx context.Context) (*snapshot, error) {
 	ct := s.cache.Load()
 	now := s.mono()
+	if ct != nil && now < ct.early && !ct.invalid && !ct.unsaved {
+		return ct, nil // the hot path: small enough to be inlined
+	}
+	return s.currentSlow(ctx, ct, now)
+}
+
+// currentSlow is current for a token that is missing, unusable, due for
+// an early refresh or unsaved.
+func (s *TokenSource) currentSlow(ctx context.Context, ct *snapshot, now time.Duration) (*snapshot, error) {
 	if !ct.usable(now) {
 		var err error
 		if ct, err = s.await(ctx, ct.next(), reasonFor(ct)); err != nil {

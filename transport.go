@@ -266,9 +266,13 @@ func closeBody(body io.ReadCloser) {
 func send(rt http.RoundTripper, req *http.Request) (*http.Response, error) {
 	resp, err := rt.RoundTrip(req)
 	if resp == nil && err == nil {
-		return nil, fmt.Errorf("pandadocauth: %T returned neither a response nor an error", rt)
+		return nil, noResponse(rt)
 	}
 	return resp, err
+}
+
+func noResponse(rt http.RoundTripper) error {
+	return fmt.Errorf("pandadocauth: %T returned neither a response nor an error", rt)
 }
 
 func (t *Transport) base() http.RoundTripper {
@@ -350,9 +354,11 @@ func (t *APIKeyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // of the chain went to. A chain whose origin cannot be found counts as
 // cross-origin: no credential is sent on a guess.
 func crossOrigin(req *http.Request) bool {
-	if req.Response == nil {
-		return false
-	}
+	return req.Response != nil && crossOriginChain(req)
+}
+
+// crossOriginChain is crossOrigin for a request that follows a redirect.
+func crossOriginChain(req *http.Request) bool {
 	first := req
 	for first.Response != nil {
 		if first.Response.Request == nil || first.Response.Request.URL == nil {
@@ -381,7 +387,16 @@ func originOf(u *url.URL) string {
 
 // checkSecure refuses plain http:// to anything but a loopback host.
 func checkSecure(u *url.URL) error {
-	if u.Scheme == "https" || strings.EqualFold(u.Scheme, "https") || isLoopback(u.Hostname()) {
+	if u.Scheme == "https" {
+		return nil
+	}
+	return checkScheme(u)
+}
+
+// checkScheme is checkSecure for a URL whose scheme is not "https" as
+// written.
+func checkScheme(u *url.URL) error {
+	if strings.EqualFold(u.Scheme, "https") || isLoopback(u.Hostname()) {
 		return nil
 	}
 	return fmt.Errorf("%w (%s://%s)", ErrInsecureRequest, u.Scheme, u.Host)
