@@ -25,14 +25,24 @@ import (
 // Here reads never lock: the token is an atomic pointer to a snapshot,
 // and every snapshot carries a generation. A caller that finds the token
 // unusable records, under the refresher's lock, the generation it needs
-// (want = max(want, seen.gen+1)) and joins the one flight: a
-// singleflight call that takes no arguments and runs until the served
-// generation reaches the highest want. So every caller's question is the
-// same question, and one flight answers them all, success or failure.
-// The flight decides to end under the same lock at which callers record
-// their want, and forgets its singleflight key there, so a caller either
-// is counted by the flight it joins or starts the next one: none is
-// handed an answer to an older question.
+// (want = max(want, seen.gen+1)) and joins the one flight, which takes
+// no arguments and runs until the served generation reaches the highest
+// want. So every caller's question is the same question, and one flight
+// answers them all, success or failure. The flight decides to end (it
+// "lands") under the same lock at which callers record their want, so a
+// caller either is counted by the flight it joins or starts the next one:
+// none is handed an answer to an older question, and none has to check
+// the answer and join again.
+//
+// Callers wait on the flight's done channel, one channel for all of them.
+// A singleflight.Group runs the flight: the first caller's DoChan starts
+// it, on a goroutine of the Group's that also carries a panic to the
+// waiters' side. Joining through DoChan as well would cost each waiter a
+// channel of its own; the refresher's lock already admits one flight per
+// source, so the Group's key is the flight's own, unique per flight: a
+// landing flight and the next one never share an entry. One Group serves
+// every TokenSource (every grant of a Grants too), so a source keeps no
+// map of its own.
 //
 // The flight runs on a context detached from the callers'
 // (context.WithoutCancel, keeping their values) with a deadline of its
@@ -41,9 +51,6 @@ import (
 // being cancelled under them. A failure is remembered for a short
 // back-off, so callers arriving after a failed flight fail fast instead
 // of starting another.
-//
-// One singleflight.Group serves every TokenSource in the process, keyed
-// by source, so a source keeps no map of its own.
 
 const (
 	// refreshTimeout bounds one flight, all attempts included. It runs
