@@ -36,8 +36,8 @@ import (
 //
 // Callers wait on the flight's done channel, one channel for all of them.
 // A singleflight.Group runs the flight: the first caller's DoChan starts
-// it, on a goroutine of the Group's that also carries a panic to the
-// waiters' side. Joining through DoChan as well would cost each waiter a
+// it on a goroutine of the Group's, which turns a panic in the flight (in
+// a Store, say) into a crash rather than waiters left hanging. Joining through DoChan as well would cost each waiter a
 // channel of its own; the refresher's lock already admits one flight per
 // source, so the Group's key is the flight's own, unique per flight: a
 // landing flight and the next one never share an entry. One Group serves
