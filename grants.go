@@ -88,14 +88,21 @@ type Grants struct {
 	// refused with invalid_grant (usually: the customer disconnected the
 	// app), with an error wrapping the *oauth2.RetrieveError, so that the
 	// app can ask that customer to connect again. It is called again only
-	// after the grant has had a valid token since. Other grants are not
-	// affected.
+	// after the grant has had a valid token since, even if the grant was
+	// evicted meanwhile. Other grants are not affected. It runs on a
+	// goroutine of its own, after the callers that waited for the failed
+	// refresh have their error, so it may take its time and may use the
+	// grant (Source(key)); Grants.Wait waits for it, so it must not call
+	// Grants.Wait itself.
 	OnRevoked func(key string, err error)
 
-	mu   sync.RWMutex      // guards m, ring and hand
-	m    map[string]*grant // the grants in memory
-	ring []*grant          // the grants in memory, for eviction; only with MaxGrants
-	hand int               // where the next eviction looks first
+	mu      sync.RWMutex        // guards m, ring, hand and revoked
+	m       map[string]*grant   // the grants in memory
+	ring    []*grant            // the grants in memory, for eviction; only with MaxGrants
+	hand    int                 // where the next eviction looks first
+	revoked map[string]struct{} // grants reported to OnRevoked that have not worked since
+
+	callbacks sync.WaitGroup // OnRevoked calls under way
 
 	init sync.Once
 	sem  chan struct{} // MaxRefreshes slots; nil for no cap
@@ -108,10 +115,10 @@ type Grants struct {
 // grant itself (grantStore), so that it costs no allocation of its own.
 type grant struct {
 	TokenSource
-	key     string
-	g       *Grants
-	used    atomic.Bool // used since the last eviction sweep
-	revoked atomic.Bool // OnRevoked was called and no token has worked since
+	key      string
+	g        *Grants
+	used     atomic.Bool  // used since the last eviction sweep; only with MaxGrants
+	inflight atomic.Int32 // requests under way through Transport; only with MaxGrants
 }
 
 type grantCtxKey struct{}
@@ -163,34 +170,70 @@ func (g *Grants) Range(f func(key string, s *TokenSource) bool) {
 }
 
 // Wait waits for the background work of every grant in memory, as
-// TokenSource.Wait does for one.
+// TokenSource.Wait does for one, the grants side by side (so a failing
+// Store holds it up for 30 seconds at most, not 30 seconds a grant), and
+// for the OnRevoked calls under way.
 func (g *Grants) Wait() {
+	var wg sync.WaitGroup
 	g.Range(func(_ string, s *TokenSource) bool {
-		s.Wait()
+		if s.busy() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.Wait()
+			}()
+		}
 		return true
 	})
+	wg.Wait()
+	g.callbacks.Wait()
 }
 
-// lookup returns the grant of key, creating it.
+// lookup returns the grant of key, creating it. With MaxGrants, a
+// request counts itself in (inflight) under the read lock, so that no
+// eviction can take the grant while it is in use; done counts it out.
 func (g *Grants) lookup(key string) *grant {
 	g.mu.RLock()
 	gr := g.m[key]
+	if gr != nil && g.MaxGrants > 0 {
+		gr.used.Store(true)
+	}
 	g.mu.RUnlock()
 	if gr == nil {
-		return g.add(key)
-	}
-	if g.MaxGrants > 0 && !gr.used.Load() {
-		gr.used.Store(true)
+		return g.add(key, false)
 	}
 	return gr
 }
 
+// use is lookup for a request: the grant cannot be evicted until done is
+// called.
+func (g *Grants) use(key string) (gr *grant, done func()) {
+	if g.MaxGrants <= 0 {
+		return g.lookup(key), func() {}
+	}
+	g.mu.RLock()
+	gr = g.m[key]
+	if gr != nil {
+		gr.used.Store(true)
+		gr.inflight.Add(1)
+	}
+	g.mu.RUnlock()
+	if gr == nil {
+		gr = g.add(key, true)
+	}
+	return gr, func() { gr.inflight.Add(-1) }
+}
+
 // add creates the grant of key, evicting another if MaxGrants says so.
-func (g *Grants) add(key string) *grant {
+// With use, the grant is counted in use before the lock is let go.
+func (g *Grants) add(key string, use bool) *grant {
 	g.init.Do(g.setup)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if gr := g.m[key]; gr != nil {
+		if use {
+			gr.inflight.Add(1)
+		}
 		return gr
 	}
 	if g.m == nil {
@@ -209,6 +252,9 @@ func (g *Grants) add(key string) *grant {
 		}
 		gr.used.Store(true)
 		g.ring = append(g.ring, gr)
+	}
+	if use {
+		gr.inflight.Add(1)
 	}
 	g.m[key] = gr
 	return gr
@@ -238,16 +284,10 @@ func (g *Grants) evictOne() {
 	}
 }
 
-// idle reports whether gr may be evicted: nothing under way, nothing
-// unsaved.
+// idle reports whether gr may be evicted: no request or flight under
+// way, nothing unsaved.
 func (gr *grant) idle() bool {
-	if ct := gr.cache.Load(); ct != nil && ct.unsaved {
-		return false
-	}
-	r := &gr.flight
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.call == nil && (r.trouble == nil || r.trouble.saveNext == 0)
+	return gr.inflight.Load() == 0 && !gr.busy()
 }
 
 // setup makes the refresh slots and the grants' Observer.
@@ -274,24 +314,44 @@ func (g *Grants) setup() {
 }
 
 // refreshDone reports a revoked grant once, and forgets the report when
-// the grant has a token again.
+// the grant has a token again. The revoked grants are kept by key, so
+// that an evicted and rebuilt grant is not reported again.
 func (g *Grants) refreshDone(info RefreshDoneInfo) {
-	g.mu.RLock()
-	gr := g.m[info.Grant]
-	g.mu.RUnlock()
-	if gr == nil {
-		return
-	}
 	var re *oauth2.RetrieveError
 	switch {
 	case info.Outcome >= OutcomeLoaded && info.Outcome <= OutcomeRefreshed:
-		gr.revoked.Store(false)
+		g.mu.RLock()
+		_, was := g.revoked[info.Grant]
+		g.mu.RUnlock()
+		if was {
+			g.mu.Lock()
+			delete(g.revoked, info.Grant)
+			g.mu.Unlock()
+		}
 	case info.Outcome == OutcomePermanent && errors.As(info.Err, &re) && re.ErrorCode == "invalid_grant":
-		if gr.revoked.CompareAndSwap(false, true) {
-			gr.logWarn("pandadocauth: grant revoked (invalid_grant): the customer must connect again", slog.Any("error", info.Err))
-			if g.OnRevoked != nil {
-				g.OnRevoked(info.Grant, info.Err)
+		g.mu.Lock()
+		_, was := g.revoked[info.Grant]
+		if !was {
+			if g.revoked == nil {
+				g.revoked = make(map[string]struct{})
 			}
+			g.revoked[info.Grant] = struct{}{}
+		}
+		g.mu.Unlock()
+		if was {
+			return
+		}
+		if g.Logger != nil {
+			g.Logger.Warn("pandadocauth: grant revoked (invalid_grant): the customer must connect again", slog.String("grant", info.Grant), slog.Any("error", info.Err))
+		}
+		if g.OnRevoked != nil {
+			// Not on the flight: its callers are released first, and the
+			// callback may wait for the grant.
+			g.callbacks.Add(1)
+			go func() {
+				defer g.callbacks.Done()
+				g.OnRevoked(info.Grant, info.Err)
+			}()
 		}
 	}
 }
@@ -386,7 +446,8 @@ func (t *grantsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := checkSecure(req.URL); err != nil {
 		return nil, fmt.Errorf("pandadocauth: %w", err)
 	}
-	gr := t.g.lookup(key)
+	gr, done := t.g.use(key)
+	defer done()
 	ct, err := gr.current(req.Context())
 	if err != nil {
 		return nil, err

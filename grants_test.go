@@ -426,3 +426,101 @@ func TestIdleGrantsHoldNothing(t *testing.T) {
 		t.Errorf("%d timers at rest", pending)
 	}
 }
+
+// TestGrantsRevokedOnceAcrossEviction: a revoked grant that is evicted
+// and rebuilt is not reported again.
+func TestGrantsRevokedOnceAcrossEviction(t *testing.T) {
+	t.Parallel()
+	g, _, ep, _, clock := newGrants(t, 3, time.Hour)
+	g.MaxGrants = 1
+	var reports atomic.Int32
+	g.OnRevoked = func(key string, err error) { reports.Add(1) }
+	ep.revoked["ws0"] = true
+	clock.Advance(2 * time.Hour)
+	for range 3 {
+		if _, err := g.Source("ws0").Token(); err == nil {
+			t.Fatal("want invalid_grant")
+		}
+		g.Source("ws1").Token() // these push ws0 out
+		g.Source("ws2").Token()
+		clock.Advance(permanentFailureBackoff)
+	}
+	g.Wait()
+	if n := reports.Load(); n != 1 {
+		t.Errorf("OnRevoked called %d times for one revocation, want 1", n)
+	}
+}
+
+// TestGrantsOnRevokedMayUseTheGrant: OnRevoked runs after the failed
+// refresh has released its callers, so it may wait for the grant.
+func TestGrantsOnRevokedMayUseTheGrant(t *testing.T) {
+	t.Parallel()
+	g, _, ep, _, clock := newGrants(t, 1, time.Hour)
+	ep.revoked["ws0"] = true
+	called := make(chan error, 1)
+	g.OnRevoked = func(key string, err error) {
+		g.Source(key).Wait()
+		_, err = g.Source(key).Token()
+		called <- err
+	}
+	clock.Advance(2 * time.Hour)
+	if _, err := g.Source("ws0").Token(); err == nil {
+		t.Fatal("want invalid_grant")
+	}
+	g.Wait() // waits for OnRevoked too
+	select {
+	case err := <-called:
+		var re *oauth2.RetrieveError
+		if !errors.As(err, &re) {
+			t.Errorf("inside OnRevoked: %v, want the remembered invalid_grant", err)
+		}
+	default:
+		t.Error("Wait returned before OnRevoked did")
+	}
+}
+
+// TestGrantsNoEvictionInUse: a grant whose request is under way is not
+// evicted, so a 401 on it is recovered by the grant in memory, with one
+// refresh.
+func TestGrantsNoEvictionInUse(t *testing.T) {
+	t.Parallel()
+	g, _, ep, mt, _ := newGrants(t, 2, time.Hour)
+	g.MaxGrants = 1
+	arrived := make(chan struct{})
+	hold := make(chan struct{})
+	var once sync.Once
+	mt.RegisterResponder("GET", apiURL, func(req *http.Request) (*http.Response, error) {
+		if req.Header.Get("Authorization") == "Bearer at-SECRET-ws0-0" {
+			once.Do(func() {
+				close(arrived)
+				<-hold
+			})
+			return httpmock.NewStringResponse(401, `{}`), nil
+		}
+		return httpmock.NewStringResponse(200, `{}`), nil
+	})
+	rt := g.Transport(mt)
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, err := grantGet(t, rt, "ws0")
+		if err != nil {
+			t.Error(err)
+		}
+		done <- resp
+	}()
+	<-arrived
+	ws0 := g.Source("ws0")
+	if resp, err := grantGet(t, rt, "ws1"); err != nil || resp.StatusCode != 200 {
+		t.Fatal(resp, err)
+	}
+	if g.Source("ws0") != ws0 {
+		t.Error("ws0 was evicted while its request was under way")
+	}
+	close(hold)
+	if resp := <-done; resp == nil || resp.StatusCode != 200 {
+		t.Errorf("the 401 was not recovered: %v", resp)
+	}
+	if n := ep.postCount("ws0"); n != 1 {
+		t.Errorf("%d refreshes of ws0, want 1", n)
+	}
+}

@@ -88,7 +88,6 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 // otherwise it refreshes with its refresh token, and then with the
 // spare's.
 func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, news *oauth2.Token) (RefreshOutcome, error) {
-	s.store.synced = news
 	if cur != nil && cur.tok.RefreshToken != "" && cur.tok.RefreshToken != news.RefreshToken {
 		s.store.spare = cur.tok
 	}
@@ -98,6 +97,7 @@ func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, n
 	}
 	now := s.mono()
 	if ct.usable(now) {
+		s.store.synced = news
 		s.publish(ct)
 		if cur == nil {
 			return OutcomeLoaded, nil
@@ -108,8 +108,13 @@ func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, n
 	if !cur.usable(now) {
 		// Served, though unusable, so that its refresh token is the one
 		// in memory from now on, whatever this refresh does.
+		s.store.synced = news
 		s.publish(ct)
 	}
+	// Otherwise the token in memory is still served, and news is not
+	// marked as read: if this refresh fails for a while, the next flight
+	// finds it in the Store again, rather than falling back to the
+	// refresh token in memory, which news may have rotated away.
 	return s.refresh(ctx, c, news.RefreshToken)
 }
 
@@ -121,8 +126,8 @@ func (s *TokenSource) refresh(ctx context.Context, c *flightCall, rt string) (Re
 	tok, err := s.refreshToken(ctx, c, rt)
 	if err != nil && isPermanent(err) {
 		if again, lerr := s.loadNews(ctx, nil); lerr == nil && again != nil && again.RefreshToken != rt {
-			s.store.synced = again
 			if ct := s.newSnapshot(again, fromStore); ct.usable(s.mono()) {
+				s.store.synced = again
 				s.publish(ct)
 				s.logInfo("pandadocauth: adopted a token from the store")
 				return OutcomeAdopted, nil

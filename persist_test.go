@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -650,4 +651,51 @@ func (l *lockStore) Load(ctx context.Context) (*oauth2.Token, error) {
 	}
 	l.mu.Unlock()
 	return l.memStore.Load(ctx)
+}
+
+// TestStoredRefreshTokenSurvivesTransientFailure: an early refresh finds
+// a token another process stored that is not usable (only its refresh
+// token); the refresh with it fails transiently. The newer refresh token
+// must still be the one used next, never the rotated-away one in memory.
+func TestStoredRefreshTokenSurvivesTransientFailure(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(7200, map[string]string{"g": "g-rt-SECRET-a"})
+	var fail atomic.Int32
+	resp := srv.responder()
+	clock := newAutoClock()
+	store := &memStore{tok: &oauth2.Token{AccessToken: "g-at-SECRET-a", RefreshToken: "g-rt-SECRET-a", Expiry: clock.Now().Add(2 * time.Hour), ExpiresIn: 7200}}
+	ts, _ := newStoreSource(t, store, func(req *http.Request) (*http.Response, error) {
+		if fail.Add(-1) >= 0 {
+			return httpmock.NewStringResponse(429, `{}`), nil
+		}
+		return resp(req)
+	})
+	ts.clk = &clockRef{clock}
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	// Another process rotates the refresh token and stores only it.
+	srv.mu.Lock()
+	srv.live["g"] = "g-rt-SECRET-9"
+	srv.mu.Unlock()
+	store.mu.Lock()
+	store.tok = &oauth2.Token{RefreshToken: "g-rt-SECRET-9"}
+	store.mu.Unlock()
+	clock.Advance(2*time.Hour - 4*time.Minute) // the early window
+	fail.Store(1)                              // the endpoint throttles this one refresh
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	settle(ts)
+	clock.Advance(time.Hour)
+	if _, err := ts.Token(); err != nil {
+		t.Fatalf("the newer refresh token was dropped: %v", err)
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for _, rt := range srv.posts {
+		if rt == "g-rt-SECRET-a" {
+			t.Errorf("presented the rotated-away refresh token: %q", srv.posts)
+		}
+	}
 }

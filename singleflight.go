@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,16 +94,19 @@ const (
 	maxSteps = 4
 )
 
-// flights deduplicates the refreshes of every TokenSource, keyed by
-// source.
+// flights runs the flights of every TokenSource.
 var flights singleflight.Group
+
+// flightSeq numbers the flights of the process: a flight's key is its
+// number, never the key of another flight, even one that is landing or
+// of a source that no longer exists.
+var flightSeq atomic.Uint64
 
 // refresher is a TokenSource's flight state. It is small: a Grants holds
 // one per grant.
 type refresher struct {
 	mu      sync.Mutex  // guards the fields below it
 	want    uint32      // the highest generation a caller waits for
-	flights uint32      // flights started, for their singleflight keys
 	call    *flightCall // the flight under way, or landing; nil when none
 	trouble *trouble    // what failures left; nil when there is nothing to remember
 
@@ -235,6 +239,18 @@ func (s *TokenSource) background(ctx context.Context, ct *snapshot, now time.Dur
 	r.mu.Unlock()
 }
 
+// busy reports whether s has work that Wait would wait for: a flight
+// under way or landing, or a token whose Save failed.
+func (s *TokenSource) busy() bool {
+	if ct := s.cache.Load(); ct != nil && ct.unsaved {
+		return true
+	}
+	r := &s.flight
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.call != nil || r.trouble != nil && r.trouble.saveNext != 0
+}
+
 // saveDue reports whether a failed Save is due for a retry at now. r.mu
 // must be held.
 func (r *refresher) saveDue(now time.Duration) bool {
@@ -259,8 +275,7 @@ func (s *TokenSource) fly(ctx context.Context, reason RefreshReason, wait bool) 
 		}
 		return c
 	}
-	r.flights++
-	c := &flightCall{key: fmt.Sprintf("%p/%d", s, r.flights), done: make(chan struct{}), ctx: ctx, reason: reason, start: s.mono()}
+	c := &flightCall{key: strconv.FormatUint(flightSeq.Add(1), 36), done: make(chan struct{}), ctx: ctx, reason: reason, start: s.mono()}
 	if wait {
 		c.waiters = 1
 	}
@@ -294,9 +309,11 @@ func (s *TokenSource) run(c *flightCall) (any, error) {
 		close(c.done)
 	}()
 	for step := 0; ; step++ {
+		r.mu.Lock()
+		// Read under the lock, so that a rejection marked before a
+		// caller records its want is seen here.
 		cur := s.cache.Load()
 		now := s.mono()
-		r.mu.Lock()
 		saveDue := cur != nil && cur.unsaved && r.saveDue(now)
 		if cur.usable(now) && cur.gen >= r.want && !saveDue {
 			if c.outcome >= OutcomeLoaded {

@@ -180,11 +180,14 @@ func rejection(resp *http.Response, body []byte, secrets []string, now time.Time
 }
 
 // redactResponse returns a shallow copy of resp whose reason phrase is
-// redacted of secrets: a server may echo what it was sent there, and
-// the RetrieveError's own Error method prints it.
+// redacted of secrets (a server may echo what it was sent there, and the
+// RetrieveError's own Error method prints it), without the request that
+// carried them.
 func redactResponse(resp *http.Response, secrets []string) *http.Response {
 	r := *resp
 	r.Status = redactString(resp.Status, secrets)
+	// The request's GetBody would replay the form, credentials included.
+	r.Request = nil
 	return &r
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -266,5 +267,29 @@ func TestTokenEndpointRedactsEscapedSecrets(t *testing.T) {
 		if s := re.Error() + string(re.Body); strings.Contains(s, "rt-SECRET") {
 			t.Errorf("%s: RetrieveError leaks the refresh token: %s", name, s)
 		}
+	}
+}
+
+// TestRetrieveErrorHoldsNoRequest: the RetrieveError handed to callers
+// does not keep the token request, whose GetBody would replay the form,
+// client secret and refresh token included.
+func TestRetrieveErrorHoldsNoRequest(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(400)
+		io.WriteString(w, `{"error":"invalid_grant"}`)
+	}))
+	defer srv.Close()
+	defer srv.Client().CloseIdleConnections()
+	cfg := &Config{ClientID: testClientID, ClientSecret: testClientSecret, TokenURL: srv.URL, HTTPClient: srv.Client()}
+	ts := &TokenSource{Config: cfg, Initial: &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh}}
+	_, err := ts.Refresh(context.Background())
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) {
+		t.Fatal(err)
+	}
+	if re.Response.Request != nil {
+		t.Error("the error keeps the token request")
 	}
 }
