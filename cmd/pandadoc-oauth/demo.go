@@ -52,8 +52,10 @@ each phase's pandadocauth client: refreshes by outcome and reason,
 token-endpoint attempts, callers that waited for a refresh, 401s by what
 became of the replay, Save failures and lock waits.
 
-The report is one table, with the numbers of this run. Token POSTs and
-failures are the same on every run; times vary with the machine.
+The report is a table of the single-grant phases and one of the
+workspaces phase, with the numbers of this run. Requests, token POSTs and
+failures are the same on every run; times and memory vary with the
+machine.
 `
 
 // Demo limits.
