@@ -129,6 +129,7 @@ func runWorkspacesWith(ctx context.Context, wc workspaceContender, n int, latenc
 		tok.Expiry = start.Add(-time.Second)
 	}
 
+	goroutines := runtime.NumGoroutine()
 	heapBefore := liveHeap()
 	m := &demoMetrics{}
 	send, wait := wc.setup(ctx, srv, tokens, counting, tr, m.observer())
@@ -148,8 +149,11 @@ func runWorkspacesWith(ctx context.Context, wc workspaceContender, n int, latenc
 	wg.Wait()
 	wall := time.Since(t0)
 	wait()
-	// The clients' own state: not the transport's idle connections.
+	// The clients' own state: not the connections (x/oauth2 opens one
+	// per concurrent refresh), whose goroutines hold their buffers until
+	// they end.
 	tr.CloseIdleConnections()
+	settle(goroutines)
 	heapAfter := liveHeap()
 	runtime.KeepAlive(send)
 
@@ -166,9 +170,22 @@ func runWorkspacesWith(ctx context.Context, wc workspaceContender, n int, latenc
 	return st
 }
 
-// liveHeap returns the bytes of live heap objects, after a collection.
+// settle waits, for a second at most, until no more than n goroutines
+// run: until the closed connections' goroutines have ended.
+func settle(n int) {
+	deadline := time.Now().Add(time.Second)
+	for runtime.NumGoroutine() > n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// liveHeap returns the bytes of live heap objects, after collections:
+// three, so that objects freed by finalizers (closed connections' files)
+// are gone too.
 func liveHeap() int64 {
-	runtime.GC()
+	for range 3 {
+		runtime.GC()
+	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapAlloc)
@@ -193,8 +210,9 @@ func printWorkspaces(w io.Writer, results []workspaceStats, latency time.Duratio
 	}
 	fmt.Fprintf(w, "\npeak in flight: token requests at once; pandadocauth caps them at Grants.MaxRefreshes\n"+
 		"(%d by default) to stay under PandaDoc's rate limit, so it takes about workspaces/%d x %v.\n"+
-		"heap/ws: heap retained per workspace once served (tokens included), measured roughly\n"+
-		"(with runtime.ReadMemStats).\n", pandadocauth.DefaultMaxRefreshes, pandadocauth.DefaultMaxRefreshes, latency)
+		"heap/ws: heap retained per workspace once served, measured roughly with\n"+
+		"runtime.ReadMemStats: the clients, their tokens and the fake's records of them, not the\n"+
+		"connections (BENCHMARKS.md measures the clients alone).\n", pandadocauth.DefaultMaxRefreshes, pandadocauth.DefaultMaxRefreshes, latency)
 }
 
 func formatBytes(n int64) string {
