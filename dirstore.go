@@ -16,14 +16,19 @@ import (
 // A key becomes a file name that cannot leave Dir: every byte other than
 // ASCII letters, digits, '-' and '_' is escaped as %XX (so no '/', no
 // '..'), and a key whose name would be longer than 200 bytes is named by
-// its SHA-256 instead. When FileStore is a Locker, so is DirStore, per key.
+// its SHA-256 instead. It is a KeyedLocker too: each key is locked as
+// its FileStore is (see FileStore.Lock), so processes sharing Dir
+// refresh each grant once, and one grant's lock never blocks another's.
 // The zero value is not usable: set Dir.
 type DirStore struct {
 	// Dir is the directory holding the token files.
 	Dir string
 }
 
-var _ KeyedStore = (*DirStore)(nil)
+var (
+	_ KeyedStore  = (*DirStore)(nil)
+	_ KeyedLocker = (*DirStore)(nil)
+)
 
 // Load reads key's token. A key without a file is (nil, nil).
 func (d *DirStore) Load(ctx context.Context, key string) (*oauth2.Token, error) {
@@ -41,6 +46,21 @@ func (d *DirStore) Save(ctx context.Context, key string, t *oauth2.Token) error 
 		return err
 	}
 	return f.Save(ctx, t)
+}
+
+// Lock takes the exclusive lock of key's token file, as FileStore.Lock
+// does: an OS file lock (flock) on the file's name plus ".lock", in Dir,
+// that dies with the process holding it. It waits until the lock is free
+// or ctx ends (then the error satisfies errors.Is(err, ctx.Err())). Keys
+// have locks of their own. unlock may be called more than once; calls
+// after the first do nothing. Where flock is missing (Windows, for
+// example), Lock does not serialise processes.
+func (d *DirStore) Lock(ctx context.Context, key string) (unlock func(), err error) {
+	f, err := d.file(key)
+	if err != nil {
+		return nil, err
+	}
+	return f.Lock(ctx)
 }
 
 // file is the FileStore of key.

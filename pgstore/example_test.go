@@ -61,3 +61,37 @@ func ExampleStore_multiTenant() {
 	}
 	_ = clients["acme"] // calls PandaDoc on behalf of the acme workspace
 }
+
+// Many customers' workspaces served through one pandadocauth.Grants: one
+// table, one row and one lock per grant key. (The example needs a
+// database, so it is compiled but not run.)
+func ExampleKeyed() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+
+	store := &pgstore.Keyed{Pool: pool}
+	if err := store.CreateTable(ctx); err != nil {
+		log.Fatal(err)
+	}
+	grants := &pandadocauth.Grants{
+		Config: &pandadocauth.Config{ClientID: os.Getenv("PANDADOC_CLIENT_ID"), ClientSecret: os.Getenv("PANDADOC_CLIENT_SECRET")},
+		Store:  store, // a KeyedLocker too: each grant's refreshes are serialised across replicas
+	}
+	defer grants.Wait()
+	client := &http.Client{Transport: grants.Transport(nil)}
+
+	req, err := http.NewRequestWithContext(pandadocauth.WithGrant(ctx, "workspace-42"), "GET", "https://api.pandadoc.com/public/v1/documents", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	log.Println(resp.Status)
+}

@@ -27,23 +27,36 @@ const (
 	lockNamespace = "github.com/gopandadoc/pandadocauth/pgstore lock\x00"
 )
 
-// Lock takes the lock of Key, waiting until it is free or ctx ends, and
-// returns the function that releases it. It blocks every other Lock of
-// the same Key, in this process or another, and no Lock of another Key.
-//
-// If ctx ends first, Lock returns an error satisfying errors.Is(err,
-// ctx.Err()). The lock dies with its connection: if the holder's process
-// or connection dies, the lock is released. unlock may be called more
-// than once; calls after the first do nothing.
-func (s *Store) Lock(ctx context.Context) (unlock func(), err error) {
-	if s.Pool == nil {
-		return nil, errNoPool
+// lockTable records the connections holding the locks a Store or Keyed
+// holds, one per key, so that Load and Save of a locked key run on its
+// lock's connection. The zero value is ready to use.
+type lockTable struct {
+	mu   sync.Mutex         // guards held
+	held map[string]*holder // the locked keys; an entry lives from Lock to unlock
+}
+
+// holder is the connection holding one key's lock.
+type holder struct {
+	mu   sync.Mutex    // guards conn; held while a Load or Save runs on it
+	conn *pgxpool.Conn // nil once unlocked
+}
+
+// get returns the holder of key's lock, or nil.
+func (lt *lockTable) get(key string) *holder {
+	lt.mu.Lock()
+	defer lt.mu.Unlock()
+	return lt.held[key]
+}
+
+func (r rows) lock(ctx context.Context, key string) (unlock func(), err error) {
+	if r.pool == nil {
+		return nil, r.errNoPool()
 	}
-	conn, err := s.Pool.Acquire(ctx)
+	conn, err := r.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: taking the lock: acquiring a connection: %w", err)
 	}
-	id := lockID(s.Key)
+	id := lockID(key)
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, id); err != nil {
 		// The lock may have been granted just as the wait was cut short:
 		// closing the session releases it in any case. (pgx has closed
@@ -55,21 +68,33 @@ func (s *Store) Lock(ctx context.Context) (unlock func(), err error) {
 		}
 		return nil, fmt.Errorf("pgstore: waiting for the lock: %w", err)
 	}
-	s.mu.Lock()
-	s.held = conn
-	s.mu.Unlock()
+	h := &holder{conn: conn}
+	lt := r.locks
+	lt.mu.Lock()
+	if lt.held == nil {
+		lt.held = make(map[string]*holder)
+	}
+	// Any holder of key still recorded has been unlocked: the database
+	// granted the lock to this connection.
+	lt.held[key] = h
+	lt.mu.Unlock()
 	var once sync.Once
-	return func() { once.Do(func() { s.unlock(conn, id) }) }, nil
+	return func() { once.Do(func() { lt.unlock(key, h, id) }) }, nil
 }
 
-// unlock releases the lock held on conn and returns conn to the pool.
-func (s *Store) unlock(conn *pgxpool.Conn, id int64) {
-	// Waits for a Load or Save running on conn.
-	s.mu.Lock()
-	if s.held == conn {
-		s.held = nil
+// unlock releases the lock h holds on key and returns its connection to
+// the pool.
+func (lt *lockTable) unlock(key string, h *holder, id int64) {
+	lt.mu.Lock()
+	if lt.held[key] == h {
+		delete(lt.held, key)
 	}
-	s.mu.Unlock()
+	lt.mu.Unlock()
+	// Waits for a Load or Save running on the connection.
+	h.mu.Lock()
+	conn := h.conn
+	h.conn = nil
+	h.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), unlockTimeout)
 	defer cancel()
 	var released bool
@@ -97,24 +122,28 @@ func discard(conn *pgxpool.Conn) {
 // run until unlock is called, rather than run without the lock.
 var ErrLockLost = errors.New("the lock's connection was lost")
 
-// do runs f on the connection holding the lock while this Store holds
-// it, else on the pool. While the lock is held, f never runs on the
+// do runs f on the connection holding key's lock while it is held
+// here, else on the pool. While the lock is held, f never runs on the
 // pool: it would need a second connection (a pool of one would wait for
 // ever), and it would run without the lock. If the lock's connection is
-// dead, do fails with ErrLockLost.
-func (s *Store) do(f func(querier) error) error {
-	s.mu.Lock()
-	held := s.held
-	if held == nil {
-		s.mu.Unlock()
-		return f(s.Pool)
+// dead, do fails with ErrLockLost. Keys wait only for their own lock's
+// connection: a Load of one key never waits for a Save of another.
+func (r rows) do(key string, f func(querier) error) error {
+	h := r.locks.get(key)
+	if h == nil {
+		return f(r.pool)
 	}
-	defer s.mu.Unlock()
-	if held.Conn().IsClosed() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.conn == nil {
+		// Unlocked meanwhile.
+		return f(r.pool)
+	}
+	if h.conn.Conn().IsClosed() {
 		return ErrLockLost
 	}
-	err := f(held)
-	if err != nil && held.Conn().IsClosed() {
+	err := f(h.conn)
+	if err != nil && h.conn.Conn().IsClosed() {
 		return fmt.Errorf("%w: %w", ErrLockLost, err)
 	}
 	return err

@@ -27,6 +27,25 @@
 // One pool serves any number of grants: one Store, one row and one lock
 // per Key.
 //
+// # Many grants
+//
+// An app serving many customers' workspaces through one
+// pandadocauth.Grants uses Keyed, the same table keyed by grant: a
+// pandadocauth.KeyedStore and KeyedLocker, with one row and one advisory
+// lock per grant key, the same as a Store with that Key.
+//
+//	store := &pgstore.Keyed{Pool: pool}
+//	if err := store.CreateTable(ctx); err != nil {
+//		// handle err
+//	}
+//	grants := &pandadocauth.Grants{Config: conf, Store: store}
+//	client := &http.Client{Transport: grants.Transport(nil)}
+//	req = req.WithContext(pandadocauth.WithGrant(ctx, "workspace-42"))
+//
+// A locked grant holds a pool connection until it is unlocked, so at
+// most MaxConns grants refresh at once per process; the others wait for
+// a connection, not for each other.
+//
 // # Table
 //
 // Store.CreateTable creates the table if it does not exist, with this
@@ -98,7 +117,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -115,7 +133,8 @@ const DefaultTable = "pandadocauth_tokens"
 // Store is a pandadocauth.Store and pandadocauth.Locker for one grant,
 // kept in one row of a PostgreSQL table. Set Pool, and Key when the pool
 // serves more than one grant; every process sharing the grant must use
-// the same Key and Table.
+// the same Key and Table. (For many grants served through one
+// pandadocauth.Grants, use Keyed: the same table, rows and locks.)
 //
 // The methods of a Store are safe for concurrent use by multiple
 // goroutines. Set the fields before first use and do not change them
@@ -149,12 +168,9 @@ type Store struct {
 	// rotated without downtime: see the package documentation.
 	EncryptionKeys []AESKey
 
-	// mu guards held.
-	mu sync.Mutex
-	// held is the connection holding the lock, nil while the lock is not
-	// held by this Store. Load and Save use it while it is set, with mu
-	// held, so that a refresh needs no second connection.
-	held *pgxpool.Conn
+	// locks holds the connection holding the lock while this Store
+	// holds it.
+	locks lockTable
 }
 
 var (
@@ -162,28 +178,73 @@ var (
 	_ pandadocauth.Locker = (*Store)(nil)
 )
 
-// querier is what Load, Save and Delete need of a pool or a connection.
-type querier interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+// rows is the Store seen as the implementation it shares with Keyed.
+func (s *Store) rows() rows {
+	return rows{pool: s.Pool, table: s.Table, key: s.EncryptionKey, keys: s.EncryptionKeys, locks: &s.locks, typ: "Store"}
 }
 
 // CreateTable creates the table if it does not exist, and upgrades a
 // table created by an earlier version (see the package documentation
 // for its definition). It also checks the encryption keys, so that a key
 // that cannot be used fails at start-up.
-func (s *Store) CreateTable(ctx context.Context) error {
-	table, err := s.table()
+func (s *Store) CreateTable(ctx context.Context) error { return s.rows().createTable(ctx) }
+
+// Load returns the stored token, or (nil, nil) when none is stored for
+// Key. Its Expiry has PostgreSQL's microsecond precision; its ExpiresIn
+// is the lifetime the token endpoint gave it, in seconds (0 if unknown).
+func (s *Store) Load(ctx context.Context) (*oauth2.Token, error) { return s.rows().load(ctx, s.Key) }
+
+// Save stores t for Key, replacing what was stored. A zero Expiry is
+// stored as NULL.
+func (s *Store) Save(ctx context.Context, t *oauth2.Token) error {
+	return s.rows().save(ctx, s.Key, t)
+}
+
+// Delete removes the token stored for Key, for example when the grant
+// is revoked. Deleting a missing token is not an error.
+func (s *Store) Delete(ctx context.Context) error { return s.rows().delete(ctx, s.Key) }
+
+// Lock takes the lock of Key, waiting until it is free or ctx ends, and
+// returns the function that releases it. It blocks every other Lock of
+// the same Key, in this process or another, and no Lock of another Key.
+//
+// If ctx ends first, Lock returns an error satisfying errors.Is(err,
+// ctx.Err()). The lock dies with its connection: if the holder's process
+// or connection dies, the lock is released. unlock may be called more
+// than once; calls after the first do nothing.
+func (s *Store) Lock(ctx context.Context) (unlock func(), err error) {
+	return s.rows().lock(ctx, s.Key)
+}
+
+// rows is what Store and Keyed share: a table of tokens, one row and one
+// advisory lock per key. It is built from their fields at each call.
+type rows struct {
+	pool  *pgxpool.Pool
+	table string   // as configured: empty means DefaultTable
+	key   AESKey   // EncryptionKey
+	keys  []AESKey // EncryptionKeys
+	locks *lockTable
+	typ   string // "Store" or "Keyed", for error messages
+}
+
+// querier is what Load, Save and Delete need of a pool or a connection.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func (r rows) createTable(ctx context.Context) error {
+	table, err := r.quotedTable()
 	if err != nil {
 		return err
 	}
-	if _, err := s.sealer(); err != nil {
+	if _, err := r.sealer(); err != nil {
 		return err
 	}
 	// Concurrent CREATE TABLE IF NOT EXISTS statements can fail on
 	// PostgreSQL's catalog constraints, so replicas starting together
 	// take turns.
-	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockID("\x00create table\x00"+table)); err != nil {
 			return err
 		}
@@ -225,15 +286,12 @@ func createTableSQL(table string) string {
 )`
 }
 
-// Load returns the stored token, or (nil, nil) when none is stored for
-// Key. Its Expiry has PostgreSQL's microsecond precision; its ExpiresIn
-// is the lifetime the token endpoint gave it, in seconds (0 if unknown).
-func (s *Store) Load(ctx context.Context) (*oauth2.Token, error) {
-	table, err := s.table()
+func (r rows) load(ctx context.Context, key string) (*oauth2.Token, error) {
+	table, err := r.quotedTable()
 	if err != nil {
 		return nil, err
 	}
-	sl, err := s.sealer()
+	sl, err := r.sealer()
 	if err != nil {
 		return nil, err
 	}
@@ -242,10 +300,10 @@ func (s *Store) Load(ctx context.Context) (*oauth2.Token, error) {
 		expiry                     *time.Time
 		expiresIn                  int64
 	)
-	err = s.do(func(q querier) error {
+	err = r.do(key, func(q querier) error {
 		return q.QueryRow(ctx,
 			`SELECT access_token, token_type, refresh_token, expiry, expires_in FROM `+table+` WHERE key = $1`,
-			s.Key).Scan(&access, &tokenType, &refresh, &expiry, &expiresIn)
+			key).Scan(&access, &tokenType, &refresh, &expiry, &expiresIn)
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
@@ -253,10 +311,10 @@ func (s *Store) Load(ctx context.Context) (*oauth2.Token, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: loading token: %w%s", err, upgradeHint(err))
 	}
-	if access, err = s.open(sl, access, "access_token"); err != nil {
+	if access, err = open(sl, key, access, "access_token"); err != nil {
 		return nil, err
 	}
-	if refresh, err = s.open(sl, refresh, "refresh_token"); err != nil {
+	if refresh, err = open(sl, key, refresh, "refresh_token"); err != nil {
 		return nil, err
 	}
 	t := &oauth2.Token{AccessToken: access, TokenType: tokenType, RefreshToken: refresh, ExpiresIn: expiresIn}
@@ -271,30 +329,28 @@ func (s *Store) Load(ctx context.Context) (*oauth2.Token, error) {
 func upgradeHint(err error) string {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42703" {
-		return " (the table predates this version of pgstore: run Store.CreateTable, or the ALTER TABLE in pgstore's README)"
+		return " (the table predates this version of pgstore: run CreateTable, or the ALTER TABLE in pgstore's README)"
 	}
 	return ""
 }
 
-// Save stores t for Key, replacing what was stored. A zero Expiry is
-// stored as NULL.
-func (s *Store) Save(ctx context.Context, t *oauth2.Token) error {
-	table, err := s.table()
+func (r rows) save(ctx context.Context, key string, t *oauth2.Token) error {
+	table, err := r.quotedTable()
 	if err != nil {
 		return err
 	}
 	if t == nil {
 		return errors.New("pgstore: saving token: nil token")
 	}
-	sl, err := s.sealer()
+	sl, err := r.sealer()
 	if err != nil {
 		return err
 	}
-	access, err := sl.Seal(t.AccessToken, s.additionalData("access_token"))
+	access, err := sl.Seal(t.AccessToken, additionalData(key, "access_token"))
 	if err != nil {
 		return fmt.Errorf("pgstore: saving token: %w", err)
 	}
-	refresh, err := sl.Seal(t.RefreshToken, s.additionalData("refresh_token"))
+	refresh, err := sl.Seal(t.RefreshToken, additionalData(key, "refresh_token"))
 	if err != nil {
 		return fmt.Errorf("pgstore: saving token: %w", err)
 	}
@@ -302,7 +358,7 @@ func (s *Store) Save(ctx context.Context, t *oauth2.Token) error {
 	if !t.Expiry.IsZero() {
 		expiry = &t.Expiry
 	}
-	err = s.do(func(q querier) error {
+	err = r.do(key, func(q querier) error {
 		_, err := q.Exec(ctx, `INSERT INTO `+table+` AS t
 	(key, access_token, token_type, refresh_token, expiry, expires_in, updated_at)
 	VALUES ($1, $2, $3, $4, $5, $6, now())
@@ -313,7 +369,7 @@ ON CONFLICT (key) DO UPDATE SET
 	expiry = excluded.expiry,
 	expires_in = excluded.expires_in,
 	updated_at = excluded.updated_at`,
-			s.Key, access, t.TokenType, refresh, expiry, max(t.ExpiresIn, 0))
+			key, access, t.TokenType, refresh, expiry, max(t.ExpiresIn, 0))
 		return err
 	})
 	if err != nil {
@@ -322,15 +378,13 @@ ON CONFLICT (key) DO UPDATE SET
 	return nil
 }
 
-// Delete removes the token stored for Key, for example when the grant
-// is revoked. Deleting a missing token is not an error.
-func (s *Store) Delete(ctx context.Context) error {
-	table, err := s.table()
+func (r rows) delete(ctx context.Context, key string) error {
+	table, err := r.quotedTable()
 	if err != nil {
 		return err
 	}
-	err = s.do(func(q querier) error {
-		_, err := q.Exec(ctx, `DELETE FROM `+table+` WHERE key = $1`, s.Key)
+	err = r.do(key, func(q querier) error {
+		_, err := q.Exec(ctx, `DELETE FROM `+table+` WHERE key = $1`, key)
 		return err
 	})
 	if err != nil {
@@ -339,21 +393,24 @@ func (s *Store) Delete(ctx context.Context) error {
 	return nil
 }
 
-var errNoPool = errors.New("pgstore: Store.Pool is nil")
+// errNoPool is the error of a Store or Keyed without a Pool.
+func (r rows) errNoPool() error {
+	return errors.New("pgstore: " + r.typ + ".Pool is nil")
+}
 
-// table returns the quoted table name.
-func (s *Store) table() (string, error) {
-	if s.Pool == nil {
-		return "", errNoPool
+// quotedTable returns the quoted table name.
+func (r rows) quotedTable() (string, error) {
+	if r.pool == nil {
+		return "", r.errNoPool()
 	}
-	name := s.Table
+	name := r.table
 	if name == "" {
 		name = DefaultTable
 	}
 	parts := strings.Split(name, ".")
 	for _, p := range parts {
 		if p == "" {
-			return "", fmt.Errorf("pgstore: Store.Table %q is not a table name", name)
+			return "", fmt.Errorf("pgstore: %s.Table %q is not a table name", r.typ, name)
 		}
 	}
 	return pgx.Identifier(parts).Sanitize(), nil

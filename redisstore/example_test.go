@@ -3,6 +3,7 @@ package redisstore_test
 import (
 	"context"
 	"log"
+	"net/http"
 	"os"
 
 	"github.com/redis/go-redis/v9"
@@ -40,4 +41,31 @@ func ExampleStore_cluster() {
 	defer rdb.Close()
 	store := &redisstore.Store{Client: rdb, Key: "workspace-42"}
 	_, _ = store.Load(context.Background())
+}
+
+// Many customers' workspaces served through one pandadocauth.Grants: one
+// token key and one lock key per grant key. (The example needs a Redis
+// server, so it is compiled but not run.)
+func ExampleKeyed() {
+	rdb := redis.NewClient(&redis.Options{Addr: os.Getenv("REDIS_ADDR"), Password: os.Getenv("REDIS_PASSWORD")})
+	defer rdb.Close()
+
+	grants := &pandadocauth.Grants{
+		Config: &pandadocauth.Config{ClientID: os.Getenv("PANDADOC_CLIENT_ID"), ClientSecret: os.Getenv("PANDADOC_CLIENT_SECRET")},
+		Store:  &redisstore.Keyed{Client: rdb}, // a KeyedLocker too: each grant's refreshes are serialised across replicas
+	}
+	defer grants.Wait()
+	client := &http.Client{Transport: grants.Transport(nil)}
+
+	ctx := pandadocauth.WithGrant(context.Background(), "workspace-42")
+	req, err := http.NewRequestWithContext(ctx, "GET", "https://api.pandadoc.com/public/v1/documents", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	log.Println(resp.Status)
 }

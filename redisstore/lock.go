@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -53,23 +54,30 @@ type heldLock struct {
 
 // lockTTL is LockTTL, or DefaultLockTTL when it is zero or negative, in
 // whole milliseconds (what PX takes), at least 3 ms.
-func (s *Store) lockTTL() time.Duration {
-	if s.LockTTL <= 0 {
+func (r tokens) ttl() time.Duration {
+	if r.lockTTL <= 0 {
 		return DefaultLockTTL
 	}
-	return max(s.LockTTL.Truncate(time.Millisecond), 3*time.Millisecond)
+	return max(r.lockTTL.Truncate(time.Millisecond), 3*time.Millisecond)
 }
 
-// Lock takes the lock of Key, waiting until it is free or ctx ends, and
-// returns the function that releases it. It blocks every other Lock of
-// the same Key and Prefix, in this process or another, and no Lock of
-// another Key.
-//
-// If ctx ends first, Lock returns an error satisfying errors.Is(err,
-// ctx.Err()). A busy lock is polled, at most every 100 ms. unlock may be
-// called more than once; calls after the first do nothing.
-func (s *Store) Lock(ctx context.Context) (unlock func(), err error) {
-	_, lockKey, err := s.keys()
+// lockTable records the locks a Store or Keyed holds, one per grant key,
+// so that Load and Save of a locked key are fenced by its lock. The zero
+// value is ready to use.
+type lockTable struct {
+	mu   sync.Mutex           // guards held
+	held map[string]*heldLock // the locked grant keys; an entry lives from Lock to unlock
+}
+
+// get returns the lock held on key, or nil.
+func (lt *lockTable) get(key string) *heldLock {
+	lt.mu.Lock()
+	defer lt.mu.Unlock()
+	return lt.held[key]
+}
+
+func (r tokens) lock(ctx context.Context, key string) (unlock func(), err error) {
+	_, lockKey, err := r.keys(key)
 	if err != nil {
 		return nil, err
 	}
@@ -77,11 +85,11 @@ func (s *Store) Lock(ctx context.Context) (unlock func(), err error) {
 	if _, err := rand.Read(b); err != nil {
 		return nil, fmt.Errorf("redisstore: taking the lock: %w", err)
 	}
-	h := &heldLock{key: lockKey, token: hex.EncodeToString(b), ttl: s.lockTTL(),
+	h := &heldLock{key: lockKey, token: hex.EncodeToString(b), ttl: r.ttl(),
 		stop: make(chan struct{}), finished: make(chan struct{})}
 	pause := 5 * time.Millisecond
 	for {
-		ok, err := s.Client.SetNX(ctx, lockKey, h.token, h.ttl).Result()
+		ok, err := r.client.SetNX(ctx, lockKey, h.token, h.ttl).Result()
 		if err != nil {
 			if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 				return nil, fmt.Errorf("redisstore: waiting for the lock: %w (%w)", cerr, err)
@@ -100,18 +108,22 @@ func (s *Store) Lock(ctx context.Context) (unlock func(), err error) {
 		}
 		pause = min(2*pause, lockPollMax)
 	}
-	s.mu.Lock()
-	s.held = h
-	s.mu.Unlock()
-	go s.watchdog(h)
+	lt := r.locks
+	lt.mu.Lock()
+	if lt.held == nil {
+		lt.held = make(map[string]*heldLock)
+	}
+	lt.held[key] = h
+	lt.mu.Unlock()
+	go r.watchdog(h)
 	var once sync.Once
-	return func() { once.Do(func() { s.unlock(h) }) }, nil
+	return func() { once.Do(func() { r.unlock(key, h) }) }, nil
 }
 
 // watchdog extends h's TTL every third of it until unlock stops it, or
 // until the lock is found lost: taken by another token, gone, or not
 // extended for a whole TTL because Redis could not be reached.
-func (s *Store) watchdog(h *heldLock) {
+func (r tokens) watchdog(h *heldLock) {
 	defer close(h.finished)
 	every := h.ttl / 3
 	extended := time.Now() // the lock's TTL runs from here at least
@@ -125,52 +137,53 @@ func (s *Store) watchdog(h *heldLock) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), every)
 		start := time.Now()
-		ok, err := extendScript.Run(ctx, s.Client, []string{h.key}, h.token, h.ttl.Milliseconds()).Int()
+		ok, err := extendScript.Run(ctx, r.client, []string{h.key}, h.token, h.ttl.Milliseconds()).Int()
 		cancel()
 		switch {
 		case err == nil && ok == 1:
 			extended = start
 		case err == nil:
-			h.lost(s, "watchdog")
+			h.lost(r.logger, "watchdog")
 			return
 		case time.Since(extended) >= h.ttl:
-			h.lost(s, "watchdog")
+			h.lost(r.logger, "watchdog")
 			return
 		}
 	}
 }
 
 // lost reports, once, that h was lost.
-func (h *heldLock) lost(s *Store, by string) {
+func (h *heldLock) lost(logger *slog.Logger, by string) {
 	h.lostOnce.Do(func() {
-		if s.Logger != nil {
-			s.Logger.Warn("redisstore: the lock was lost while held; another process may be refreshing",
+		if logger != nil {
+			logger.Warn("redisstore: the lock was lost while held; another process may be refreshing",
 				"key", h.key, "noticed_by", by)
 		}
 	})
 }
 
-// unlock stops the watchdog and deletes the lock if it still holds h's
+// unlock stops the watchdog of key's lock h and deletes the lock if it still holds h's
 // token.
-func (s *Store) unlock(h *heldLock) {
+func (r tokens) unlock(key string, h *heldLock) {
 	close(h.stop)
 	<-h.finished
-	s.mu.Lock()
-	if s.held == h {
-		s.held = nil
+	lt := r.locks
+	lt.mu.Lock()
+	if lt.held[key] == h {
+		delete(lt.held, key)
 	}
-	s.mu.Unlock()
+	lt.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), unlockTimeout)
 	defer cancel()
-	ok, err := unlockScript.Run(ctx, s.Client, []string{h.key}, h.token).Int()
+	ok, err := unlockScript.Run(ctx, r.client, []string{h.key}, h.token).Int()
 	switch {
 	case err != nil:
 		// The lock expires after its TTL.
-		if s.Logger != nil {
-			s.Logger.Warn("redisstore: releasing the lock failed; it expires after its TTL",
+		if r.logger != nil {
+			r.logger.Warn("redisstore: releasing the lock failed; it expires after its TTL",
 				"key", h.key, "ttl", h.ttl, "error", err)
 		}
 	case ok == 0:
-		h.lost(s, "unlock")
+		h.lost(r.logger, "unlock")
 	}
 }

@@ -23,6 +23,18 @@
 // one lock key per Key. Store.Client may be a *redis.Client (one node,
 // or Sentinel's failover client) or a *redis.ClusterClient.
 //
+// # Many grants
+//
+// An app serving many customers' workspaces through one
+// pandadocauth.Grants uses Keyed: a pandadocauth.KeyedStore and
+// KeyedLocker with the keys of Store, one token key and one lock key per
+// grant key.
+//
+//	store := &redisstore.Keyed{Client: rdb}
+//	grants := &pandadocauth.Grants{Config: conf, Store: store}
+//	client := &http.Client{Transport: grants.Transport(nil)}
+//	req = req.WithContext(pandadocauth.WithGrant(ctx, "workspace-42"))
+//
 // # Keys
 //
 // The token of Key is a JSON document at Prefix+"{"+Key+"}:token", and
@@ -74,7 +86,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -140,10 +151,8 @@ type Store struct {
 	// held. Nothing is logged by default.
 	Logger *slog.Logger
 
-	// mu guards held.
-	mu sync.Mutex
-	// held is the lock this Store holds, nil when it holds none.
-	held *heldLock
+	// locks holds the lock this Store holds, if any.
+	locks lockTable
 }
 
 var (
@@ -151,13 +160,63 @@ var (
 	_ pandadocauth.Locker = (*Store)(nil)
 )
 
-// ErrLockLost means the lock this Store held was lost before it was
-// released: its key expired or was deleted, and another process may
-// hold it now. Load and Save refuse to run until unlock is called, so
-// that a refresh without the lock cannot overwrite a newer token.
-var ErrLockLost = errors.New("the lock was lost")
+// tokens is the Store seen as the implementation it shares with Keyed.
+func (s *Store) tokens() tokens {
+	return tokens{client: s.Client, prefix: s.Prefix, lockTTL: s.LockTTL, encKey: s.EncryptionKey, encKeys: s.EncryptionKeys,
+		logger: s.Logger, locks: &s.locks, typ: "Store"}
+}
 
-var errNoClient = errors.New("redisstore: Store.Client is nil")
+// keys returns the token key and the lock key of Key.
+func (s *Store) keys() (token, lock string, err error) { return s.tokens().keys(s.Key) }
+
+// Load returns the stored token, or (nil, nil) when none is stored for
+// Key. While this Store holds the lock, Load fails with ErrLockLost if
+// the lock was lost.
+func (s *Store) Load(ctx context.Context) (*oauth2.Token, error) { return s.tokens().load(ctx, s.Key) }
+
+// Save stores t for Key, replacing what was stored. While this Store
+// holds the lock, Save writes only if the lock is still held, atomically,
+// and fails with ErrLockLost otherwise.
+func (s *Store) Save(ctx context.Context, t *oauth2.Token) error {
+	return s.tokens().save(ctx, s.Key, t)
+}
+
+// Delete removes the token stored for Key, for example when the grant
+// is revoked. Deleting a missing token is not an error.
+func (s *Store) Delete(ctx context.Context) error { return s.tokens().delete(ctx, s.Key) }
+
+// Lock takes the lock of Key, waiting until it is free or ctx ends, and
+// returns the function that releases it. It blocks every other Lock of
+// the same Key and Prefix, in this process or another, and no Lock of
+// another Key.
+//
+// If ctx ends first, Lock returns an error satisfying errors.Is(err,
+// ctx.Err()). A busy lock is polled, at most every 100 ms. unlock may be
+// called more than once; calls after the first do nothing.
+func (s *Store) Lock(ctx context.Context) (unlock func(), err error) {
+	return s.tokens().lock(ctx, s.Key)
+}
+
+// tokens is what Store and Keyed share: the tokens of grants in Redis,
+// one token key and one lock key per grant key. It is built from their
+// fields at each call.
+type tokens struct {
+	client  redis.UniversalClient
+	prefix  string        // as configured: empty means DefaultPrefix
+	lockTTL time.Duration // as configured: zero means DefaultLockTTL
+	encKey  AESKey        // EncryptionKey
+	encKeys []AESKey      // EncryptionKeys
+	logger  *slog.Logger
+	locks   *lockTable
+	typ     string // "Store" or "Keyed", for error messages
+}
+
+// ErrLockLost means the lock this Store (or Keyed, for the grant key)
+// held was lost before it was released: its key expired or was deleted,
+// and another process may hold it now. Load and Save refuse to run until
+// unlock is called, so that a refresh without the lock cannot overwrite
+// a newer token.
+var ErrLockLost = errors.New("the lock was lost")
 
 // stored is the JSON document kept at the token key.
 type stored struct {
@@ -168,45 +227,42 @@ type stored struct {
 	ExpiresIn    int64     `json:"expires_in,omitempty"`
 }
 
-// keys returns the token key and the lock key.
-func (s *Store) keys() (token, lock string, err error) {
-	if s.Client == nil {
-		return "", "", errNoClient
+// keys returns the token key and the lock key of key.
+func (r tokens) keys(key string) (token, lock string, err error) {
+	if r.client == nil {
+		return "", "", errors.New("redisstore: " + r.typ + ".Client is nil")
 	}
-	prefix := s.Prefix
+	prefix := r.prefix
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
 	if strings.ContainsAny(prefix, "{}") {
-		return "", "", errors.New("redisstore: Store.Prefix must not contain braces")
+		return "", "", errors.New("redisstore: " + r.typ + ".Prefix must not contain braces")
 	}
-	tag := s.Key
+	tag := key
 	if tag == "" || strings.ContainsAny(tag, "{}") {
 		// Redis would not read these as a hash tag (an empty tag, or one
 		// that ends early): a hash of the key, the same in every
 		// process, keeps both keys in one slot.
-		sum := sha256.Sum256([]byte(s.Key))
+		sum := sha256.Sum256([]byte(key))
 		tag = "sha256:" + hex.EncodeToString(sum[:12])
 	}
 	base := prefix + "{" + tag + "}:"
 	return base + "token", base + "lock", nil
 }
 
-// Load returns the stored token, or (nil, nil) when none is stored for
-// Key. While this Store holds the lock, Load fails with ErrLockLost if
-// the lock was lost.
-func (s *Store) Load(ctx context.Context) (*oauth2.Token, error) {
-	tokenKey, lockKey, err := s.keys()
+func (r tokens) load(ctx context.Context, key string) (*oauth2.Token, error) {
+	tokenKey, lockKey, err := r.keys(key)
 	if err != nil {
 		return nil, err
 	}
-	sl, err := s.sealer()
+	sl, err := r.sealer()
 	if err != nil {
 		return nil, err
 	}
 	var raw string
-	if h := s.lockHeld(); h != nil {
-		res, err := loadScript.Run(ctx, s.Client, []string{tokenKey, lockKey}, h.token).Result()
+	if h := r.locks.get(key); h != nil {
+		res, err := loadScript.Run(ctx, r.client, []string{tokenKey, lockKey}, h.token).Result()
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: loading token: %w", err)
 		}
@@ -222,7 +278,7 @@ func (s *Store) Load(ctx context.Context) (*oauth2.Token, error) {
 			return nil, fmt.Errorf("redisstore: loading token: unexpected reply of type %T", res)
 		}
 	} else {
-		raw, err = s.Client.Get(ctx, tokenKey).Result()
+		raw, err = r.client.Get(ctx, tokenKey).Result()
 		if errors.Is(err, redis.Nil) {
 			return nil, nil
 		}
@@ -235,10 +291,10 @@ func (s *Store) Load(ctx context.Context) (*oauth2.Token, error) {
 		// Not wrapped: the decoder's message may quote the value.
 		return nil, fmt.Errorf("redisstore: loading token: the value at %s is not a token (invalid JSON)", tokenKey)
 	}
-	if st.AccessToken, err = s.open(sl, st.AccessToken, "access_token"); err != nil {
+	if st.AccessToken, err = open(sl, key, st.AccessToken, "access_token"); err != nil {
 		return nil, err
 	}
-	if st.RefreshToken, err = s.open(sl, st.RefreshToken, "refresh_token"); err != nil {
+	if st.RefreshToken, err = open(sl, key, st.RefreshToken, "refresh_token"); err != nil {
 		return nil, err
 	}
 	return &oauth2.Token{
@@ -250,67 +306,55 @@ func (s *Store) Load(ctx context.Context) (*oauth2.Token, error) {
 	}, nil
 }
 
-// Save stores t for Key, replacing what was stored. While this Store
-// holds the lock, Save writes only if the lock is still held, atomically,
-// and fails with ErrLockLost otherwise.
-func (s *Store) Save(ctx context.Context, t *oauth2.Token) error {
-	tokenKey, lockKey, err := s.keys()
+func (r tokens) save(ctx context.Context, key string, t *oauth2.Token) error {
+	tokenKey, lockKey, err := r.keys(key)
 	if err != nil {
 		return err
 	}
 	if t == nil {
 		return errors.New("redisstore: saving token: nil token")
 	}
-	sl, err := s.sealer()
+	sl, err := r.sealer()
 	if err != nil {
 		return err
 	}
 	st := stored{TokenType: t.TokenType, Expiry: t.Expiry, ExpiresIn: max(t.ExpiresIn, 0)}
-	if st.AccessToken, err = sl.Seal(t.AccessToken, s.additionalData("access_token")); err != nil {
+	if st.AccessToken, err = sl.Seal(t.AccessToken, additionalData(key, "access_token")); err != nil {
 		return fmt.Errorf("redisstore: saving token: %w", err)
 	}
-	if st.RefreshToken, err = sl.Seal(t.RefreshToken, s.additionalData("refresh_token")); err != nil {
+	if st.RefreshToken, err = sl.Seal(t.RefreshToken, additionalData(key, "refresh_token")); err != nil {
 		return fmt.Errorf("redisstore: saving token: %w", err)
 	}
 	raw, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("redisstore: saving token: encoding: %w", err)
 	}
-	if h := s.lockHeld(); h != nil {
-		ok, err := saveScript.Run(ctx, s.Client, []string{tokenKey, lockKey}, raw, h.token).Int()
+	if h := r.locks.get(key); h != nil {
+		ok, err := saveScript.Run(ctx, r.client, []string{tokenKey, lockKey}, raw, h.token).Int()
 		if err != nil {
 			return fmt.Errorf("redisstore: saving token: %w", err)
 		}
 		if ok == 0 {
-			h.lost(s, "save")
+			h.lost(r.logger, "save")
 			return fmt.Errorf("redisstore: saving token: %w", ErrLockLost)
 		}
 		return nil
 	}
-	if err := s.Client.Set(ctx, tokenKey, raw, 0).Err(); err != nil {
+	if err := r.client.Set(ctx, tokenKey, raw, 0).Err(); err != nil {
 		return fmt.Errorf("redisstore: saving token: %w", err)
 	}
 	return nil
 }
 
-// Delete removes the token stored for Key, for example when the grant
-// is revoked. Deleting a missing token is not an error.
-func (s *Store) Delete(ctx context.Context) error {
-	tokenKey, _, err := s.keys()
+func (r tokens) delete(ctx context.Context, key string) error {
+	tokenKey, _, err := r.keys(key)
 	if err != nil {
 		return err
 	}
-	if err := s.Client.Del(ctx, tokenKey).Err(); err != nil {
+	if err := r.client.Del(ctx, tokenKey).Err(); err != nil {
 		return fmt.Errorf("redisstore: deleting token: %w", err)
 	}
 	return nil
-}
-
-// lockHeld returns the lock this Store holds, or nil.
-func (s *Store) lockHeld() *heldLock {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.held
 }
 
 var (

@@ -14,14 +14,14 @@ import (
 // base64 of nonce and ciphertext.
 const sealedPrefix = "redisstore-aes-gcm:v1:"
 
-// ErrEncrypted means the stored token is encrypted and the Store has no
-// encryption key to open it.
-var ErrEncrypted = errors.New("the stored token is encrypted and Store.EncryptionKey is not set")
+// ErrEncrypted means the stored token is encrypted and the Store or Keyed
+// has no encryption key to open it.
+var ErrEncrypted = errors.New("the stored token is encrypted and EncryptionKey is not set")
 
-// AESKey is an AES key, 16, 24 or 32 bytes long, for Store.EncryptionKey
-// and Store.EncryptionKeys. A []byte converts to it implicitly. It never
-// shows its bytes: fmt (every verb), encoding/json and log/slog print
-// "[REDACTED]".
+// AESKey is an AES key, 16, 24 or 32 bytes long, for the EncryptionKey
+// and EncryptionKeys of Store and Keyed. A []byte converts to it
+// implicitly. It never shows its bytes: fmt (every verb), encoding/json
+// and log/slog print "[REDACTED]".
 type AESKey []byte
 
 // String returns "[REDACTED]".
@@ -39,12 +39,12 @@ func (AESKey) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
 // MarshalJSON encodes the key as the string "[REDACTED]".
 func (AESKey) MarshalJSON() ([]byte, error) { return []byte(`"[REDACTED]"`), nil }
 
-// sealer returns the Sealer of the Store's keys: EncryptionKey first,
-// then EncryptionKeys. A key of the wrong length is an error.
-func (s *Store) sealer() (*seal.Sealer, error) {
-	keys := make([][]byte, 0, 1+len(s.EncryptionKeys))
-	keys = append(keys, s.EncryptionKey)
-	for _, k := range s.EncryptionKeys {
+// sealer returns the Sealer of the encryption keys: EncryptionKey
+// first, then EncryptionKeys. A key of the wrong length is an error.
+func (r tokens) sealer() (*seal.Sealer, error) {
+	keys := make([][]byte, 0, 1+len(r.encKeys))
+	keys = append(keys, r.encKey)
+	for _, k := range r.encKeys {
 		keys = append(keys, k)
 	}
 	sl, err := seal.New(sealedPrefix, keys...)
@@ -56,14 +56,14 @@ func (s *Store) sealer() (*seal.Sealer, error) {
 
 // additionalData binds a sealed value to its grant and field, so that
 // it cannot be moved to another grant or field.
-func (s *Store) additionalData(field string) []byte {
-	return []byte("pandadocauth/redisstore\x00" + field + "\x00" + s.Key)
+func additionalData(key, field string) []byte {
+	return []byte("pandadocauth/redisstore\x00" + field + "\x00" + key)
 }
 
-// open reverses sl.Seal. Values stored without encryption are returned
-// as they are.
-func (s *Store) open(sl *seal.Sealer, v, field string) (string, error) {
-	plain, err := sl.Open(v, s.additionalData(field))
+// open reverses sl.Seal for key's token. Values stored without
+// encryption are returned as they are.
+func open(sl *seal.Sealer, key, v, field string) (string, error) {
+	plain, err := sl.Open(v, additionalData(key, field))
 	switch {
 	case errors.Is(err, seal.ErrNoKey):
 		return "", fmt.Errorf("redisstore: loading token: %w", ErrEncrypted)
@@ -110,4 +110,40 @@ func (s *Store) MarshalJSON() ([]byte, error) {
 		Key            string
 		EncryptionKeys int
 	}{s.Prefix, s.Key, n})
+}
+
+// String describes the Keyed without its keys: key prefix and how many
+// encryption keys it has.
+func (k *Keyed) String() string {
+	if k == nil {
+		return "redisstore.Keyed(nil)"
+	}
+	n := len(k.EncryptionKeys)
+	if len(k.EncryptionKey) > 0 {
+		n++
+	}
+	return fmt.Sprintf("redisstore.Keyed{Prefix: %q, encryption keys: %d}", k.Prefix, n)
+}
+
+// GoString is like String, for the %#v verb.
+func (k *Keyed) GoString() string { return k.String() }
+
+// Format writes String whatever the verb, so that no verb prints the
+// keys or the client's password.
+func (k *Keyed) Format(f fmt.State, _ rune) { io.WriteString(f, k.String()) }
+
+// LogValue is like String, for log/slog.
+func (k *Keyed) LogValue() slog.Value { return slog.StringValue(k.String()) }
+
+// MarshalJSON encodes what String shows, so that neither the keys nor
+// the client (and its password) are encoded.
+func (k *Keyed) MarshalJSON() ([]byte, error) {
+	n := len(k.EncryptionKeys)
+	if len(k.EncryptionKey) > 0 {
+		n++
+	}
+	return json.Marshal(struct {
+		Prefix         string
+		EncryptionKeys int
+	}{k.Prefix, n})
 }

@@ -40,9 +40,22 @@ the same state, and compares what its name says:
 	            requests delayed by a refresh (slower than -latency)
 	revocation  the access token is revoked on the server; a burst:
 	            requests that fail, token POSTs
+	workspaces  -workspaces workspaces (grants) whose tokens have all
+	            expired, each with 2 concurrent requests released at
+	            once, the token endpoint taking -latency to answer: one
+	            x/oauth2 client per workspace against one
+	            pandadocauth.Grants: token POSTs, the most in flight at
+	            once, wall time, heap retained per workspace
 
-The report is one table, with the numbers of this run. Token POSTs and
-failures are the same on every run; times vary with the machine.
+With -v, the demo also prints what a pandadocauth.Observer counted for
+each phase's pandadocauth client: refreshes by outcome and reason,
+token-endpoint attempts, callers that waited for a refresh, 401s by what
+became of the replay, Save failures and lock waits.
+
+The report is a table of the single-grant phases and one of the
+workspaces phase, with the numbers of this run. Requests, token POSTs and
+failures are the same on every run; times and memory vary with the
+machine.
 `
 
 // Demo limits.
@@ -166,14 +179,15 @@ type demoClient struct {
 	// setup returns an HTTP client that authenticates with tok against
 	// srv through tr, and a function that waits for its background
 	// work.
-	setup func(ctx context.Context, srv *pandadoctest.Server, tok *oauth2.Token, tr http.RoundTripper) (*http.Client, func())
+	// obs, if not nil, observes a pandadocauth client.
+	setup func(ctx context.Context, srv *pandadoctest.Server, tok *oauth2.Token, tr http.RoundTripper, obs *pandadocauth.Observer) (*http.Client, func())
 }
 
 var demoClients = []demoClient{
 	{
 		name: "golang.org/x/oauth2",
 		desc: "oauth2.Transport + oauth2.Config.TokenSource",
-		setup: func(ctx context.Context, srv *pandadoctest.Server, tok *oauth2.Token, tr http.RoundTripper) (*http.Client, func()) {
+		setup: func(ctx context.Context, srv *pandadoctest.Server, tok *oauth2.Token, tr http.RoundTripper, _ *pandadocauth.Observer) (*http.Client, func()) {
 			conf := &oauth2.Config{
 				ClientID:     pandadoctest.DefaultClientID,
 				ClientSecret: pandadoctest.DefaultClientSecret,
@@ -191,10 +205,10 @@ var demoClients = []demoClient{
 	{
 		name: "pandadocauth",
 		desc: "pandadocauth.Transport + pandadocauth.TokenSource",
-		setup: func(_ context.Context, srv *pandadoctest.Server, tok *oauth2.Token, tr http.RoundTripper) (*http.Client, func()) {
+		setup: func(_ context.Context, srv *pandadoctest.Server, tok *oauth2.Token, tr http.RoundTripper, obs *pandadocauth.Observer) (*http.Client, func()) {
 			cfg := srv.Config()
 			cfg.HTTPClient = &http.Client{Transport: tr, Timeout: demoRequestTimeout}
-			src := &pandadocauth.TokenSource{Config: cfg, Initial: tok}
+			src := &pandadocauth.TokenSource{Config: cfg, Initial: tok, Observer: obs}
 			return pandadocauth.NewClient(&http.Client{Transport: tr, Timeout: demoRequestTimeout}, src), src.Wait
 		},
 	},
@@ -204,6 +218,8 @@ func (c *cli) demo(ctx context.Context, args []string) int {
 	fs := c.newFlagSet("demo")
 	workers := fs.Int("workers", 16, "`number` of concurrent requests in a burst")
 	latency := fs.Duration("latency", 50*time.Millisecond, "`duration` the token endpoint takes to answer, in the phases that slow it down")
+	workspaces := fs.Int("workspaces", demoDefaultWorkspaces, "`number` of workspaces in the workspaces phase (0: skip it)")
+	verbose := fs.Bool("v", false, "also print the metrics of the pandadocauth clients, counted with a pandadocauth.Observer")
 	pos, code, ok := c.parse(fs, demoUsage, args, false)
 	if !ok {
 		return code
@@ -217,12 +233,34 @@ func (c *cli) demo(ctx context.Context, args []string) int {
 	if *latency < demoMinLatency || *latency > demoMaxLatency {
 		return c.usageError(fs, "-latency must be between %v and %v", demoMinLatency, demoMaxLatency)
 	}
+	if *workspaces < 0 || *workspaces > demoMaxWorkspaces {
+		return c.usageError(fs, "-workspaces must be between 0 and %d", demoMaxWorkspaces)
+	}
 
 	fmt.Fprintf(c.stdout, "Fake PandaDoc in this process, refresh-token rotation on; bursts of %d concurrent requests; token endpoint latency %v.\n\n",
 		*workers, *latency)
 	start := time.Now()
 	results, err := runDemo(ctx, *workers, *latency)
 	printDemo(c.stdout, results, *latency)
+	var wsResults []workspaceStats
+	if err == nil && *workspaces > 0 {
+		wsResults, err = runWorkspaces(ctx, *workspaces, *latency)
+		printWorkspaces(c.stdout, wsResults, *latency)
+	}
+	if *verbose {
+		var rows []metricsRow
+		for _, r := range results {
+			if r.metrics != nil {
+				rows = append(rows, metricsRow{r.phase, r.metrics})
+			}
+		}
+		for _, r := range wsResults {
+			if r.metrics != nil {
+				rows = append(rows, metricsRow{"workspaces", r.metrics})
+			}
+		}
+		printMetrics(c.stdout, rows)
+	}
 	if err != nil {
 		return c.fail(fs, err)
 	}
@@ -245,6 +283,7 @@ type phaseStats struct {
 	tokenPOSTs int
 	wall       time.Duration // of the bursts, from the first request's start to the last one's end
 	delayed    int           // requests that took -latency or longer
+	metrics    *demoMetrics  // what an Observer counted; pandadocauth's only
 }
 
 // printDemo writes the report table.
@@ -292,12 +331,16 @@ func runPhase(ctx context.Context, p demoPhase, dc demoClient, workers int, late
 
 	start := time.Now()
 	tok := p.token(srv, latency, start)
-	client, wait := dc.setup(ctx, srv, tok, tr)
+	m := &demoMetrics{}
+	client, wait := dc.setup(ctx, srv, tok, tr, m.observer())
 	env := &demoEnv{srv: srv, client: client, wait: wait, workers: workers, latency: latency}
 	res := p.run(ctx, env, start)
 	wait()
 
 	st := phaseStats{phase: p.name, client: dc.name, requests: len(res), tokenPOSTs: srv.TotalTokenRequests(), wall: env.busy}
+	if dc.name == "pandadocauth" {
+		st.metrics = m
+	}
 	for _, r := range res {
 		if !r.ok {
 			st.failed++

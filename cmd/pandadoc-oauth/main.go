@@ -3,7 +3,8 @@
 // pandadocauth package. Its demo command runs concurrent traffic against
 // an in-process fake PandaDoc, offline, to show how pandadocauth and
 // golang.org/x/oauth2 behave when tokens expire, are revoked, or cannot be
-// refreshed at once.
+// refreshed at once, and when the tokens of many workspaces expire
+// together; with -v it prints the metrics a pandadocauth.Observer counted.
 //
 // Install it with
 //
