@@ -16,7 +16,7 @@ const tokenUsage = `Usage: pandadoc-oauth token [flags]
 pandadoc-oauth token prints a valid access token of the saved grant, for example for
 curl -H "Authorization: Bearer $(pandadoc-oauth token)". A token that
 has expired or is about to is refreshed first, and the new token, with
-its rotated refresh token, is saved.
+its refresh token (a new one if PandaDoc rotated it), is saved.
 
 With -json it prints the token as JSON, without the refresh token unless
 -with-refresh-token is given.
