@@ -35,11 +35,6 @@ var Endpoint = oauth2.Endpoint{
 // defaultScopes are the scopes PandaDoc documents for API access.
 var defaultScopes = []string{"read", "write"}
 
-// defaultHTTPClient is used for token-endpoint calls when Config.HTTPClient
-// is nil. Unlike http.DefaultClient it has a finite timeout, so a hung
-// token endpoint cannot hold a refresh forever.
-var defaultHTTPClient = &http.Client{Timeout: 30 * time.Second}
-
 // Config describes a PandaDoc OAuth 2.0 application: its credentials and
 // where to reach PandaDoc. The zero value of every optional field is a
 // sensible default. A Config must not be modified once it is in use; it
@@ -162,28 +157,11 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 var errRedactedSecret = errors.New(`pandadocauth: decoding Config: ClientSecret is "` + redacted +
 	`", the placeholder that json.Marshal writes in place of the secret; set ClientSecret from where the secret is kept`)
 
-func (c *Config) tokenURL() string {
-	if c.TokenURL != "" {
-		return c.TokenURL
-	}
-	return TokenURL
-}
-
 func (c *Config) authURL() string {
 	if c.AuthURL != "" {
 		return c.AuthURL
 	}
 	return AuthURL
-}
-
-func (c *Config) httpClient(ctx context.Context) *http.Client {
-	if c.HTTPClient != nil {
-		return c.HTTPClient
-	}
-	if hc, ok := ctx.Value(oauth2.HTTPClient).(*http.Client); ok && hc != nil {
-		return hc
-	}
-	return defaultHTTPClient
 }
 
 // AuthCodeURL returns the URL of PandaDoc's consent page. state is an

@@ -410,11 +410,6 @@ func (s *lockingGrantStore) grantKey() string { return s.key }
 
 func (s *lockingGrantStore) acquire(ctx context.Context) (func(), error) { return s.g.acquire(ctx) }
 
-// refreshLimiter is a Store whose refreshes take a slot first: a grant's.
-type refreshLimiter interface {
-	acquire(ctx context.Context) (func(), error)
-}
-
 // grantsTransport is the RoundTripper of Grants.Transport.
 type grantsTransport struct {
 	g    *Grants

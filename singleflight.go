@@ -5,13 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/oauth2"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -52,29 +50,16 @@ import (
 // being cancelled under them. A failure is remembered for a short
 // back-off, so callers arriving after a failed flight fail fast instead
 // of starting another.
-
 const (
 	// refreshTimeout bounds one flight, all attempts included. It runs
 	// on a context detached from the callers', so it needs a deadline of
 	// its own.
 	refreshTimeout = time.Minute
 
-	// maxAttempts is how many token-endpoint requests one refresh makes
-	// at most when failures are transient.
-	maxAttempts = 3
-
-	// defaultRetryBase is the first back-off between attempts; it doubles
-	// after each one and gets jitter.
-	defaultRetryBase = 250 * time.Millisecond
-
 	// permanentFailureBackoff is how long a permanent refresh failure
 	// (invalid_grant, invalid_client, a malformed answer) is remembered:
 	// calls fail fast with it instead of asking the endpoint again.
 	permanentFailureBackoff = 5 * time.Second
-
-	// transientFailureBackoff is the same for a refresh whose every
-	// attempt failed transiently, unless Retry-After says longer.
-	transientFailureBackoff = time.Second
 
 	// minThrottleBackoff and maxThrottleBackoff bound how long a 429
 	// without Retry-After is remembered; it doubles while 429s go on.
@@ -150,9 +135,6 @@ type trouble struct {
 // and before it waits for it. Tests use it to know when callers are
 // waiting.
 var testHookJoined func(*TokenSource)
-
-// testRetryBase, if set, replaces defaultRetryBase; tests shorten it.
-var testRetryBase atomic.Int64
 
 // await waits until a usable token of generation want or later is
 // served, joining the one flight, or until ctx ends.
@@ -425,72 +407,6 @@ func (r *refresher) remember(err error, now time.Duration) (quiet time.Duration)
 	t.err, t.until = err, now+d
 	t.background = min(max(2*t.background, minBackgroundBackoff), maxBackgroundBackoff)
 	return now + max(d, t.background)
-}
-
-// refreshToken obtains a new token with the refresh token rt, retrying
-// transient failures. It counts its attempts in c.
-func (s *TokenSource) refreshToken(ctx context.Context, c *flightCall, rt string) (*oauth2.Token, error) {
-	if rt == "" {
-		return nil, fmt.Errorf("pandadocauth: token expired or rejected: %w", ErrNoRefreshToken)
-	}
-	clk := s.clock()
-	delay := time.Duration(testRetryBase.Load())
-	if delay <= 0 {
-		delay = defaultRetryBase
-	}
-	limiter, _ := s.Store.(refreshLimiter)
-	for attempt := 1; ; attempt++ {
-		release := func() {}
-		if limiter != nil {
-			var err error
-			if release, err = limiter.acquire(ctx); err != nil {
-				return nil, err
-			}
-		}
-		c.attempts++
-		tok, aerr := s.Config.refreshAttempt(ctx, rt, clk.Now)
-		release()
-		if aerr == nil {
-			return tok, nil
-		}
-		// A 429 without Retry-After is PandaDoc's sliding window:
-		// another attempt within the second cannot pass.
-		if !aerr.transient || attempt >= maxAttempts || aerr.throttled && aerr.retryAfter == 0 {
-			s.logWarn("pandadocauth: token refresh failed", slog.Any("error", aerr.err), slog.Int("attempts", attempt))
-			return nil, classify(aerr)
-		}
-		wait := delay/2 + rand.N(delay/2+1)
-		if aerr.retryAfter > 0 {
-			wait = aerr.retryAfter
-		}
-		if deadline, has := ctx.Deadline(); has && time.Until(deadline) < wait {
-			return nil, classify(aerr)
-		}
-		s.logInfo("pandadocauth: token refresh failed; retrying", slog.Any("error", aerr.err), slog.Int("attempt", attempt), slog.Duration("wait", wait))
-		timer, stop := clk.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			stop()
-			return nil, classify(aerr)
-		case <-timer:
-		}
-		delay *= 2
-	}
-}
-
-// classify turns the last attempt's failure into the flight's error.
-func classify(aerr *attemptError) error {
-	if !aerr.transient {
-		return aerr.err
-	}
-	t := transientError{error: aerr.err, throttled: aerr.throttled}
-	switch {
-	case aerr.retryAfter > 0:
-		t.backoff = max(transientFailureBackoff, aerr.retryAfter)
-	case !aerr.throttled:
-		t.backoff = transientFailureBackoff
-	}
-	return t
 }
 
 // flush is Wait: it waits for the flight under way, landing ones too,

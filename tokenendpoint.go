@@ -7,12 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
+	"math/rand/v2"
 	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -20,6 +23,19 @@ import (
 )
 
 const (
+	// maxAttempts is how many token-endpoint requests one refresh makes
+	// at most when failures are transient.
+	maxAttempts = 3
+
+	// defaultRetryBase is the first back-off between attempts; it doubles
+	// after each one and gets jitter.
+	defaultRetryBase = 250 * time.Millisecond
+
+	// transientFailureBackoff is how long a refresh whose every attempt
+	// failed transiently is remembered (calls fail fast meanwhile),
+	// unless Retry-After says longer.
+	transientFailureBackoff = time.Second
+
 	// maxBodyBytes bounds how much of a token-endpoint response is read.
 	maxBodyBytes = 1 << 20
 	// maxExpiresIn is the largest expires_in accepted: ten years.
@@ -410,4 +426,100 @@ func printable(v string) string {
 		}
 		return r
 	}, strings.ToValidUTF8(v, string(utf8.RuneError)))
+}
+
+// testRetryBase, if set, replaces defaultRetryBase; tests shorten it.
+var testRetryBase atomic.Int64
+
+// refreshToken obtains a new token with the refresh token rt, retrying
+// transient failures. It counts its attempts in c.
+func (s *TokenSource) refreshToken(ctx context.Context, c *flightCall, rt string) (*oauth2.Token, error) {
+	if rt == "" {
+		return nil, fmt.Errorf("pandadocauth: token expired or rejected: %w", ErrNoRefreshToken)
+	}
+	clk := s.clock()
+	delay := time.Duration(testRetryBase.Load())
+	if delay <= 0 {
+		delay = defaultRetryBase
+	}
+	limiter, _ := s.Store.(refreshLimiter)
+	for attempt := 1; ; attempt++ {
+		release := func() {}
+		if limiter != nil {
+			var err error
+			if release, err = limiter.acquire(ctx); err != nil {
+				return nil, err
+			}
+		}
+		c.attempts++
+		tok, aerr := s.Config.refreshAttempt(ctx, rt, clk.Now)
+		release()
+		if aerr == nil {
+			return tok, nil
+		}
+		// A 429 without Retry-After is PandaDoc's sliding window:
+		// another attempt within the second cannot pass.
+		if !aerr.transient || attempt >= maxAttempts || aerr.throttled && aerr.retryAfter == 0 {
+			s.logWarn("pandadocauth: token refresh failed", slog.Any("error", aerr.err), slog.Int("attempts", attempt))
+			return nil, classify(aerr)
+		}
+		wait := delay/2 + rand.N(delay/2+1)
+		if aerr.retryAfter > 0 {
+			wait = aerr.retryAfter
+		}
+		if deadline, has := ctx.Deadline(); has && time.Until(deadline) < wait {
+			return nil, classify(aerr)
+		}
+		s.logInfo("pandadocauth: token refresh failed; retrying", slog.Any("error", aerr.err), slog.Int("attempt", attempt), slog.Duration("wait", wait))
+		timer, stop := clk.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			stop()
+			return nil, classify(aerr)
+		case <-timer:
+		}
+		delay *= 2
+	}
+}
+
+// classify turns the last attempt's failure into the flight's error.
+func classify(aerr *attemptError) error {
+	if !aerr.transient {
+		return aerr.err
+	}
+	t := transientError{error: aerr.err, throttled: aerr.throttled}
+	switch {
+	case aerr.retryAfter > 0:
+		t.backoff = max(transientFailureBackoff, aerr.retryAfter)
+	case !aerr.throttled:
+		t.backoff = transientFailureBackoff
+	}
+	return t
+}
+
+// refreshLimiter is a Store whose refreshes take a slot first: a grant's.
+type refreshLimiter interface {
+	acquire(ctx context.Context) (func(), error)
+}
+
+// defaultHTTPClient is used for token-endpoint calls when Config.HTTPClient
+// is nil. Unlike http.DefaultClient it has a finite timeout, so a hung
+// token endpoint cannot hold a refresh forever.
+var defaultHTTPClient = &http.Client{Timeout: 30 * time.Second}
+
+func (c *Config) tokenURL() string {
+	if c.TokenURL != "" {
+		return c.TokenURL
+	}
+	return TokenURL
+}
+
+func (c *Config) httpClient(ctx context.Context) *http.Client {
+	if c.HTTPClient != nil {
+		return c.HTTPClient
+	}
+	if hc, ok := ctx.Value(oauth2.HTTPClient).(*http.Client); ok && hc != nil {
+		return hc
+	}
+	return defaultHTTPClient
 }

@@ -87,95 +87,7 @@ type TokenSource struct {
 	clk *clockRef
 }
 
-// clockRef holds an injected clock in one word.
-type clockRef struct{ clock }
-
-var (
-	_ oauth2.TokenSource = (*TokenSource)(nil)
-	_ Invalidator        = (*TokenSource)(nil)
-)
-
-// origin is where a snapshot's token came from.
-type origin uint8
-
-const (
-	fromInitial  origin = iota // TokenSource.Initial
-	fromStore                  // loaded from the Store
-	fromEndpoint               // returned by the token endpoint
-)
-
-// snapshot is an immutable view of the token served, with the values
-// requests need computed once, so the hot path computes nothing.
-type snapshot struct {
-	tok    *oauth2.Token
-	header string        // "Bearer <access token>", built once per token
-	early  time.Duration // a background refresh starts here (a Mono reading)
-	hard   time.Duration // callers wait for a new token from here (a Mono reading)
-	gen    uint32        // 1 for the first token served, +1 for each new one
-	from   origin
-	// The flags below change by compare-and-swap of a copy with the same
-	// generation: the token is the same.
-	invalid bool // rejected by the API, or not sendable
-	unsaved bool // Store.Save failed; retried later
-}
-
-// usable reports whether s may be sent at now, a Mono reading.
-func (s *snapshot) usable(now time.Duration) bool {
-	return s != nil && !s.invalid && now < s.hard
-}
-
-// newSnapshot builds the snapshot of t, a token from from. Its
-// generation is set when it is published.
-func (s *TokenSource) newSnapshot(t *oauth2.Token, from origin) *snapshot {
-	c := s.clock()
-	ct := &snapshot{tok: t, header: "Bearer " + t.AccessToken, from: from, early: maxDuration, hard: maxDuration}
-	// A token saved with only its refresh token, or one that cannot be
-	// sent in a header, is not served.
-	ct.invalid = !sendable(t.AccessToken)
-	if t.Expiry.IsZero() {
-		return ct // valid until the API answers 401
-	}
-	lifetime := time.Duration(t.ExpiresIn) * time.Second
-	window := DefaultEarlyRefresh
-	if s.EarlyRefresh != 0 {
-		window = s.EarlyRefresh
-	}
-	if window < 0 {
-		skew := blockingSkew
-		if lifetime > 0 && lifetime < 2*skew {
-			skew = lifetime / 2
-		}
-		ct.hard = monoAt(c, t.Expiry.Add(-skew))
-		ct.early = ct.hard
-		return ct
-	}
-	// The lifetime is known from expires_in, which tokens from the
-	// endpoint carry (and the Stores keep). A short-lived token gets half
-	// its lifetime as window, so a new token is never due at once.
-	if lifetime > 0 && lifetime < 2*window {
-		window = lifetime / 2
-	}
-	ct.early = monoAt(c, t.Expiry.Add(-window))
-	ct.hard = monoAt(c, t.Expiry.Add(-min(blockingSkew, window/2)))
-	return ct
-}
-
-// clock returns s's clock.
-func (s *TokenSource) clock() clock {
-	if s.clk != nil {
-		return s.clk.clock
-	}
-	return realClock{}
-}
-
-// mono reads the monotonic clock; on the hot path it is the one clock
-// read, without an interface call for the real clock.
-func (s *TokenSource) mono() time.Duration {
-	if s.clk != nil {
-		return s.clk.Mono()
-	}
-	return time.Since(monoBase)
-}
+var _ oauth2.TokenSource = (*TokenSource)(nil)
 
 // String describes s without any secret.
 func (s *TokenSource) String() string {
@@ -255,15 +167,6 @@ func (s *TokenSource) currentSlow(ctx context.Context, ct *snapshot, now time.Du
 	return ct, nil
 }
 
-// next is the generation that replaces s: the one a caller that found s
-// unusable waits for.
-func (s *snapshot) next() uint32 {
-	if s == nil {
-		return 1
-	}
-	return s.gen + 1
-}
-
 // Refresh obtains a new token now, even if the current one is still
 // valid, and returns it; the new token is saved to Store before it is
 // returned. It shares a refresh already under way instead of starting
@@ -321,59 +224,4 @@ func (s *TokenSource) Expiry() time.Time {
 		return ct.tok.Expiry
 	}
 	return time.Time{}
-}
-
-// grant is s's key in its Grants, for the Observer's events; empty for a
-// TokenSource of its own.
-func (s *TokenSource) grant() string {
-	if g, ok := s.Store.(grantKeyer); ok {
-		return g.grantKey()
-	}
-	return ""
-}
-
-// grantKeyer is the Store of a grant of a Grants.
-type grantKeyer interface{ grantKey() string }
-
-// publish serves ct, a new token, as the next generation.
-func (s *TokenSource) publish(ct *snapshot) {
-	ct.gen = s.cache.Load().next()
-	s.cache.Store(ct)
-}
-
-// mark replaces the snapshot served by a copy changed by f, if it is
-// still ct's generation. It reports whether it did.
-func (s *TokenSource) mark(ct *snapshot, f func(*snapshot)) bool {
-	for {
-		cur := s.cache.Load()
-		if cur == nil || cur.gen != ct.gen {
-			return false
-		}
-		next := *cur
-		f(&next)
-		if s.cache.CompareAndSwap(cur, &next) {
-			return true
-		}
-	}
-}
-
-func (s *TokenSource) logInfo(msg string, attrs ...slog.Attr) {
-	s.log(slog.LevelInfo, msg, attrs)
-}
-
-func (s *TokenSource) logWarn(msg string, attrs ...slog.Attr) {
-	s.log(slog.LevelWarn, msg, attrs)
-}
-
-func (s *TokenSource) logError(msg string, attrs ...slog.Attr) {
-	s.log(slog.LevelError, msg, attrs)
-}
-
-func (s *TokenSource) log(level slog.Level, msg string, attrs []slog.Attr) {
-	if s.Logger != nil {
-		if g := s.grant(); g != "" {
-			attrs = append(attrs, slog.String("grant", g))
-		}
-		s.Logger.LogAttrs(context.Background(), level, msg, attrs...)
-	}
 }

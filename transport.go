@@ -74,7 +74,10 @@ type Invalidator interface {
 	Invalidate(t *oauth2.Token) bool
 }
 
-var _ http.RoundTripper = (*Transport)(nil)
+var (
+	_ http.RoundTripper = (*Transport)(nil)
+	_ Invalidator       = (*TokenSource)(nil)
+)
 
 // maxDrainBytes bounds how much of a rejected response is read so its
 // connection can be reused.
