@@ -205,14 +205,14 @@ func (g *Grants) lookup(key string) *grant {
 	return gr
 }
 
-// use is lookup for a request: the grant cannot be evicted until done is
-// called.
-func (g *Grants) use(key string) (gr *grant, done func()) {
+// use is lookup for a request: with MaxGrants, the grant cannot be
+// evicted until the request calls gr.inflight.Add(-1).
+func (g *Grants) use(key string) *grant {
 	if g.MaxGrants <= 0 {
-		return g.lookup(key), func() {}
+		return g.lookup(key)
 	}
 	g.mu.RLock()
-	gr = g.m[key]
+	gr := g.m[key]
 	if gr != nil {
 		gr.used.Store(true)
 		gr.inflight.Add(1)
@@ -221,7 +221,7 @@ func (g *Grants) use(key string) (gr *grant, done func()) {
 	if gr == nil {
 		gr = g.add(key, true)
 	}
-	return gr, func() { gr.inflight.Add(-1) }
+	return gr
 }
 
 // add creates the grant of key, evicting another if MaxGrants says so.
@@ -441,8 +441,10 @@ func (t *grantsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := checkSecure(req.URL); err != nil {
 		return nil, fmt.Errorf("pandadocauth: %w", err)
 	}
-	gr, done := t.g.use(key)
-	defer done()
+	gr := t.g.use(key)
+	if t.g.MaxGrants > 0 {
+		defer gr.inflight.Add(-1)
+	}
 	ct, err := gr.current(req.Context())
 	if err != nil {
 		return nil, err
