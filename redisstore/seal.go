@@ -22,22 +22,7 @@ var ErrEncrypted = errors.New("the stored token is encrypted and EncryptionKey i
 // and EncryptionKeys of Store and Keyed. A []byte converts to it
 // implicitly. It never shows its bytes: fmt (every verb), encoding/json
 // and log/slog print "[REDACTED]".
-type AESKey []byte
-
-// String returns "[REDACTED]".
-func (AESKey) String() string { return "[REDACTED]" }
-
-// GoString returns "[REDACTED]", for the %#v verb.
-func (AESKey) GoString() string { return "[REDACTED]" }
-
-// Format writes "[REDACTED]" whatever the verb, %x and %q included.
-func (AESKey) Format(f fmt.State, _ rune) { io.WriteString(f, "[REDACTED]") }
-
-// LogValue returns "[REDACTED]", for log/slog.
-func (AESKey) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
-
-// MarshalJSON encodes the key as the string "[REDACTED]".
-func (AESKey) MarshalJSON() ([]byte, error) { return []byte(`"[REDACTED]"`), nil }
+type AESKey = seal.Key
 
 // sealer returns the Sealer of the encryption keys: EncryptionKey
 // first, then EncryptionKeys. A key of the wrong length is an error.
