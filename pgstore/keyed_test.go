@@ -5,16 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/oauth2"
 
 	"github.com/gopandadoc/pandadocauth"
-	"github.com/gopandadoc/pandadocauth/pandadoctest"
+	"github.com/gopandadoc/pandadocauth/internal/fleettest"
 )
 
 // Many keys in one table: each key reads its own token, concurrently,
@@ -291,87 +289,9 @@ func TestKeyedLockedKeysSmallPool(t *testing.T) {
 // refresh cap.
 func TestKeyedGrants(t *testing.T) {
 	t.Parallel()
-	const grants, replicas, perGrant = 40, 2, 3
-	srv := pandadoctest.NewServer(pandadoctest.WithRotation(true))
-	defer srv.Close()
 	table := testTable(t, testPool(t, 0))
-	ctx := testContext(t)
 	prefix := randomName("grant-") + "-"
-	key := func(i int) string { return fmt.Sprint(prefix, i) }
-	firstRT := make([]string, grants)
-	seed := &Keyed{Pool: testPool(t, 0), Table: table}
-	for i := range grants {
-		tok := srv.IssueToken()
-		firstRT[i] = tok.RefreshToken
-		if err := seed.Save(ctx, key(i), tok); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	clients := make([]*http.Client, replicas)
-	for r := range clients {
-		g := &pandadocauth.Grants{
-			Config:       srv.Config(),
-			Store:        &Keyed{Pool: testPool(t, 3), Table: table},
-			MaxRefreshes: 16,
-		}
-		t.Cleanup(g.Wait)
-		clients[r] = &http.Client{Transport: g.Transport(srv.Client().Transport)}
-	}
-	burst := func() []error {
-		var mu sync.Mutex
-		var errs []error
-		var wg sync.WaitGroup
-		for i := range grants {
-			for _, c := range clients {
-				for range perGrant {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						req, _ := http.NewRequestWithContext(pandadocauth.WithGrant(ctx, key(i)), "GET", srv.URL+"/public/v1/documents", nil)
-						resp, err := c.Do(req)
-						if err == nil {
-							resp.Body.Close()
-							if resp.StatusCode != http.StatusOK {
-								err = fmt.Errorf("%s: status %d", key(i), resp.StatusCode)
-							}
-						}
-						if err != nil {
-							mu.Lock()
-							errs = append(errs, err)
-							mu.Unlock()
-						}
-					}()
-				}
-			}
-		}
-		wg.Wait()
-		return errs
-	}
-	if errs := burst(); len(errs) != 0 {
-		t.Fatalf("warm burst: %v", errs)
-	}
-	if n := srv.TokenRequests("refresh_token"); n != 0 {
-		t.Fatalf("%d refreshes of valid tokens", n)
-	}
-	srv.ExpireAll()
-	if errs := burst(); len(errs) != 0 {
-		t.Fatalf("after every token expired: %d failures, first %v", len(errs), errs[0])
-	}
-	if n := srv.TokenRequests("refresh_token"); n != grants {
-		t.Errorf("%d refreshes after every token expired; want %d, one per grant fleet-wide", n, grants)
-	}
-	for i, rt := range firstRT {
-		if n := srv.GrantTokenRequests(rt); n != 1 {
-			t.Errorf("grant %d: %d refreshes; want 1", i, n)
-		}
-	}
-	// What the table holds is each grant's live refresh token.
-	for i, rt := range firstRT {
-		live, ok := srv.LiveRefreshToken(rt)
-		tok, err := seed.Load(ctx, key(i))
-		if err != nil || !ok || tok.RefreshToken != live {
-			t.Errorf("grant %d: stored refresh token is not the live one (%v)", i, err)
-		}
-	}
+	fleettest.Grants(t, &Keyed{Pool: testPool(t, 0), Table: table},
+		func() pandadocauth.KeyedStore { return &Keyed{Pool: testPool(t, 3), Table: table} },
+		func(i int) string { return fmt.Sprint(prefix, i) })
 }

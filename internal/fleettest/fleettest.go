@@ -17,7 +17,8 @@
 //	func TestFleetWithoutLocker(t *testing.T) { fleettest.RunWithoutLocker(t) }
 //	func TestFleetWorker(t *testing.T) { fleettest.Worker(t, open) }
 //
-// The worker test must be named TestFleetWorker.
+// The worker test must be named TestFleetWorker. Grants is the keyed
+// stores' test of many grants in one fleet, in one process.
 package fleettest
 
 import (
