@@ -189,13 +189,11 @@ func (g *Grants) Wait() {
 	g.callbacks.Wait()
 }
 
-// lookup returns the grant of key, creating it. With MaxGrants, a
-// request counts itself in (inflight) under the read lock, so that no
-// eviction can take the grant while it is in use; done counts it out.
+// lookup returns the grant of key, creating it.
 func (g *Grants) lookup(key string) *grant {
 	g.mu.RLock()
 	gr := g.m[key]
-	if gr != nil && g.MaxGrants > 0 {
+	if gr != nil && g.MaxGrants > 0 && !gr.used.Load() {
 		gr.used.Store(true)
 	}
 	g.mu.RUnlock()
@@ -205,8 +203,10 @@ func (g *Grants) lookup(key string) *grant {
 	return gr
 }
 
-// use is lookup for a request: with MaxGrants, the grant cannot be
-// evicted until the request calls gr.inflight.Add(-1).
+// use is lookup for a request. With MaxGrants, the request counts
+// itself in (inflight) under the read lock, so that no eviction can take
+// the grant while it is in use, until the request calls
+// gr.inflight.Add(-1).
 func (g *Grants) use(key string) *grant {
 	if g.MaxGrants <= 0 {
 		return g.lookup(key)
@@ -214,7 +214,9 @@ func (g *Grants) use(key string) *grant {
 	g.mu.RLock()
 	gr := g.m[key]
 	if gr != nil {
-		gr.used.Store(true)
+		if !gr.used.Load() {
+			gr.used.Store(true)
+		}
 		gr.inflight.Add(1)
 	}
 	g.mu.RUnlock()
@@ -261,10 +263,10 @@ func (g *Grants) add(key string, use bool) *grant {
 }
 
 // evictOne evicts one grant not used since the hand last passed it and
-// with nothing to lose: its token saved, no flight under way (the clock
-// algorithm, an approximation of least-recently-used that costs a
-// request no lock). If every grant is busy, none is evicted. g.mu must be
-// held.
+// with nothing to lose: no request or flight under way, its token saved
+// (the clock algorithm: an approximation of least-recently-used whose
+// bookkeeping costs a request one flag, not a list update under a write
+// lock). If every grant is busy, none is evicted. g.mu must be held.
 func (g *Grants) evictOne() {
 	for range 2 * len(g.ring) {
 		if g.hand >= len(g.ring) {
