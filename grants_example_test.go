@@ -148,6 +148,7 @@ func TestGrantsAgainstPandadoctest(t *testing.T) {
 	if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
 		t.Errorf("the revoked grant: %v, want invalid_grant", err)
 	}
+	g.Wait() // OnRevoked runs on a goroutine of its own
 	mu.Lock()
 	defer mu.Unlock()
 	if len(reports) != 1 || reports[0] != "ws0" {

@@ -299,6 +299,7 @@ func TestGrantsRevoked(t *testing.T) {
 	if n := ep.postCount("ws0"); n != 3 {
 		t.Errorf("%d POSTs for the revoked grant, want 3 (one per failure back-off)", n)
 	}
+	g.Wait() // OnRevoked runs on a goroutine of its own
 	if n := reports.Load(); n != 1 {
 		t.Errorf("OnRevoked called %d times, want 1", n)
 	}
