@@ -145,9 +145,14 @@ func (s *TokenSource) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 // Transport uses.
 func (s *TokenSource) current(ctx context.Context) (*snapshot, error) {
 	ct := s.cache.Load()
-	now := s.mono()
+	var now time.Duration
+	if s.clk == nil {
+		now = time.Since(monoBase) // the one clock read of a request, without a call
+	} else {
+		now = s.clk.Mono()
+	}
 	if ct != nil && now < ct.early && !ct.invalid && !ct.unsaved {
-		return ct, nil // the hot path: small enough to be inlined
+		return ct, nil // the hot path
 	}
 	return s.currentSlow(ctx, ct, now)
 }

@@ -129,9 +129,18 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // withSource sends req with ct's token through base and handles a 401
 // through ts.
 func withSource(base http.RoundTripper, req *http.Request, ts *TokenSource, ct *snapshot) (*http.Response, error) {
-	resp, err := send(base, authorized(req, req.Body, ct.header))
+	// authorized and send, written out: this is the hot path.
+	r := req.Clone(req.Context())
+	if r.Header == nil {
+		r.Header = make(http.Header, 1)
+	}
+	r.Header.Set("Authorization", ct.header)
+	resp, err := base.RoundTrip(r)
 	if err != nil {
 		return nil, err
+	}
+	if resp == nil {
+		return nil, noResponse(base)
 	}
 	if resp.StatusCode != http.StatusUnauthorized {
 		ts.accepted(ct)
