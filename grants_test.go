@@ -459,9 +459,9 @@ func TestGrantsOnRevokedMayUseTheGrant(t *testing.T) {
 	g, _, ep, _, clock := newGrants(t, 1, time.Hour)
 	ep.revoked["ws0"] = true
 	called := make(chan error, 1)
-	g.OnRevoked = func(key string, err error) {
+	g.OnRevoked = func(key string, _ error) {
 		g.Source(key).Wait()
-		_, err = g.Source(key).Token()
+		_, err := g.Source(key).Token()
 		called <- err
 	}
 	clock.Advance(2 * time.Hour)

@@ -468,14 +468,14 @@ func TestAPIAuthentication(t *testing.T) {
 	}
 	srv := newServer(t, pandadoctest.WithAPIKey("key-123"), pandadoctest.WithClock(clock), pandadoctest.WithExpiresIn(60))
 
-	current := srv.IssueToken()
+	srv.IssueToken() // a token that ExpireAll below expires
 	revoked := srv.IssueToken()
 	srv.Revoke(revoked.AccessToken)
 	expired := srv.IssueToken()
 	srv.ExpireAll()
 	afterExpireAll := srv.IssueToken()
-	// ExpireAll spared no access token, so make current work again.
-	current = afterExpireAll
+	// ExpireAll spared no access token: the one issued after it works.
+	current := afterExpireAll
 
 	// A refresh token outlives ExpireAll.
 	refreshed := grant(t, srv, grantForm("refresh_token", "refresh_token", expired.RefreshToken))

@@ -76,20 +76,6 @@ func (m *demoMetrics) observer() *pandadocauth.Observer {
 	}
 }
 
-// refreshCount returns the flights that ended with outcome, for any
-// reason.
-func (m *demoMetrics) refreshCount(outcome pandadocauth.RefreshOutcome) int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	n := 0
-	for k, v := range m.refreshes {
-		if strings.HasPrefix(k, outcome.String()+"/") {
-			n += v
-		}
-	}
-	return n
-}
-
 // String is one line: every counter, the maps sorted by key.
 func (m *demoMetrics) String() string {
 	m.mu.Lock()
