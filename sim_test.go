@@ -22,10 +22,12 @@ package pandadocauth
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -930,15 +932,30 @@ func TestSim(t *testing.T) {
 	var mu sync.Mutex
 	windows := map[string]int{}
 	var stats simStats
+	ran := 0
 	t.Cleanup(func() {
 		t.Logf("%d schedules: %d steps, %d callers, %d token POSTs (%d answered with a token), %d saves, %d crashes, %d rollbacks, %d locks killed; inherent windows hit: %v",
-			n, stats.steps, stats.ops, stats.posts, stats.rotations, stats.saves, stats.crashes, stats.rollbacks, stats.lockKills, windows)
+			ran, stats.steps, stats.ops, stats.posts, stats.rotations, stats.saves, stats.crashes, stats.rollbacks, stats.lockKills, windows)
 	})
+	seeds := make([]uint64, 0, n)
 	for seed := first; seed < first+uint64(n); seed++ {
+		seeds = append(seeds, seed)
+	}
+	// A seed that -run names is run even outside the range, so that any
+	// seed, a soak's too, replays with -run 'TestSim/seed=N'.
+	if f := flag.Lookup("test.run"); f != nil {
+		for _, m := range regexp.MustCompile(`seed=(\d+)`).FindAllStringSubmatch(f.Value.String(), -1) {
+			if seed, err := strconv.ParseUint(m[1], 10, 64); err == nil && (seed < first || seed >= first+uint64(n)) {
+				seeds = append(seeds, seed)
+			}
+		}
+	}
+	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			t.Parallel()
 			res := runSchedule(seed)
 			mu.Lock()
+			ran++
 			for k, v := range res.windows {
 				windows[k] += v
 			}
@@ -975,11 +992,11 @@ func report(t *testing.T, seed uint64, res simResult) {
 				unexplained = append(unexplained, v)
 			}
 		}
-		t.Errorf("seed %d %v %v: %s", seed, ids, explained, strings.Join(unexplained, " | "))
+		t.Errorf("seed %d %v %v first=%q len=%d: %s", seed, ids, explained, res.violations[0], len(res.trace), strings.Join(unexplained, " | "))
 		return
 	}
 	if explained && os.Getenv("PANDADOCAUTH_SIM_OPEN") == "" {
-		t.Skipf("open findings only (set PANDADOCAUTH_SIM_OPEN=1 to fail on them): %s", findingTitles(ids))
+		t.Skipf("open findings only (PANDADOCAUTH_SIM_OPEN=1 fails on them and prints the trace): %s", findingTitles(ids))
 	}
 	trace := res.trace
 	const maxLines = 600

@@ -101,7 +101,7 @@ func (w *simWorld) presentLocked(p *simPark) {
 	switch {
 	case own > k:
 		w.violate("%s presents rt%d of %s, which it saw replaced by rt%d in %s%s", name, k, p.key, own, p.inc.via[p.key], hint)
-	case sess != nil && sess.lost:
+	case sess != nil && sess.lost && !sess.reported:
 		w.window("lock", "%s presents rt%d of %s after its lock was lost unannounced", name, k, p.key)
 	case cur > k:
 		w.violate("%s presents rt%d of %s while the Store holds rt%d%s", name, k, p.key, cur, hint)

@@ -76,17 +76,17 @@ type simWorld struct {
 	active int        // goroutines that may run
 	stuck  bool       // the watchdog fired
 
-	parked  []*simPark
-	timers  []*simTimer
+	parked   []*simPark
+	timers   []*simTimer
 	timerSeq int
 
 	ops      []*simOp // every caller started, by id
 	returned []*simOp // callers returned since the driver last looked
 
-	incs []*simInc   // every incarnation, by replica then generation
-	reps []*simInc   // the current incarnation of each replica
-	srv  *simServer  // the token endpoint and the API
-	keys []string    // every grant key
+	incs []*simInc  // every incarnation, by replica then generation
+	reps []*simInc  // the current incarnation of each replica
+	srv  *simServer // the token endpoint and the API
+	keys []string   // every grant key
 	st   map[string]*simKey
 
 	flightsAlive int
@@ -127,9 +127,9 @@ type simInc struct {
 	api     http.RoundTripper // the API, as this process reaches it
 
 	// The following are guarded by w.mu.
-	observed  map[string]int          // grant -> the highest refresh-token index this process has seen
-	clean     map[string]int          // the same, leaving out answers that came while its lock was lost
-	via       map[string]string       // grant -> how it saw its highest refresh token
+	observed  map[string]int           // grant -> the highest refresh-token index this process has seen
+	clean     map[string]int           // the same, leaving out answers that came while its lock was lost
+	via       map[string]string        // grant -> how it saw its highest refresh token
 	lastTok   map[string]*oauth2.Token // grant -> the last token a caller got
 	flights   map[string]int           // grant -> flights started, to name them
 	waitOp    map[string]*simOp        // grant -> the Wait caller running for it

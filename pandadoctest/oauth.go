@@ -314,6 +314,7 @@ func (s *Server) grant(form url.Values, problem string) (*tokenResponse, *tokenE
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if _, ok := s.refresh[rt]; !ok {
+			s.reusedLocked(rt)
 			return nil, invalidGrant("The refresh token is invalid or revoked.")
 		}
 		if s.rotation {

@@ -50,6 +50,10 @@ func WithRotation(on bool) Option {
 	return func(s *Server) { s.rotation = on }
 }
 
+// WithReuseDetection makes a superseded refresh token revoke its grant.
+// See reuse.go.
+func WithReuseDetection() Option { return func(s *Server) { s.reuse.on = true } }
+
 // WithAPIKey makes the API routes accept "Authorization: API-Key key" as
 // well as Bearer access tokens. An empty key accepts no API key, which is
 // the default.

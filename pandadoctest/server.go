@@ -56,6 +56,7 @@ type Server struct {
 	expiresIn   int
 	rotation    bool
 	denyConsent bool
+	reuse       reuseDetection // reuse.go
 
 	codes   map[string]*authCode    // unused authorization code -> its request
 	access  map[string]*accessGrant // access token -> its state
