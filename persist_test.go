@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,13 +17,51 @@ import (
 
 // grantServer is a token endpoint with refresh-token rotation that
 // refuses, with invalid_grant, every refresh token but the newest of
-// each grant, as servers that rotate do.
+// each grant, as servers that rotate do. Like servers that detect reuse,
+// it revokes a grant whose rotated-away refresh token is presented.
 type grantServer struct {
 	expiresIn int
 	mu        sync.Mutex        // guards the fields below
 	live      map[string]string // grant name -> its newest refresh token
+	spent     map[string]string // rotated-away refresh token -> its grant
 	n         int
 	posts     []string // the refresh token of each POST
+	reused    []string // the spent refresh tokens presented
+	next      func() *http.Response
+}
+
+// reuses returns how many spent refresh tokens were presented.
+func (g *grantServer) reuses() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.reused)
+}
+
+// rotate rotates grant's refresh token as another process's refresh
+// would, and returns the new token.
+func (g *grantServer) rotate(grant string) *oauth2.Token {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.rotateLocked(grant)
+}
+
+func (g *grantServer) rotateLocked(grant string) *oauth2.Token {
+	g.n++
+	if g.spent == nil {
+		g.spent = map[string]string{}
+	}
+	g.spent[g.live[grant]] = grant
+	next := grant + "-rt-SECRET-" + strconv.Itoa(g.n)
+	g.live[grant] = next
+	return &oauth2.Token{AccessToken: grant + "-at-SECRET-" + strconv.Itoa(g.n), RefreshToken: next, ExpiresIn: int64(g.expiresIn)}
+}
+
+// answerNext makes the next POST answer with f's response, after the
+// grant's refresh token is checked (and rotated, if f says so).
+func (g *grantServer) answerNext(f func() *http.Response) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.next = f
 }
 
 func newGrantServer(expiresIn int, grants map[string]string) *grantServer {
@@ -40,13 +79,20 @@ func (g *grantServer) responder() httpmock.Responder {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		g.posts = append(g.posts, rt)
+		if grant, ok := g.spent[rt]; ok {
+			g.reused = append(g.reused, rt)
+			g.live[grant] = "" // revoked
+			return httpmock.NewStringResponse(400, `{"error":"invalid_grant","error_description":"refresh token reused"}`), nil
+		}
+		if next := g.next; next != nil {
+			g.next = nil
+			return next(), nil
+		}
 		for grant, live := range g.live {
-			if live == rt {
-				g.n++
-				next := grant + "-rt-SECRET-" + string(rune('0'+g.n))
-				g.live[grant] = next
+			if live != "" && live == rt {
+				tok := g.rotateLocked(grant)
 				return httpmock.NewJsonResponse(200, map[string]any{
-					"access_token": grant + "-at-SECRET-" + string(rune('0'+g.n)), "refresh_token": next, "expires_in": g.expiresIn,
+					"access_token": tok.AccessToken, "refresh_token": tok.RefreshToken, "expires_in": g.expiresIn,
 				})
 			}
 		}
