@@ -129,4 +129,3 @@ const (
 	maxDuration = time.Duration(1<<63 - 1)
 	minDuration = -maxDuration - 1
 )
-

@@ -146,7 +146,7 @@ func TestUnsavedTokenKeepsTheLock(t *testing.T) {
 		got <- err
 	}()
 	store.waitFor(func(s *sharedStore) bool { return s.waiting == 1 }) // b waits for the lock
-	clockA.Advance(saveRetryInterval)                                     // a's Save retry
+	clockA.Advance(saveRetryInterval)                                  // a's Save retry
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}

@@ -72,20 +72,20 @@ type refresher struct {
 // flightCall is one flight. The flight's goroutine owns the fields from
 // unlock on; the others are set under the refresher's lock.
 type flightCall struct {
-	key     string                          // the singleflight key
-	fn      func() (any, error)             // runs the flight; joiners pass it to DoChan too
-	landed  bool                            // it has decided to end: callers start a new one
-	done    chan struct{}                   // closed when the flight has ended, reported and let go
-	ctx     context.Context                 // the Observer's flight context
-	reason  RefreshReason                   // why it started
-	start   time.Duration                   // a Mono reading
-	end     time.Duration                   // the flight's deadline, a Mono reading
-	waiters int                             // callers waiting for it
-	recheck bool                            // started while a permanent failure is remembered: read the Store, refresh only if it holds news
-	remind  error                           // the failure remembered, for recheck
-	unlock  func()                          // releases the Locker's lock, held from the first step that needed it
-	outcome RefreshOutcome                  // what it did, the most of its steps
-	tries   int                             // token-endpoint requests made
+	key     string              // the singleflight key
+	fn      func() (any, error) // runs the flight; joiners pass it to DoChan too
+	landed  bool                // it has decided to end: callers start a new one
+	done    chan struct{}       // closed when the flight has ended, reported and let go
+	ctx     context.Context     // the Observer's flight context
+	reason  RefreshReason       // why it started
+	start   time.Duration       // a Mono reading
+	end     time.Duration       // the flight's deadline, a Mono reading
+	waiters int                 // callers waiting for it
+	recheck bool                // started while a permanent failure is remembered: read the Store, refresh only if it holds news
+	remind  error               // the failure remembered, for recheck
+	unlock  func()              // releases the Locker's lock, held from the first step that needed it
+	outcome RefreshOutcome      // what it did, the most of its steps
+	tries   int                 // token-endpoint requests made
 }
 
 // trouble is what failed flights and Saves leave behind. It is allocated
