@@ -16,9 +16,9 @@ import (
 const SignatureParam = "signature"
 
 // DefaultMaxBody is the body limit of a Verifier whose MaxBody is zero:
-// 4 MiB. PandaDoc publishes no maximum; a delivery is a few kilobytes,
-// more with the fields, tokens, products and pricing a subscription may
-// add.
+// 4 MiB. PandaDoc publishes no maximum; the example deliveries of its
+// documentation are about a kilobyte, and a subscription may add a
+// document's fields, tokens, products and pricing.
 const DefaultMaxBody = 4 << 20
 
 // A Verifier checks that requests come from PandaDoc: the "signature"
@@ -55,7 +55,8 @@ type Verifier struct {
 	Logger *slog.Logger
 
 	// Dedup, if set, makes Handler call next once per delivery, however
-	// often PandaDoc retries it or anyone replays it. See Dedup.
+	// often PandaDoc retries it or anyone replays it, for as long as the
+	// Dedup remembers it. See Dedup.
 	Dedup Dedup
 }
 
