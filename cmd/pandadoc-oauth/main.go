@@ -20,6 +20,7 @@
 //	token   print a valid access token, refreshing it if needed
 //	api     send one authenticated request to the PandaDoc API
 //	demo    run concurrent traffic against an in-process fake PandaDoc
+//	webhook-verify  check a saved webhook body against its signature and a shared key
 //
 // The application's credentials come from -client-id and -client-secret,
 // or from PANDADOC_CLIENT_ID and PANDADOC_CLIENT_SECRET. The token is kept
@@ -116,6 +117,7 @@ var commands = []command{
 	{"token", "print a valid access token, refreshing it if needed", (*cli).token},
 	{"api", "send one authenticated request to the PandaDoc API", (*cli).api},
 	{"demo", "run concurrent traffic against an in-process fake PandaDoc", (*cli).demo},
+	{"webhook-verify", "check a saved webhook body against its signature and a shared key", (*cli).webhookVerify},
 }
 
 const mainUsage = `pandadoc-oauth logs in to PandaDoc with OAuth 2.0 and makes authenticated
@@ -139,7 +141,7 @@ kept in pandadoc-oauth/token.json under the user's configuration directory
 func (c *cli) usage(w io.Writer) {
 	var b strings.Builder
 	for _, cmd := range commands {
-		fmt.Fprintf(&b, "\t%-6s  %s\n", cmd.name, cmd.summary)
+		fmt.Fprintf(&b, "\t%-14s  %s\n", cmd.name, cmd.summary)
 	}
 	fmt.Fprintf(w, mainUsage, b.String())
 }
