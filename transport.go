@@ -129,13 +129,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // withSource sends req with ct's token through base and handles a 401
 // through ts.
 func withSource(base http.RoundTripper, req *http.Request, ts *TokenSource, ct *snapshot) (*http.Response, error) {
-	// authorized and send, written out: this is the hot path.
-	r := req.Clone(req.Context())
-	if r.Header == nil {
-		r.Header = make(http.Header, 1)
-	}
-	r.Header.Set("Authorization", ct.header)
-	resp, err := base.RoundTrip(r)
+	resp, err := base.RoundTrip(authorized(req, req.Body, ct.header))
 	if err != nil {
 		return nil, err
 	}
@@ -237,18 +231,6 @@ func sourceToken(ctx context.Context, src oauth2.TokenSource) (*oauth2.Token, er
 		return nil, errors.New("pandadocauth: token source returned an access token that cannot be sent in a header (blank, or holds control characters)")
 	}
 	return tok, nil
-}
-
-// authorized returns a copy of req with body and the Authorization
-// header set to auth.
-func authorized(req *http.Request, body io.ReadCloser, auth string) *http.Request {
-	r := req.Clone(req.Context())
-	r.Body = body
-	if r.Header == nil {
-		r.Header = make(http.Header, 1)
-	}
-	r.Header.Set("Authorization", auth)
-	return r
 }
 
 // replayBody returns a fresh copy of req's body for sending req again,

@@ -488,8 +488,10 @@ func TestTransportAllocations(t *testing.T) {
 		r.Header.Set("Authorization", header)
 		noopTransport{}.RoundTrip(r)
 	})
-	if got != limit {
-		t.Errorf("RoundTrip allocates %.0f times, a bare Clone+Set %.0f: the hot path must add nothing", got, limit)
+	// The copy shares the URL and puts every header value, the
+	// Authorization's too, in one allocation: two fewer than Clone+Set.
+	if got > limit-2 {
+		t.Errorf("RoundTrip allocates %.0f times, a bare Clone+Set %.0f: the hot path must allocate two fewer", got, limit)
 	}
 }
 
