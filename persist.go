@@ -76,6 +76,7 @@ type got struct {
 	outcome RefreshOutcome
 	tries   int    // token-endpoint requests made
 	rotated string // a refresh token found in a refused answer
+	header  string // tok's Authorization header, when built already
 }
 
 // ErrLockLost means a Locker's lock was lost while held (a lease that
@@ -294,6 +295,7 @@ func (s *TokenSource) refresh(ctx context.Context, c *flightCall, rt string) (go
 	if tok.RefreshToken != rt {
 		p.spend(rt)
 	}
+	tok, g.header = compact(tok)
 	g.tok, g.from, g.outcome = tok, fromEndpoint, OutcomeRefreshed
 	if g.saveErr = s.saveToken(ctx, c, tok, false); g.saveErr != nil {
 		s.logError("pandadocauth: saving the new token failed; using it and retrying the save", slog.Any("error", g.saveErr))

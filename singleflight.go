@@ -351,7 +351,11 @@ func (s *TokenSource) record(c *flightCall, cur *snapshot, g got) {
 	c.outcome = max(c.outcome, g.outcome)
 	switch {
 	case g.tok != nil:
-		ct := s.newSnapshot(g.tok, g.from)
+		header := g.header
+		if header == "" {
+			header = "Bearer " + g.tok.AccessToken
+		}
+		ct := s.snapshotWith(g.tok, g.from, header)
 		ct.unsaved = g.saveErr != nil
 		ct.invalid = ct.invalid || g.invalid
 		s.publish(ct)

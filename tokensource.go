@@ -17,6 +17,11 @@ import (
 // served, deduplicates concurrent refreshes, and saves every new token to
 // Store before it is used.
 //
+// The tokens a TokenSource obtains from the endpoint carry no Extra
+// values (oauth2.Token.Extra returns nil): keeping the endpoint's raw
+// answer beside each grant's token would double its memory.
+// Config.Exchange and Config.Refresh keep them.
+//
 // Set the fields before first use and do not change them afterwards; a
 // TokenSource must not be copied after first use. Token, TokenContext,
 // Refresh, Invalidate and Wait are safe for concurrent use by multiple
