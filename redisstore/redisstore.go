@@ -48,7 +48,9 @@
 //
 // # Lock
 //
-// Lock sets the lock key to a random token with SET NX PX, for LockTTL
+// Lock sets the lock key to a random token if it is free (SET NX PX, in
+// a script that also takes a lock already holding this Lock's token as
+// its own: go-redis retries a request whose reply was lost), for LockTTL
 // (DefaultLockTTL, two minutes, unless set: longer than a refresh may
 // take, one minute). While the lock is held, a watchdog extends its TTL
 // every third of LockTTL with a script that checks the token first. If
