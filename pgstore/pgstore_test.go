@@ -45,12 +45,22 @@ func TestMain(m *testing.M) {
 // is skipped, except in CI, where that is a failure.
 func testPool(t testing.TB, maxConns int32) *pgxpool.Pool {
 	t.Helper()
+	return testPoolWith(t, maxConns, nil)
+}
+
+// testPoolWith is testPool with settings for every session of the pool,
+// as a role's or a database's settings would be.
+func testPoolWith(t testing.TB, maxConns int32, settings map[string]string) *pgxpool.Pool {
+	t.Helper()
 	cfg, err := pgxpool.ParseConfig(testserver.Postgres(t))
 	if err != nil {
 		t.Fatalf("parsing %s: %v", dsnEnv, err)
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
+	}
+	for k, v := range settings {
+		cfg.ConnConfig.RuntimeParams[k] = v
 	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
