@@ -51,7 +51,13 @@ func holderPID(t *testing.T, pool *pgxpool.Pool, key string) int32 {
 	return pid
 }
 
-// waitFor polls cond until it holds, failing the test after 10 s.
+// waitFor polls cond until it holds, failing the test after 10 s. It
+// is for the one thing PostgreSQL sends no signal about: a backend's
+// wait for a lock shows in pg_locks, and nothing tells a client when one
+// starts or ends (LISTEN/NOTIFY carries what sessions say, and a waiting
+// session says nothing). Everything else these tests wait for
+// has a signal: a channel, a connection that closes, or the pool's own
+// semaphore (waitConnsBack).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -60,6 +66,29 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitConnsBack returns once every connection of pool is back, none held
+// and none still being closed: it acquires MaxConns connections, which
+// waits on the pool's own semaphore (a closed connection gives its slot
+// back once the pool has destroyed it, in the background), and releases
+// them.
+func waitConnsBack(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	ctx := testContext(t)
+	var conns []*pgxpool.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Release()
+		}
+	}()
+	for range pool.Config().MaxConns {
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			t.Fatalf("waiting for the pool's connections to be back: %d still acquired: %v", pool.Stat().AcquiredConns()-int32(len(conns)), err)
+		}
+		conns = append(conns, c)
 	}
 }
 
@@ -265,7 +294,7 @@ func TestLockDiesWithConnection(t *testing.T) {
 	if n := advisoryLocks(t, pool, key, true); n != 0 {
 		t.Errorf("granted locks = %d; want 0", n)
 	}
-	waitFor(t, "connections to be returned", func() bool { return pool.Stat().AcquiredConns() == 0 })
+	waitConnsBack(t, pool)
 	// Once unlocked, the Store works on the pool again.
 	if err := holder.Save(ctx, &oauth2.Token{AccessToken: "at"}); err != nil {
 		t.Errorf("Save after unlock: %v", err)
@@ -312,7 +341,7 @@ func TestLockLostSmallPool(t *testing.T) {
 	}
 	unlock()
 	// The pool drops the dead connection in the background.
-	waitFor(t, "the lock's connection to return to the pool", func() bool { return pool.Stat().AcquiredConns() == 0 })
+	waitConnsBack(t, pool)
 	// Nothing was saved without the lock; the pool recovers.
 	unlock, err = s.Lock(ctx)
 	if err != nil {
@@ -371,7 +400,7 @@ func TestTokenSourceLockLostSmallPool(t *testing.T) {
 	}
 	t.Logf("TokenContext after the lock was lost: %v", err)
 	src.Wait()
-	waitFor(t, "the lock's connection to return to the pool", func() bool { return pool.Stat().AcquiredConns() == 0 })
+	waitConnsBack(t, pool)
 }
 
 // A refresh runs Load and Save while holding the lock: they must not

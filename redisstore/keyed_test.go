@@ -18,6 +18,7 @@ import (
 
 	"github.com/gopandadoc/pandadocauth"
 	"github.com/gopandadoc/pandadocauth/internal/fleettest"
+	"github.com/gopandadoc/pandadocauth/internal/testutil"
 )
 
 // testKeyed returns a Keyed whose Prefix no other test uses; its keys
@@ -178,6 +179,7 @@ func TestKeyedRedacted(t *testing.T) {
 func TestKeyedLockPerKey(t *testing.T) {
 	t.Parallel()
 	rdb := testClient(t)
+	extended := extensions(t, rdb)
 	ctx := testContext(t)
 	first := testKeyed(t, rdb)
 	first.LockTTL = 3 * time.Second
@@ -217,9 +219,10 @@ func TestKeyedLockPerKey(t *testing.T) {
 	// a's watchdog extends a's lock.
 	start := time.Now()
 	ttl := rdb.PTTL(ctx, lockA).Val()
-	waitFor(t, "a's lock TTL to be extended", func() bool {
-		return rdb.PTTL(ctx, lockA).Val() > ttl-time.Since(start)+200*time.Millisecond
-	})
+	waitExtended(t, extended, lockA)
+	if got := rdb.PTTL(ctx, lockA).Val(); got <= ttl-time.Since(start)+200*time.Millisecond {
+		t.Errorf("a's TTL %v after the extension; want more than %v", got, ttl-time.Since(start)+200*time.Millisecond)
+	}
 
 	waiting := make(chan lockResult, 1)
 	go func() {
@@ -247,7 +250,7 @@ func TestKeyedLockLostPerKey(t *testing.T) {
 	t.Parallel()
 	rdb := testClient(t)
 	ctx := testContext(t)
-	var logs syncBuffer
+	var logs testutil.Buffer
 	k := testKeyed(t, rdb)
 	k.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	for _, key := range []string{"a", "b"} {

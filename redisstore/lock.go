@@ -46,10 +46,7 @@ return 1`)
 
 	// extendScript resets the lock's TTL to ARGV[2] milliseconds and
 	// returns 1 if the lock holds ARGV[1], else returns 0.
-	extendScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1`)
+	extendScript = redis.NewScript(extendScriptSource)
 
 	// unlockScript deletes the lock and returns 1 if it holds ARGV[1],
 	// else returns 0.
@@ -58,6 +55,11 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 return 1`)
 )
+
+const extendScriptSource = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1`
 
 // heldLock is a lock a Store holds.
 type heldLock struct {
