@@ -792,15 +792,19 @@ func TestGrantsForget(t *testing.T) {
 	g.Forget("ws1")
 	kept := &oauth2.Token{AccessToken: "at-SECRET-ws1-9", RefreshToken: "rt-SECRET-ws1-9", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600}
 	store.Save(context.Background(), "ws1", kept)
+	g.mu.RLock()
+	forgotten := append([]*grant(nil), g.leaving...)
+	g.mu.RUnlock()
+	if len(forgotten) != 1 || forgotten[0].key != "ws1" {
+		t.Fatalf("kept for Wait: %v, want the forgotten ws1", forgotten)
+	}
 	close(ep.gate)
 	g.Wait()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("the request whose refresh was under way: %v", err)
-		}
-	default:
+	if forgotten[0].busy() {
 		t.Error("Wait returned before the forgotten grant's refresh ended")
+	}
+	if err := <-done; err != nil {
+		t.Errorf("the request whose refresh was under way: %v", err)
 	}
 	if s := store.m["ws1"]; s.RefreshToken != kept.RefreshToken {
 		t.Errorf("the Store holds %q, want what the app saved after Forget", s.RefreshToken)
@@ -991,7 +995,7 @@ func TestGrantsPrinting(t *testing.T) {
 	slog.New(slog.NewJSONHandler(&js, nil)).Info("grants", "grants", g)
 	b, err := json.Marshal(g)
 	if err != nil {
-		t.Fatal(err)
+		t.Errorf("json.Marshal: %v", err)
 	}
 	for what, out := range map[string]string{
 		"%v":        fmt.Sprintf("%v", g),
