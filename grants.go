@@ -53,11 +53,13 @@ var ErrNoGrant = errors.New("no grant in the request's context: use WithGrant")
 // WithGrant(ctx, key) through the RoundTripper Transport returns.
 //
 // A key whose Store holds no token costs nothing to keep: the grant is
-// dropped from memory as soon as its Store answers that it has no token,
-// and the request fails with an error that names the key and wraps
-// ErrNoToken. So keys taken from request input (a workspace ID in a URL)
-// do not grow memory, whatever MaxGrants says. Forget drops a grant
-// from memory on purpose, for example when its customer disconnects.
+// dropped from memory as soon as its Store answers that it has no token
+// (or fails to answer), and the request fails with an error that names
+// the key and wraps ErrNoToken (or the Store's error). So keys taken
+// from request input (a workspace ID in a URL) neither grow memory nor,
+// with MaxGrants, push out the grants that have a token. Forget drops a
+// grant from memory on purpose, for example when its customer
+// disconnects.
 //
 // Set the fields before first use and do not change them afterwards. The
 // methods are safe for concurrent use by multiple goroutines. A Grants
@@ -211,11 +213,7 @@ func GrantFromContext(ctx context.Context) (string, bool) {
 // other source serves the key by then, and fails otherwise (call Source
 // again).
 func (g *Grants) Source(key string) *TokenSource {
-	gr := g.lookup(key)
-	if !gr.pinned.Load() {
-		gr.pinned.Store(true)
-	}
-	return &gr.TokenSource
+	return &g.lookup(key, true).TokenSource
 }
 
 // Forget drops what g holds in memory for the grant of key: its
@@ -242,7 +240,15 @@ func (g *Grants) Forget(key string) {
 	}
 	gr.forgotten.Store(true)
 	g.removeLocked(gr)
-	// Keep what still runs for Wait; let go of what has ended.
+	g.pruneLeaving()
+	if gr.busy() {
+		g.leaving = append(g.leaving, gr) // for Wait
+	}
+}
+
+// pruneLeaving lets go of the forgotten grants whose work has ended.
+// g.mu must be held.
+func (g *Grants) pruneLeaving() {
 	kept := g.leaving[:0]
 	for _, l := range g.leaving {
 		if l.busy() {
@@ -251,9 +257,6 @@ func (g *Grants) Forget(key string) {
 	}
 	clear(g.leaving[len(kept):])
 	g.leaving = kept
-	if gr.busy() {
-		g.leaving = append(g.leaving, gr)
-	}
 }
 
 // Transport returns an http.RoundTripper that authenticates each request
@@ -312,18 +315,28 @@ func (g *Grants) Wait() {
 	}
 	wg.Wait()
 	g.callbacks.wait()
+	g.mu.Lock()
+	g.pruneLeaving()
+	g.mu.Unlock()
 }
 
-// lookup returns the grant of key, creating it.
-func (g *Grants) lookup(key string) *grant {
+// lookup returns the grant of key, creating it. With pin, the grant is
+// counted in use for good (Source) before the lock is let go, so that no
+// eviction can take it in between.
+func (g *Grants) lookup(key string, pin bool) *grant {
 	g.mu.RLock()
 	gr := g.m[key]
-	if gr != nil && g.MaxGrants > 0 && !gr.used.Load() {
-		gr.used.Store(true)
+	if gr != nil {
+		if g.MaxGrants > 0 && !gr.used.Load() {
+			gr.used.Store(true)
+		}
+		if pin && !gr.pinned.Load() {
+			gr.pinned.Store(true)
+		}
 	}
 	g.mu.RUnlock()
 	if gr == nil {
-		return g.add(key, false)
+		return g.add(key, false, pin)
 	}
 	return gr
 }
@@ -334,7 +347,7 @@ func (g *Grants) lookup(key string) *grant {
 // gr.inflight.Add(-1).
 func (g *Grants) use(key string) *grant {
 	if g.MaxGrants <= 0 {
-		return g.lookup(key)
+		return g.lookup(key, false)
 	}
 	g.mu.RLock()
 	gr := g.m[key]
@@ -346,20 +359,23 @@ func (g *Grants) use(key string) *grant {
 	}
 	g.mu.RUnlock()
 	if gr == nil {
-		gr = g.add(key, true)
+		gr = g.add(key, true, false)
 	}
 	return gr
 }
 
-// add creates the grant of key, evicting another if MaxGrants says so.
-// With use, the grant is counted in use before the lock is let go.
-func (g *Grants) add(key string, use bool) *grant {
+// add creates the grant of key. With use, the grant is counted in use
+// (inflight) before the lock is let go, and with pin, for good.
+func (g *Grants) add(key string, use, pin bool) *grant {
 	g.init.Do(g.setup)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if gr := g.m[key]; gr != nil {
 		if use {
 			gr.inflight.Add(1)
+		}
+		if pin {
+			gr.pinned.Store(true)
 		}
 		return gr
 	}
@@ -373,25 +389,38 @@ func (g *Grants) add(key string, use bool) *grant {
 	if use {
 		gr.inflight.Add(1)
 	}
+	gr.pinned.Store(pin)
 	g.insertLocked(gr)
 	return gr
 }
 
-// insertLocked makes gr the grant of its key in memory, evicting another
-// if MaxGrants says so. g.mu must be held, and the key must have no
-// grant.
+// insertLocked makes gr the grant of its key in memory. It evicts
+// nothing: a grant makes room for itself once its Store has a token for
+// it (admit), so that keys without a token never push out grants that
+// have one. g.mu must be held, and the key must have no grant.
 func (g *Grants) insertLocked(gr *grant) {
 	if g.m == nil {
 		g.m = make(map[string]*grant)
 	}
 	if g.MaxGrants > 0 {
-		if len(g.m) >= g.MaxGrants {
-			g.evictOne()
-		}
 		gr.used.Store(true)
 		g.ring = append(g.ring, gr)
 	}
 	g.m[gr.key] = gr
+}
+
+// admit makes room for gr, whose Store has just given it its first
+// token, evicting another grant if MaxGrants says so. gr itself is
+// loading, so it is not the one evicted.
+func (g *Grants) admit(gr *grant) {
+	if g.MaxGrants <= 0 {
+		return
+	}
+	g.mu.Lock()
+	if g.m[gr.key] == gr && len(g.m) > g.MaxGrants {
+		g.evictOne()
+	}
+	g.mu.Unlock()
 }
 
 // removeLocked takes gr out of memory. g.mu must be held, and gr must be
@@ -471,8 +500,8 @@ func (g *Grants) attach(gr *grant) error {
 }
 
 // dropTokenless takes gr out of memory, if it still is its key's grant
-// and has never had a token: its Store has none for it. It keeps no
-// state for keys that name no grant.
+// and has never had a token: its Store has none for it, or could not be
+// read. It keeps no state for keys that name no grant.
 func (g *Grants) dropTokenless(gr *grant) {
 	g.mu.Lock()
 	if g.m[gr.key] == gr && gr.cache.Load() == nil {
@@ -631,11 +660,21 @@ func (s *grantStore) Load(ctx context.Context) (*oauth2.Token, error) {
 		return nil, err
 	}
 	t, err := s.g.Store.Load(ctx, s.key)
-	if err == nil && (t == nil || t.AccessToken == "" && t.RefreshToken == "") && gr.cache.Load() == nil {
+	if gr.cache.Load() != nil {
+		return t, err
+	}
+	// The grant's first token, or none: a grant that gets none is not
+	// kept, and the next request for its key asks the Store again.
+	switch {
+	case err != nil:
+		s.g.dropTokenless(gr)
+		return nil, err
+	case t == nil || t.AccessToken == "" && t.RefreshToken == "":
 		s.g.dropTokenless(gr)
 		return nil, &noGrantTokenError{key: s.key}
 	}
-	return t, err
+	s.g.admit(gr)
+	return t, nil
 }
 
 func (s *grantStore) Save(ctx context.Context, t *oauth2.Token) error {
@@ -766,6 +805,10 @@ func (t *grantsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	ct, err := gr.current(req.Context())
 	if err != nil {
+		var none *noGrantTokenError
+		if errors.As(err, &none) {
+			return nil, none // the key names no grant: say so, and only that
+		}
 		return nil, err
 	}
 	reqBodyClosed = true

@@ -1012,3 +1012,66 @@ func TestGrantsPrinting(t *testing.T) {
 		}
 	}
 }
+
+// failingKeyedStore is a KeyedStore whose Load fails.
+type failingKeyedStore struct{ nilKeyedStore }
+
+func (s *failingKeyedStore) Load(context.Context, string) (*oauth2.Token, error) {
+	s.loads.Add(1)
+	return nil, errors.New("store down")
+}
+
+// TestGrantsTokenlessKeysEvictNothing: with MaxGrants, keys without a
+// token (or whose Store cannot be read) neither stay in memory nor push
+// out the grants that have a token.
+func TestGrantsTokenlessKeysEvictNothing(t *testing.T) {
+	t.Parallel()
+	g, store, _, mt, _ := newGrants(t, 3, time.Hour)
+	g.MaxGrants = 3
+	rt := g.Transport(mt)
+	held := map[string]*TokenSource{}
+	for i := range 3 {
+		key := fmt.Sprintf("ws%d", i)
+		if resp, err := grantGet(t, rt, key); err != nil || resp.StatusCode != 200 {
+			t.Fatal(resp, err)
+		}
+		g.mu.RLock()
+		held[key] = &g.m[key].TokenSource
+		g.mu.RUnlock()
+	}
+	for i := range 50 {
+		if _, err := grantGet(t, rt, fmt.Sprintf("made-up-%d", i)); !errors.Is(err, ErrNoToken) {
+			t.Fatalf("%v, want ErrNoToken", err)
+		}
+	}
+	g.mu.RLock()
+	n := len(g.m)
+	for key, s := range held {
+		if gr := g.m[key]; gr == nil || &gr.TokenSource != s {
+			t.Errorf("%s was pushed out by keys without a token", key)
+		}
+	}
+	g.mu.RUnlock()
+	if n != 3 {
+		t.Errorf("%d grants in memory, want the 3 with a token", n)
+	}
+	for key := range held {
+		if n := store.count(store.loads, key); n != 1 {
+			t.Errorf("%s loaded %d times, want 1", key, n)
+		}
+	}
+
+	// A Store that cannot be read keeps no grant in memory either.
+	failing := &failingKeyedStore{}
+	g2 := &Grants{Config: testConfig(mt), Store: failing, clk: &clockRef{newAutoClock()}}
+	for i := range 50 {
+		if _, err := grantGet(t, g2.Transport(mt), fmt.Sprintf("made-up-%d", i)); err == nil || !strings.Contains(err.Error(), "store down") {
+			t.Fatalf("%v, want the Store's error", err)
+		}
+	}
+	g2.mu.RLock()
+	defer g2.mu.RUnlock()
+	if len(g2.m) != 0 {
+		t.Errorf("%d grants kept for keys whose Store failed", len(g2.m))
+	}
+}

@@ -141,11 +141,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // through ts.
 func withSource(base http.RoundTripper, req *http.Request, ts *TokenSource, ct *snapshot) (*http.Response, error) {
 	// authorized and send, written out: this is the hot path.
-	r := req.Clone(req.Context())
-	if r.Header == nil {
-		r.Header = make(http.Header, 1)
-	}
-	setAuthorization(r.Header, ct.header)
+	r := cloneAuthorized(req, ct.header)
 	resp, err := base.RoundTrip(r)
 	if err != nil {
 		return nil, err
@@ -271,27 +267,57 @@ func sourceToken(ctx context.Context, src oauth2.TokenSource) (*oauth2.Token, er
 // authorized returns a copy of req with body and the Authorization
 // header set to auth.
 func authorized(req *http.Request, body io.ReadCloser, auth string) *http.Request {
-	r := req.Clone(req.Context())
+	r := cloneAuthorized(req, auth)
 	r.Body = body
-	if r.Header == nil {
-		r.Header = make(http.Header, 1)
-	}
-	setAuthorization(r.Header, auth)
 	return r
 }
 
-// setAuthorization sets h's Authorization header to auth. A Header map
-// written directly (h["authorization"] = …) may hold the name under
-// another spelling, which net/http sends as is, beside the canonical
-// one: every other spelling is removed first, so that one credential
-// goes out. h is a request's own copy (Clone copies the Header).
-func setAuthorization(h http.Header, auth string) {
-	for k := range h {
-		if len(k) == len("Authorization") && k != "Authorization" && strings.EqualFold(k, "Authorization") {
-			delete(h, k)
+// cloneAuthorized is req.Clone(req.Context()) with the Authorization
+// header set to auth. A Header map written directly (h["authorization"]
+// = …) may hold the name under another spelling, which net/http sends as
+// is, beside the canonical one: no spelling of it is copied, so that one
+// credential goes out. The header is copied in the same passes as
+// Header.Clone makes, with room for auth, so that this costs no more
+// than Clone and Set.
+func cloneAuthorized(req *http.Request, auth string) *http.Request {
+	shallow := *req
+	shallow.Header = nil
+	r := shallow.Clone(req.Context())
+	r.Header = headerWith(req.Header, auth)
+	return r
+}
+
+// headerWith returns a copy of h, as Header.Clone makes it, whose only
+// Authorization is auth.
+func headerWith(h http.Header, auth string) http.Header {
+	nv := 1 // auth
+	for k, vv := range h {
+		if !isAuthorization(k) {
+			nv += len(vv)
 		}
 	}
-	h.Set("Authorization", auth)
+	sv := make([]string, nv) // shared backing array, as in Header.Clone
+	h2 := make(http.Header, len(h)+1)
+	sv[0] = auth
+	h2["Authorization"] = sv[:1:1]
+	sv = sv[1:]
+	for k, vv := range h {
+		switch {
+		case isAuthorization(k):
+		case vv == nil:
+			h2[k] = nil // kept nil, as Header.Clone does
+		default:
+			n := copy(sv, vv)
+			h2[k] = sv[:n:n]
+			sv = sv[n:]
+		}
+	}
+	return h2
+}
+
+// isAuthorization reports whether k spells Authorization, in any case.
+func isAuthorization(k string) bool {
+	return len(k) == len("Authorization") && strings.EqualFold(k, "Authorization")
 }
 
 // replayBody returns a fresh copy of req's body for sending req again,

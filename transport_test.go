@@ -596,7 +596,7 @@ func TestTransportAllocations(t *testing.T) {
 		r.Header.Set("Authorization", header)
 		noopTransport{}.RoundTrip(r)
 	})
-	if got != limit {
+	if got > limit {
 		t.Errorf("RoundTrip allocates %.0f times, a bare Clone+Set %.0f: the hot path must add nothing", got, limit)
 	}
 }
