@@ -647,14 +647,19 @@ func (e *noGrantTokenError) Error() string {
 func (e *noGrantTokenError) Is(target error) bool { return target == ErrNoToken }
 
 // grantStore is a grant seen as the Store of its TokenSource. Only the
-// grant in memory for its key uses the KeyedStore (attach); a forgotten
-// one reads nothing and saves nothing.
+// grant in memory for its key uses the KeyedStore (attach). A forgotten
+// one reads nothing, saves nothing and locks nothing, without failing,
+// so that what it has under way (a Save retry, say) ends at once; what
+// fails is its next token-endpoint request (acquire).
 type grantStore grant
 
 func (s *grantStore) Load(ctx context.Context) (*oauth2.Token, error) {
 	gr := (*grant)(s)
 	if s.g.Store == nil {
 		return nil, errors.New("pandadocauth: Grants.Store is nil")
+	}
+	if gr.forgotten.Load() && gr.cache.Load() != nil {
+		return nil, nil // nothing read: the token in memory goes on
 	}
 	if err := s.g.attach(gr); err != nil {
 		return nil, err
@@ -720,6 +725,9 @@ func (s *lockingGrantStore) Save(ctx context.Context, t *oauth2.Token) error {
 }
 
 func (s *lockingGrantStore) Lock(ctx context.Context) (func(), error) {
+	if s.forgotten.Load() {
+		return func() {}, nil // it writes nothing: nothing to serialise
+	}
 	if err := s.g.attach((*grant)(s)); err != nil {
 		return nil, err
 	}

@@ -541,7 +541,7 @@ func TestGrantsNoEvictionInUse(t *testing.T) {
 // that one is reported again.
 func TestGrantsRevokedOnceAcrossEvictionWithLiveToken(t *testing.T) {
 	t.Parallel()
-	g, store, ep, mt, clock := newGrants(t, 3, time.Hour)
+	g, store, ep, _, clock := newGrants(t, 3, time.Hour)
 	g.MaxGrants = 1
 	api := httpmock.NewMockTransport()
 	api.RegisterResponder("GET", apiURL, func(req *http.Request) (*http.Response, error) {
@@ -586,7 +586,6 @@ func TestGrantsRevokedOnceAcrossEvictionWithLiveToken(t *testing.T) {
 	if n := ep.postCount("ws0"); n != 3 {
 		t.Errorf("%d refreshes of ws0, want 3 (one per rebuild)", n)
 	}
-	_ = mt
 
 	// The customer connects again; the new grant is revoked too.
 	store.Save(context.Background(), "ws0", &oauth2.Token{
@@ -1073,5 +1072,54 @@ func TestGrantsTokenlessKeysEvictNothing(t *testing.T) {
 	defer g2.mu.RUnlock()
 	if len(g2.m) != 0 {
 		t.Errorf("%d grants kept for keys whose Store failed", len(g2.m))
+	}
+}
+
+// lockingKeyedStore is a memKeyedStore that is a KeyedLocker too.
+type lockingKeyedStore struct {
+	*memKeyedStore
+	locks atomic.Int32
+}
+
+func (s *lockingKeyedStore) Lock(context.Context, string) (func(), error) {
+	s.locks.Add(1)
+	return func() {}, nil
+}
+
+// TestGrantsForgetUnsaved: a grant forgotten while its token is unsaved
+// (its Store refused the Save) ends its Save retries at once, without
+// writing or locking the Store, so Wait does not wait for them; nor does
+// it refresh again.
+func TestGrantsForgetUnsaved(t *testing.T) {
+	t.Parallel()
+	g, mem, ep, _, clock := newGrants(t, 1, time.Hour)
+	store := &lockingKeyedStore{memKeyedStore: mem}
+	g.Store = store
+	mem.saveErrs["ws0"] = 1 << 30
+	clock.Advance(2 * time.Hour)
+	held := g.Source("ws0")
+	if _, err := held.Token(); err != nil {
+		t.Fatal(err)
+	}
+	if !held.busy() {
+		t.Fatal("the token's Save did not fail")
+	}
+	saves, locks := mem.count(mem.saves, "ws0"), store.locks.Load()
+	g.Forget("ws0")
+	g.Wait()
+	if held.busy() {
+		t.Error("the forgotten grant still has work for Wait")
+	}
+	if n := mem.count(mem.saves, "ws0"); n != saves {
+		t.Errorf("%d Saves after Forget, want none", n-saves)
+	}
+	if n := store.locks.Load(); n != locks {
+		t.Errorf("%d Locks after Forget, want none", n-locks)
+	}
+	if _, err := held.Refresh(context.Background()); err == nil {
+		t.Error("a forgotten source refreshed")
+	}
+	if n := ep.postCount("ws0"); n != 1 {
+		t.Errorf("%d refreshes, want 1", n)
 	}
 }
