@@ -26,7 +26,15 @@ import (
 // refresh however many requests were rejected), and the request is sent
 // again once if its body can be replayed (no body, or GetBody set);
 // otherwise the 401 response is returned and the next request uses the
-// new token.
+// new token. If no new token can be had (the refresh fails, for example
+// with invalid_grant when the customer disconnected the app, or the
+// request's context ends while it waits), RoundTrip closes the 401
+// response and returns the refresh's error instead, as x/oauth2's
+// Transport does when it cannot get a token: errors.As(err,
+// new(*oauth2.RetrieveError)) holds when the token endpoint refused, and
+// the error says that the API answered 401. While the 401 back-off keeps
+// a token that has never worked (see TokenSource.Invalidate), no refresh
+// is tried and the 401 response is returned.
 //
 // Wrapping a *TokenSource loses this: oauth2.ReuseTokenSource,
 // oauth2.NewClient(ctx, src) and most wrappers are plain
@@ -39,7 +47,10 @@ import (
 // Transport never sends a token to another origin (scheme, host and
 // port, as RFC 6454 defines it) than the one its request chain started
 // at, so not on a redirect to another host, port or scheme; nor over
-// plain http:// except to loopback hosts.
+// plain http:// except to loopback hosts: "localhost" and loopback IP
+// addresses (not names under .localhost, which the resolver may ask DNS
+// for). The Authorization header it sets replaces the request's own,
+// under whatever spelling of the name the request's Header map holds it.
 //
 // RoundTrip is safe for concurrent use by multiple goroutines.
 type Transport struct {
@@ -160,9 +171,14 @@ func replay(base http.RoundTripper, req *http.Request, ts *TokenSource, ct *snap
 		return resp, ReplayNotReplayable, nil // the next request refreshes
 	}
 	ct2, err := ts.current(req.Context())
-	if err != nil || ct2.gen == ct.gen {
-		// The refresh failed: the caller gets the API's answer, and the
-		// next request fails fast with the refresh error.
+	if err != nil {
+		// No new token: the caller gets the reason, not a 401 that
+		// reads like missing credentials.
+		closeBody(body)
+		drain(resp)
+		return nil, ReplayNoNewToken, refreshFailed(err)
+	}
+	if ct2.gen == ct.gen {
 		closeBody(body)
 		return resp, ReplayNoNewToken, nil
 	}
@@ -201,12 +217,25 @@ func (t *Transport) withToken(req *http.Request, tok *oauth2.Token) (*http.Respo
 		return resp, nil
 	}
 	tok2, err := sourceToken(req.Context(), t.Source)
-	if err != nil || tok2.AccessToken == tok.AccessToken {
+	if err != nil {
+		closeBody(body)
+		drain(resp)
+		return nil, refreshFailed(err)
+	}
+	if tok2.AccessToken == tok.AccessToken {
 		closeBody(body)
 		return resp, nil
 	}
 	drain(resp)
 	return send(t.base(), authorized(req, body, tok2.Type()+" "+tok2.AccessToken))
+}
+
+// refreshFailed is RoundTrip's error when the API rejected a token with
+// 401 and no new token could be had. It wraps err, the refresh's error,
+// so that errors.As finds the *oauth2.RetrieveError and errors.Is the
+// context's error.
+func refreshFailed(err error) error {
+	return fmt.Errorf("pandadocauth: the API answered 401 Unauthorized, and no new token could be had: %w", err)
 }
 
 // sourceToken asks src for a token, with ctx if src takes one.
@@ -277,8 +306,12 @@ func (t *Transport) base() http.RoundTripper {
 }
 
 // drain reads a little of a response to be discarded, so its connection
-// can be reused, and closes it.
+// can be reused, and closes it. A Base may answer with a nil Body (test
+// doubles do): there is nothing to drain then.
 func drain(resp *http.Response) {
+	if resp.Body == nil {
+		return
+	}
 	io.CopyN(io.Discard, resp.Body, maxDrainBytes)
 	resp.Body.Close()
 }
@@ -396,9 +429,13 @@ func checkScheme(u *url.URL) error {
 	return fmt.Errorf("%w (%s://%s)", ErrInsecureRequest, u.Scheme, u.Host)
 }
 
+// isLoopback reports whether host is "localhost" or a loopback IP
+// address. Names under .localhost are not: RFC 6761 asks resolvers to
+// answer them with loopback addresses, but Go's resolver asks DNS for
+// them, so a token sent in clear to one may reach another machine.
 func isLoopback(host string) bool {
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+	if host == "localhost" {
 		return true
 	}
 	ip := net.ParseIP(host)

@@ -167,6 +167,9 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		fmt.Fprintf(c.stderr, "pandadoc-oauth help: unknown command %q\n", strings.Join(args[1:], " "))
 		return exitUsage
 	}
+	if len(name) > 1 && name[0] == '-' {
+		return c.flagsFirst(ctx, args)
+	}
 	cmd := lookup(name)
 	if cmd == nil {
 		fmt.Fprintf(c.stderr, "pandadoc-oauth: unknown command %q\nRun \"pandadoc-oauth -h\" for usage.\n", name)
@@ -388,6 +391,11 @@ func storedSource(ctx context.Context, cfg *pandadocauth.Config, store *recordin
 // force). The Store is read before a refresh, so a token that another
 // process saved meanwhile is adopted instead.
 func freshToken(ctx context.Context, src *pandadocauth.TokenSource, force bool) (*oauth2.Token, error) {
+	if needsRefresh(src.Initial, force) {
+		if err := missingCredentials(src.Config); err != nil {
+			return nil, err
+		}
+	}
 	tok, err := src.TokenContext(ctx)
 	if err != nil {
 		return nil, err
@@ -402,7 +410,7 @@ func freshToken(ctx context.Context, src *pandadocauth.TokenSource, force bool) 
 func explain(err error, cfg *pandadocauth.Config) error {
 	var re *oauth2.RetrieveError
 	switch {
-	case errors.Is(err, errNotLoggedIn):
+	case errors.Is(err, errNotLoggedIn), errors.Is(err, errMissingCredentials):
 		return err
 	case cfg.ClientID == "" || cfg.ClientSecret == "":
 		return fmt.Errorf("%w\n(a refresh needs the client credentials: set -client-id and -client-secret, or %s and %s)", err, envClientID, envClientSecret)
