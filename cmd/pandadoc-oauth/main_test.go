@@ -350,7 +350,7 @@ func TestREADMEFirstSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"go install github.com/gopandadoc/pandadocauth/cmd/pandadoc-oauth@latest",
+		"go install ./cmd/pandadoc-oauth", // from a checkout, before the first release
 		`&pandadocauth.FileStore{Path: filepath.Join(dir, "` + storeDir + `", "` + storeFile + `")}`,
 		"dir, err := os.UserConfigDir()",
 		"pandadoc-oauth login",
