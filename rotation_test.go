@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -28,7 +29,9 @@ type sharedStore struct {
 	waiting int           // Lock calls waiting
 	cond    sync.Cond     // signalled when waiting or saves change
 	saves   int
+	locks   int // Lock calls that took the lock
 	lockErr error
+	saveErr error // returned by the next Save, which stores nothing
 }
 
 func newSharedStore(tok *oauth2.Token) *sharedStore {
@@ -44,7 +47,16 @@ func newSharedStore(tok *oauth2.Token) *sharedStore {
 }
 
 func (s *sharedStore) Load(ctx context.Context) (*oauth2.Token, error) { return s.mem.Load(ctx) }
-func (s *sharedStore) Save(ctx context.Context, t *oauth2.Token) error { return s.mem.Save(ctx, t) }
+func (s *sharedStore) Save(ctx context.Context, t *oauth2.Token) error {
+	s.mu.Lock()
+	err := s.saveErr
+	s.saveErr = nil
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return s.mem.Save(ctx, t)
+}
 
 func (s *sharedStore) Lock(ctx context.Context) (func(), error) {
 	s.mu.Lock()
@@ -62,6 +74,9 @@ func (s *sharedStore) Lock(ctx context.Context) (func(), error) {
 	}()
 	select {
 	case s.lock <- struct{}{}:
+		s.mu.Lock()
+		s.locks++
+		s.mu.Unlock()
 		var once sync.Once
 		return func() { once.Do(func() { <-s.lock }) }, nil
 	case <-ctx.Done():
@@ -383,5 +398,37 @@ func TestStoredTokenEndsRememberedRevocation(t *testing.T) {
 	}
 	if n := srv.postCount(); n != posts {
 		t.Errorf("%d POSTs after the new token was stored, want none", n-posts)
+	}
+}
+
+// TestLostLockIsTakenAgain: a Save refused because the lock was lost
+// (its lease expired) is retried under the lock taken again, never under
+// the lost one.
+func TestLostLockIsTakenAgain(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
+	store.saveErr = fmt.Errorf("store: %w", ErrLockLost)
+	ts, _ := replica(t, store, srv)
+	ts.clk = &clockRef{clock}
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	clock.WaitTimers(1)
+	clock.Advance(saveRetryInterval)
+	store.waitFor(func(s *sharedStore) bool { return s.saves == 1 })
+	settle(ts)
+	if s := store.mem.stored(); s.RefreshToken != srv.newest("g") {
+		t.Errorf("the Store holds %q, want %q", s.RefreshToken, srv.newest("g"))
+	}
+	store.mu.Lock()
+	locks := store.locks
+	store.mu.Unlock()
+	if locks != 2 {
+		t.Errorf("%d locks taken, want 2 (the lost one, then the one the retry saved under)", locks)
+	}
+	if ts.busy() {
+		t.Error("saved, yet the lock is kept")
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gopandadoc/pandadocauth"
 )
 
 const (
@@ -145,8 +147,10 @@ func discard(conn *pgxpool.Conn) {
 // ErrLockLost means the connection holding the lock closed while the
 // lock was held, for example because PostgreSQL terminated it: the lock
 // is gone, another process may hold it now, and Load and Save refuse to
-// run until unlock is called, rather than run without the lock.
-var ErrLockLost = errors.New("the lock's connection was lost")
+// run until unlock is called, rather than run without the lock. It wraps
+// pandadocauth.ErrLockLost, which the TokenSource answers by taking the
+// lock again before it writes.
+var ErrLockLost = fmt.Errorf("the lock's connection was closed: %w", pandadocauth.ErrLockLost)
 
 // do runs f on the connection holding key's lock while it is held
 // here, else on the pool. While the lock is held, f never runs on the

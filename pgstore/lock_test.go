@@ -518,3 +518,11 @@ func waitIdleSessionTimeout(t *testing.T, settings map[string]string) {
 		t.Fatalf("the idle session ended with %q; want PostgreSQL's idle-session timeout", said)
 	}
 }
+
+// TestErrLockLostIsTheCores: a TokenSource recognises the lost lock and
+// takes the lock again before it writes.
+func TestErrLockLostIsTheCores(t *testing.T) {
+	if !errors.Is(ErrLockLost, pandadocauth.ErrLockLost) {
+		t.Fatal("ErrLockLost does not wrap pandadocauth.ErrLockLost")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/oauth2"
 
+	"github.com/gopandadoc/pandadocauth"
 	"github.com/gopandadoc/pandadocauth/internal/testutil"
 )
 
@@ -233,5 +234,13 @@ func TestWatchdogNoticesLoss(t *testing.T) {
 	logs.WaitFor(t, "the watchdog to log the lost lock", func(s string) bool { return strings.Contains(s, "noticed_by=watchdog") })
 	if err := s.Save(ctx, &oauth2.Token{AccessToken: "at"}); !errors.Is(err, ErrLockLost) {
 		t.Errorf("Save after the lock was lost: %v; want ErrLockLost", err)
+	}
+}
+
+// TestErrLockLostIsTheCores: a TokenSource recognises the lost lock and
+// takes the lock again before it writes.
+func TestErrLockLostIsTheCores(t *testing.T) {
+	if !errors.Is(ErrLockLost, pandadocauth.ErrLockLost) {
+		t.Fatal("ErrLockLost does not wrap pandadocauth.ErrLockLost")
 	}
 }

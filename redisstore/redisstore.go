@@ -219,8 +219,9 @@ type tokens struct {
 // held was lost before it was released: its key expired or was deleted,
 // and another process may hold it now. Load and Save refuse to run until
 // unlock is called, so that a refresh without the lock cannot overwrite
-// a newer token.
-var ErrLockLost = errors.New("the lock was lost")
+// a newer token. It wraps pandadocauth.ErrLockLost, which the TokenSource
+// answers by taking the lock again before it writes.
+var ErrLockLost = fmt.Errorf("the lock's key expired or was deleted: %w", pandadocauth.ErrLockLost)
 
 // stored is the JSON document kept at the token key.
 type stored struct {
