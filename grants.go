@@ -785,27 +785,14 @@ type grantsTransport struct {
 // RoundTrip authorizes req with the grant its context names and sends
 // it. It does not modify req and always closes its body.
 func (t *grantsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	reqBodyClosed := false
-	if req.Body != nil {
-		defer func() {
-			if !reqBodyClosed {
-				req.Body.Close()
-			}
-		}()
-	}
-	if req.URL == nil {
-		return nil, errors.New("pandadocauth: request has no URL")
-	}
+	body := closeUnsent(req)
+	defer body.close()
 	key, ok := GrantFromContext(req.Context())
 	if !ok {
 		return nil, fmt.Errorf("pandadocauth: %w", ErrNoGrant)
 	}
-	if crossOrigin(req) {
-		reqBodyClosed = true
-		return send(t.base, req)
-	}
-	if err := checkSecure(req.URL); err != nil {
-		return nil, fmt.Errorf("pandadocauth: %w", err)
+	if authorize, err := preflight(req); !authorize {
+		return body.send(t.base, req, err)
 	}
 	gr := t.g.use(key)
 	if t.g.MaxGrants > 0 {
@@ -819,6 +806,6 @@ func (t *grantsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	reqBodyClosed = true
+	body.sent = true
 	return withSource(t.base, req, &gr.TokenSource, ct)
 }

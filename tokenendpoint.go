@@ -443,21 +443,6 @@ func redactString(v string, secrets []string) string {
 	return v
 }
 
-// sendable reports whether an access token can be sent in an
-// Authorization header: not blank, and free of control characters (CR
-// and LF would end the header, NUL and the rest are refused by net/http).
-func sendable(accessToken string) bool {
-	if strings.TrimSpace(accessToken) == "" {
-		return false
-	}
-	for i := 0; i < len(accessToken); i++ {
-		if c := accessToken[i]; c < 0x20 || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
 // printable replaces what %q would escape other than quotes and
 // backslashes (control characters, other unprintable runes, invalid
 // UTF-8) with U+FFFD. RetrieveError's own Error method quotes ErrorCode

@@ -7,10 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -97,43 +94,27 @@ const maxDrainBytes = 64 << 10
 // RoundTrip authorizes and sends req. It does not modify req and always
 // closes its body.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	reqBodyClosed := false
-	if req.Body != nil {
-		defer func() {
-			if !reqBodyClosed {
-				req.Body.Close()
-			}
-		}()
-	}
-	if req.URL == nil {
-		return nil, errors.New("pandadocauth: request has no URL")
-	}
+	body := closeUnsent(req)
+	defer body.close()
 	if t.Source == nil {
 		return nil, errors.New("pandadocauth: Transport's Source is nil")
 	}
-	if crossOrigin(req) {
-		// The token was granted for the chain's first origin, not for
-		// wherever it redirects to.
-		reqBodyClosed = true
-		return send(t.base(), req)
-	}
-	if err := checkSecure(req.URL); err != nil {
-		return nil, fmt.Errorf("pandadocauth: %w", err)
+	if authorize, err := preflight(req); !authorize {
+		return body.send(t.base(), req, err)
 	}
 	if ts, ok := t.Source.(*TokenSource); ok {
 		ct, err := ts.current(req.Context())
 		if err != nil {
 			return nil, err
 		}
-		// req.Body is assumed to be closed by the base RoundTripper.
-		reqBodyClosed = true
+		body.sent = true // from here the base RoundTripper closes it
 		return withSource(t.base(), req, ts, ct)
 	}
 	tok, err := sourceToken(req.Context(), t.Source)
 	if err != nil {
 		return nil, err
 	}
-	reqBodyClosed = true
+	body.sent = true
 	return t.withToken(req, tok)
 }
 
@@ -347,17 +328,8 @@ func (t APIKeyTransport) MarshalJSON() ([]byte, error) { return json.Marshal(t.S
 // RoundTrip authorizes and sends req. It does not modify req and always
 // closes its body.
 func (t *APIKeyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	reqBodyClosed := false
-	if req.Body != nil {
-		defer func() {
-			if !reqBodyClosed {
-				req.Body.Close()
-			}
-		}()
-	}
-	if req.URL == nil {
-		return nil, errors.New("pandadocauth: request has no URL")
-	}
+	body := closeUnsent(req)
+	defer body.close()
 	if t.Key == "" {
 		return nil, errors.New("pandadocauth: APIKeyTransport's Key is empty")
 	}
@@ -365,81 +337,11 @@ func (t *APIKeyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	if crossOrigin(req) {
-		reqBodyClosed = true
-		return send(base, req)
+	if authorize, err := preflight(req); !authorize {
+		return body.send(base, req, err)
 	}
-	if err := checkSecure(req.URL); err != nil {
-		return nil, fmt.Errorf("pandadocauth: %w", err)
-	}
-	reqBodyClosed = true
+	body.sent = true
 	return send(base, authorized(req, req.Body, "API-Key "+t.Key))
-}
-
-// crossOrigin reports whether req follows a redirect to an origin
-// (scheme, host and port, RFC 6454) other than the one the first request
-// of the chain went to. A chain whose origin cannot be found counts as
-// cross-origin: no credential is sent on a guess.
-func crossOrigin(req *http.Request) bool {
-	return req.Response != nil && crossOriginChain(req)
-}
-
-// crossOriginChain is crossOrigin for a request that follows a redirect.
-func crossOriginChain(req *http.Request) bool {
-	first := req
-	for first.Response != nil {
-		if first.Response.Request == nil || first.Response.Request.URL == nil {
-			return true
-		}
-		first = first.Response.Request
-	}
-	return originOf(first.URL) != originOf(req.URL)
-}
-
-// originOf is u's origin: scheme, host and port, with the scheme's
-// default port made explicit.
-func originOf(u *url.URL) string {
-	scheme := strings.ToLower(u.Scheme)
-	port := u.Port()
-	if port == "" {
-		switch scheme {
-		case "https":
-			port = "443"
-		case "http":
-			port = "80"
-		}
-	}
-	return scheme + "://" + strings.TrimSuffix(strings.ToLower(u.Hostname()), ".") + ":" + port
-}
-
-// checkSecure refuses plain http:// to anything but a loopback host.
-func checkSecure(u *url.URL) error {
-	if u.Scheme == "https" {
-		return nil
-	}
-	return checkScheme(u)
-}
-
-// checkScheme is checkSecure for a URL whose scheme is not "https" as
-// written.
-func checkScheme(u *url.URL) error {
-	if strings.EqualFold(u.Scheme, "https") || isLoopback(u.Hostname()) {
-		return nil
-	}
-	return fmt.Errorf("%w (%s://%s)", ErrInsecureRequest, u.Scheme, u.Host)
-}
-
-// isLoopback reports whether host is "localhost" or a loopback IP
-// address. Names under .localhost are not: RFC 6761 asks resolvers to
-// answer them with loopback addresses, but Go's resolver asks DNS for
-// them, so a token sent in clear to one may reach another machine.
-func isLoopback(host string) bool {
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // DefaultClientTimeout is the Timeout of the client NewClient returns
