@@ -489,8 +489,8 @@ func checkScheme(u *url.URL) error {
 
 // isLoopback reports whether host is "localhost" or a loopback IP
 // address. Names under .localhost are not: RFC 6761 asks resolvers to
-// answer them with loopback addresses, but Go's resolver asks DNS for
-// them, so a token sent in clear to one may reach another machine.
+// answer them with loopback addresses, but Go's resolver may ask DNS
+// for them, so a token sent in clear to one may reach another machine.
 func isLoopback(host string) bool {
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
 	if host == "localhost" {
