@@ -304,3 +304,19 @@ func TestConfigEmptyCredentials(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenSourceEmptyCredentials: a TokenSource whose Config lacks a
+// credential sends no refresh, and says which field is empty.
+func TestTokenSourceEmptyCredentials(t *testing.T) {
+	t.Parallel()
+	ts, mt, clock := newSource(t, &tokenServer{expiresIn: 3600}, time.Hour)
+	ts.Config.ClientSecret = ""
+	clock.Advance(2 * time.Hour)
+	_, err := ts.Token()
+	if err == nil || !strings.Contains(err.Error(), "Config.ClientSecret is empty") {
+		t.Fatalf("got %v, want an error naming ClientSecret", err)
+	}
+	if n := mt.GetCallCountInfo()[tokenCall]; n != 0 {
+		t.Errorf("%d token POSTs without a client secret", n)
+	}
+}

@@ -95,6 +95,9 @@ func (c *Config) exchangeForm(code string, extra url.Values) url.Values {
 
 // post sends one form to the token endpoint and parses the answer.
 func (c *Config) post(ctx context.Context, form url.Values, now func() time.Time) (*oauth2.Token, *attemptError) {
+	if err := c.checkCredentials(); err != nil {
+		return nil, &attemptError{err: err}
+	}
 	secrets := []string{form.Get("client_secret"), form.Get("refresh_token"), form.Get("code"), form.Get("code_verifier")}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.tokenURL(), strings.NewReader(form.Encode()))
 	if err != nil {

@@ -68,7 +68,7 @@ func (c *cli) api(ctx context.Context, args []string) int {
 	f.register(fs)
 	data := fs.String("d", "", "request `body`, sent as application/json; @FILE reads a file, - reads standard input")
 	var headers headerFlag
-	fs.Var(&headers, "H", "extra request `header` \"Name: value\" (repeatable)")
+	fs.Var(&headers, "H", "extra request `header` \"Name: value\" (repeatable); not Authorization, which the command sets")
 	apiKey := fs.String("api-key", "", "authenticate with this PandaDoc API `key` instead of the OAuth token (default $"+envAPIKey+")")
 	timeout := fs.Duration("timeout", time.Minute, "give up on the request after this `duration`")
 	verbose := fs.Bool("v", false, "log token refreshes to standard error")
