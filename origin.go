@@ -139,4 +139,3 @@ func sendable(accessToken string) bool {
 	}
 	return true
 }
-
