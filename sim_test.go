@@ -163,7 +163,8 @@ type simResult struct {
 func runSchedule(seed uint64) simResult {
 	rnd := newSimRand(seed)
 	cfg := drawConfig(seed, rnd)
-	w := &simWorld{cfg: cfg, rnd: rnd, st: map[string]*simKey{}, windows: map[string]int{}, revokedBy: map[string]string{}}
+	w := &simWorld{cfg: cfg, rnd: rnd, st: map[string]*simKey{}, windows: map[string]int{}, revokedBy: map[string]string{},
+		gkeys: map[uint64]simSrc{}, retryWoken: map[simSrc]int{}}
 	w.cond = sync.NewCond(&w.mu)
 	w.mono.Store(int64(simMonoBase))
 	w.srv = &simServer{grants: map[string]*simGrant{}}
@@ -216,6 +217,10 @@ func (w *simWorld) newInc(rep, gen int) *simInc {
 		observed:  map[string]int{},
 		clean:     map[string]int{},
 		via:       map[string]string{},
+		sess:      map[string]*simSession{},
+		seen:      map[string]map[int]bool{},
+		rotated:   map[string]map[int]bool{},
+		alive:     map[*simFlight]bool{},
 		lastTok:   map[string]*oauth2.Token{},
 		flights:   map[string]int{},
 		waitOp:    map[string]*simOp{},
@@ -425,18 +430,12 @@ func (w *simWorld) advance(d time.Duration) {
 			st.holder = nil
 			if !s.orphan {
 				st.lockFaulted = true
+				w.exposeLocked(s)
 				w.logf("  lease of %s's lock of %s expired while held", s.inc.name, key)
 			}
 		}
 	}
-	var due []*simTimer
-	for _, t := range w.timers {
-		if t.at <= now {
-			due = append(due, t)
-		}
-	}
-	sort.Slice(due, func(i, j int) bool { return due[i].at < due[j].at || due[i].at == due[j].at && due[i].seq < due[j].seq })
-	for _, t := range due {
+	for _, t := range w.dueLocked(now, false) {
 		w.fireLocked(t)
 	}
 	var late []*simOp
@@ -448,6 +447,32 @@ func (w *simWorld) advance(d time.Duration) {
 	}
 	w.mu.Unlock()
 	w.cancelOps(late)
+	// The Save-retry timers, one at a time, once the rest has settled.
+	for {
+		w.mu.Lock()
+		due := w.dueLocked(now, true)
+		w.mu.Unlock()
+		if len(due) == 0 || !w.settle() {
+			return
+		}
+		w.mu.Lock()
+		w.logf("  save-retry timer of %s/%s fires", due[0].inc.name, due[0].key)
+		w.fireLocked(due[0])
+		w.mu.Unlock()
+	}
+}
+
+// dueLocked returns the timers due at now, detached or not, in the order
+// they fire. w.mu must be held.
+func (w *simWorld) dueLocked(now time.Duration, detached bool) []*simTimer {
+	var due []*simTimer
+	for _, t := range w.timers {
+		if t.at <= now && t.detached == detached {
+			due = append(due, t)
+		}
+	}
+	sort.Slice(due, func(i, j int) bool { return due[i].at < due[j].at || due[i].at == due[j].at && due[i].seq < due[j].seq })
+	return due
 }
 
 // answer answers the parked call p, choosing its outcome.
@@ -463,10 +488,7 @@ func (w *simWorld) answer(p *simPark) {
 // false if p is not answered now (a POST that hangs). w.mu must be held.
 func (w *simWorld) outcomeLocked(p *simPark) (simReply, bool) {
 	st := w.st[p.key]
-	var sess *simSession
-	if p.f != nil {
-		sess = p.f.sessions[p.key]
-	}
+	sess := p.inc.sess[p.key]
 	faults := !w.draining || w.drainFaults > 0
 	storeErr, ghost, postFault, lockErr := w.cfg.storeErr, w.cfg.ghostSave, w.cfg.postFault, w.cfg.lockErr
 	if !faults {
@@ -532,9 +554,7 @@ func (w *simWorld) outcomeLocked(p *simPark) (simReply, bool) {
 			w.logf("lock %s: granted, reply lost", p.id())
 			return simReply{err: fmt.Errorf("lock %s: %w", p.key, errSimLockReply)}, true
 		}
-		if p.f != nil {
-			p.f.sessions[p.key] = sess
-		}
+		p.inc.sess[p.key] = sess
 		w.logf("lock %s: granted", p.id())
 		return simReply{unlock: w.unlockFunc(sess)}, true
 	case "post":
@@ -564,6 +584,16 @@ func (w *simWorld) outcomeLocked(p *simPark) (simReply, bool) {
 	panic("sim: unknown park kind " + p.kind)
 }
 
+// exposeLocked records that the holder of s lost its lock: a refresh
+// token it holds that the Store does not is no longer protected by the
+// lock, and another process may refresh with the one it replaced before
+// the holder learns of the loss. w.mu must be held.
+func (w *simWorld) exposeLocked(s *simSession) {
+	if cur := rtIndex(w.st[s.key].tok); s.inc.clean[s.key] > cur {
+		s.inc.clean[s.key] = cur
+	}
+}
+
 // unlockFunc returns the unlock of sess: it lets go of the lock if sess
 // still holds it.
 func (w *simWorld) unlockFunc(sess *simSession) func() {
@@ -573,8 +603,8 @@ func (w *simWorld) unlockFunc(sess *simSession) func() {
 		if st := w.st[sess.key]; st.holder == sess {
 			st.holder = nil
 		}
-		if sess.f != nil && sess.f.sessions[sess.key] == sess {
-			delete(sess.f.sessions, sess.key)
+		if sess.inc.sess[sess.key] == sess {
+			delete(sess.inc.sess, sess.key)
 		}
 	}
 }
@@ -688,6 +718,17 @@ func (w *simWorld) crash(inc *simInc) {
 		}
 	}
 	for _, t := range mine {
+		if t.detached {
+			// A crashed process's Save retry never comes.
+			for i, o := range w.timers {
+				if o == t {
+					w.timers = append(w.timers[:i], w.timers[i+1:]...)
+					break
+				}
+			}
+			w.deadTimers = append(w.deadTimers, t)
+			continue
+		}
 		w.fireLocked(t)
 	}
 	for _, key := range w.keys {
@@ -729,7 +770,12 @@ func (w *simWorld) rollback() {
 		w.logf("rollback %s: nothing older", key)
 		return
 	}
-	t := older[w.rnd.IntN(len(older))]
+	// Mostly to the token saved before the current one (a snapshot
+	// taken shortly before), sometimes further back.
+	t := older[len(older)-1]
+	if w.rnd.IntN(5) == 0 {
+		t = older[w.rnd.IntN(len(older))]
+	}
 	w.logf("rollback %s: rt%d/at%d -> rt%d/at%d", key, rtIndex(st.tok), atIndex(st.tok), rtIndex(t), atIndex(t))
 	st.tok = simCopy(t)
 	st.history = append(st.history, simCopy(t))
@@ -755,6 +801,7 @@ func (w *simWorld) killLock() {
 	key := held[w.rnd.IntN(len(held))]
 	st := w.st[key]
 	st.holder.lost = true
+	w.exposeLocked(st.holder)
 	w.logf("kill-lock %s: %s loses it", key, st.holder.inc.name)
 	st.holder = nil
 	st.lockFaulted = true
@@ -782,8 +829,11 @@ func (w *simWorld) drain() {
 	if !w.driveUntil(done, 2000) {
 		return
 	}
-	for _, inc := range w.reps {
+	for _, inc := range w.incs {
 		for _, key := range w.sourceKeys(inc) {
+			if inc.dead.Load() && !simUnsaved(inc.source(key)) {
+				continue // a crashed process has nothing to finish but its Save retries
+			}
 			w.mu.Lock()
 			w.drainFaults = 5
 			w.mu.Unlock()
@@ -798,14 +848,16 @@ func (w *simWorld) drain() {
 			}
 		}
 	}
-	for _, inc := range w.reps {
+	for _, inc := range w.incs {
 		unsaved := false
 		for _, key := range w.sourceKeys(inc) {
 			if simUnsaved(inc.source(key)) {
 				unsaved = true
-				w.mu.Lock()
-				w.violate("after Wait, %s/%s still serves a token whose Save failed", inc.name, key)
-				w.mu.Unlock()
+				if !inc.dead.Load() {
+					w.mu.Lock()
+					w.violate("after Wait, %s/%s still serves a token whose Save failed", inc.name, key)
+					w.mu.Unlock()
+				}
 			}
 		}
 		if !unsaved {
@@ -1071,6 +1123,9 @@ func TestSimRegressions(t *testing.T) {
 				}
 				t.Parallel()
 				res := runSchedule(seed)
+				if ids, ok := explain(res.violations); ok {
+					t.Skipf("fixed; the schedule now meets open findings: %s", findingTitles(ids))
+				}
 				if len(res.violations) > 0 {
 					t.Errorf("seed %d violates the oracle again:\n  %s\nreplay: go test -run '^TestSim$/^seed=%d$' -v .\ntrace:\n%s",
 						seed, strings.Join(res.violations, "\n  "), seed, strings.Join(res.trace, "\n"))

@@ -41,9 +41,14 @@ func (w *simWorld) presentLocked(p *simPark) {
 		w.violate("%s presented a refresh token the server never issued", p.inc.name)
 		return
 	}
-	var sess *simSession
+	sess := p.inc.sess[p.key]
+	before := ""
 	if p.f != nil {
-		sess = p.f.sessions[p.key]
+		for _, j := range p.f.posted {
+			if j != k {
+				before = fmt.Sprintf("; this flight presented rt%d before", j)
+			}
+		}
 	}
 	switch {
 	case p.f == nil:
@@ -51,7 +56,7 @@ func (w *simWorld) presentLocked(p *simPark) {
 	case sess == nil:
 		w.violate("%s POSTs for %s without holding its lock", p.f.name, p.key)
 	case sess.lost && sess.reported:
-		w.violate("%s POSTs for %s after the Store reported its lock lost", p.f.name, p.key)
+		w.violate("%s POSTs for %s after the Store reported its lock lost%s", p.f.name, p.key, before)
 	}
 	st := w.st[p.key]
 	if !st.lockFaulted {
@@ -82,14 +87,9 @@ func (w *simWorld) presentLocked(p *simPark) {
 		}
 	}
 	name := p.inc.name
-	var hint string
+	hint := before
 	if p.f != nil {
 		name = p.f.name
-		for _, j := range p.f.posted {
-			if j != k {
-				hint = fmt.Sprintf("; this flight presented rt%d before", j)
-			}
-		}
 		if p.f.loadErr {
 			hint += "; its last Load failed"
 		}
@@ -99,7 +99,7 @@ func (w *simWorld) presentLocked(p *simPark) {
 		p.f.posted = append(p.f.posted, k)
 	}
 	switch {
-	case own > k:
+	case p.inc.rotated[p.key][k]:
 		w.violate("%s presents rt%d of %s, which it saw replaced by rt%d in %s%s", name, k, p.key, own, p.inc.via[p.key], hint)
 	case sess != nil && sess.lost && !sess.reported:
 		w.window("lock", "%s presents rt%d of %s after its lock was lost unannounced", name, k, p.key)
@@ -164,7 +164,11 @@ func (w *simWorld) applySaveLocked(p *simPark) {
 		w.violate("%s saved grant %s's token under grant %s", p.inc.name, simGrantOf(t.RefreshToken), p.key)
 	}
 	if cur := st.tok; cur != nil && (rtIndex(t) < rtIndex(cur) || rtIndex(t) == rtIndex(cur) && atIndex(t) < atIndex(cur)) {
-		w.violate("%s overwrote rt%d/at%d of %s in the Store with the older rt%d/at%d", p.inc.name, rtIndex(cur), atIndex(cur), p.key, rtIndex(t), atIndex(t))
+		hint := ""
+		if st.rolledBack {
+			hint = "; the Store rolled back"
+		}
+		w.violate("%s overwrote rt%d/at%d of %s in the Store with the older rt%d/at%d%s", p.inc.name, rtIndex(cur), atIndex(cur), p.key, rtIndex(t), atIndex(t), hint)
 	}
 	st.tok = simCopy(t)
 	st.history = append(st.history, simCopy(t))
@@ -179,11 +183,29 @@ func (w *simWorld) applySaveLocked(p *simPark) {
 func (w *simWorld) checkOpLocked(op *simOp) string {
 	res := op.res
 	if res.err != nil {
-		return w.checkErrLocked(op, res.err)
+		out := w.checkErrLocked(op, res.err)
+		if !(op.kind == "refresh" && errors.Is(res.err, ErrNotSaved) && res.tok != nil) {
+			return out
+		}
+		// Refresh's token whose Save failed, served all the same.
+		return w.checkTokenLocked(op, res.tok, false) + " " + out
 	}
 	switch op.kind {
 	case "token", "refresh":
-		t := res.tok
+		return w.checkTokenLocked(op, res.tok, op.kind == "refresh")
+	case "api":
+		if res.status != 200 && res.status != 401 {
+			w.violate("op%d (api) got status %d", op.id, res.status)
+		}
+		return fmt.Sprint(res.status)
+	}
+	return "ok"
+}
+
+// checkTokenLocked checks a token a caller got; saved says it must have
+// been saved (Refresh without error). w.mu must be held.
+func (w *simWorld) checkTokenLocked(op *simOp, t *oauth2.Token, saved bool) string {
+	{
 		if t == nil {
 			w.violate("op%d (%s) got neither a token nor an error", op.id, op.kind)
 			return "nil"
@@ -198,18 +220,12 @@ func (w *simWorld) checkOpLocked(op *simOp) string {
 		case !t.Expiry.IsZero() && !op.inc.clk.Now().Before(t.Expiry):
 			w.violate("op%d (%s) got an expired token (at%d, expired %v ago)", op.id, op.kind, n, op.inc.clk.Now().Sub(t.Expiry))
 		}
-		if op.kind == "refresh" && !w.st[op.key].everAT[t.AccessToken] {
+		if saved && !w.st[op.key].everAT[t.AccessToken] {
 			w.violate("op%d: Refresh returned at%d of %s without error, and it was never saved", op.id, n, op.key)
 		}
 		op.inc.lastTok[op.key] = t
 		return fmt.Sprintf("at%d", n)
-	case "api":
-		if res.status != 200 && res.status != 401 {
-			w.violate("op%d (api) got status %d", op.id, res.status)
-		}
-		return fmt.Sprint(res.status)
 	}
-	return "ok"
 }
 
 // checkErrLocked checks a caller's error and returns its class.
@@ -246,8 +262,10 @@ func simErrClass(err error) string {
 			return fmt.Sprint("http", re.Response.StatusCode)
 		}
 		return "endpoint"
-	case errors.Is(err, errSimLockLost):
+	case errors.Is(err, ErrLockLost):
 		return "lock-lost"
+	case errors.Is(err, errSpent):
+		return "spent"
 	case errors.Is(err, errSimLockReply):
 		return "lock-reply"
 	case errors.Is(err, errSimStore):
@@ -258,6 +276,8 @@ func simErrClass(err error) string {
 		return "net"
 	case errors.Is(err, errSimDead):
 		return "dead"
+	case errors.Is(err, ErrNotSaved):
+		return "not-saved"
 	case errors.Is(err, ErrNoToken):
 		return "no-token"
 	case errors.Is(err, ErrNoRefreshToken):
@@ -285,7 +305,7 @@ func (w *simWorld) checkEndLocked() {
 	for _, p := range w.parked {
 		w.violate("left parked at the end: %s", p.id())
 	}
-	for _, t := range w.timers {
+	for _, t := range append(w.timers, w.deadTimers...) {
 		w.violate("a timer of %s is left at the end (due in %v)", t.inc.name, t.at-time.Duration(w.mono.Load()))
 	}
 	if w.flightsAlive != 0 {

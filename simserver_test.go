@@ -153,10 +153,7 @@ func (w *simWorld) postLocked(p *simPark, outcome string, processed bool) (simRe
 	w.stats.rotations++
 	note := fmt.Sprintf("%s: at%d rt%d", outcome, at, g.live)
 	if outcome != "reply-lost" {
-		var sess *simSession
-		if p.f != nil {
-			sess = p.f.sessions[p.key]
-		}
+		sess := p.inc.sess[p.key]
 		p.inc.see(p.key, g.live, fmt.Sprintf("a %s answer at step %d", outcome, w.stats.steps), sess != nil && !sess.lost)
 	}
 	resp := map[string]any{

@@ -19,10 +19,12 @@ package pandadocauth
 // cannot change it.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -51,7 +53,7 @@ const simHangFor = refreshTimeout + 5*time.Second
 // errors must wrap one of them, or another cause the oracle knows.
 var (
 	errSimStore     = errors.New("simstore: unavailable")
-	errSimLockLost  = errors.New("simstore: lock lost (lease expired or session ended)")
+	errSimLockLost  = fmt.Errorf("simstore: lease expired or session ended: %w", ErrLockLost)
 	errSimLockReply = errors.New("simstore: lock reply lost")
 	errSimDead      = errors.New("sim: the process has crashed")
 	errSimNet       = errors.New("simnet: connection reset")
@@ -79,6 +81,14 @@ type simWorld struct {
 	parked   []*simPark
 	timers   []*simTimer
 	timerSeq int
+
+	// The Save-retry timers, which a goroutine of the engine waits for
+	// while the goroutine that started one goes on (detached): by
+	// source, the goroutines woken by one that fired and about to start
+	// a flight; the timers of crashed processes, which never fire.
+	gkeys      map[uint64]simSrc // goroutine -> the source it works for
+	retryWoken map[simSrc]int
+	deadTimers []*simTimer
 
 	ops      []*simOp // every caller started, by id
 	returned []*simOp // callers returned since the driver last looked
@@ -128,8 +138,12 @@ type simInc struct {
 
 	// The following are guarded by w.mu.
 	observed  map[string]int           // grant -> the highest refresh-token index this process has seen
-	clean     map[string]int           // the same, leaving out answers that came while its lock was lost
+	clean     map[string]int           // the same, leaving out what it got while its lock was lost, or held when it lost it
+	seen      map[string]map[int]bool  // grant -> the refresh tokens it has seen
+	rotated   map[string]map[int]bool  // grant -> those it saw before it saw a newer one: it saw them rotated away
 	via       map[string]string        // grant -> how it saw its highest refresh token
+	sess      map[string]*simSession   // grant -> the lock this process holds for it
+	alive     map[*simFlight]bool      // its flights under way
 	lastTok   map[string]*oauth2.Token // grant -> the last token a caller got
 	flights   map[string]int           // grant -> flights started, to name them
 	waitOp    map[string]*simOp        // grant -> the Wait caller running for it
@@ -178,17 +192,16 @@ type simSession struct {
 
 // simFlight is one flight of a source, as the Observer saw it.
 type simFlight struct {
-	name     string // "r1.0/g0#3"
-	inc      *simInc
-	key      string
-	reason   RefreshReason
-	waiters  map[*simOp]bool
-	waitOp   *simOp // a Wait caller waiting for it
-	ended    bool
-	forced   bool                   // a Refresh caller waits for it: it may refresh a token not due
-	posted   []int                  // the refresh tokens it presented
-	loadErr  bool                   // its last Load failed
-	sessions map[string]*simSession // grant -> the lock it holds now
+	name    string // "r1.0/g0#3"
+	inc     *simInc
+	key     string
+	reason  RefreshReason
+	waiters map[*simOp]bool
+	waitOp  *simOp // a Wait caller waiting for it
+	ended   bool
+	forced  bool  // a Refresh caller waits for it: it may refresh a token not due
+	posted  []int // the refresh tokens it presented
+	loadErr bool  // its last Load failed
 }
 
 // simOp is one caller.
@@ -312,40 +325,57 @@ func (c *simClock) Now() time.Time {
 func (c *simClock) Mono() time.Duration { return c.monoNow() }
 
 type simTimer struct {
-	at  time.Duration
-	seq int
-	inc *simInc
-	ch  chan time.Time
+	at       time.Duration
+	seq      int
+	inc      *simInc
+	ch       chan time.Time
+	detached bool   // a goroutine of its own waits for it, not the one that started it
+	key      string // a detached timer's grant
 }
 
 func (c *simClock) NewTimer(d time.Duration) (<-chan time.Time, func() bool) {
 	w := c.inc.w
 	ch := make(chan time.Time, 1)
+	detached := simDetachedTimer()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if c.inc.dead.Load() {
+	if c.inc.dead.Load() && !detached {
 		c.inc.deadMono.Add(int64(max(d, 0)))
 		ch <- c.Now()
 		return ch, func() bool { return false }
 	}
-	if d <= 0 {
+	if d <= 0 && !detached {
 		ch <- c.Now()
 		return ch, func() bool { return false }
 	}
-	rounded := (d + time.Second - 1) / time.Second * time.Second
+	rounded := (max(d, 0) + time.Second - 1) / time.Second * time.Second
 	w.timerSeq++
-	t := &simTimer{at: time.Duration(w.mono.Load()) + rounded, seq: w.timerSeq, inc: c.inc, ch: ch}
-	w.timers = append(w.timers, t)
-	// The goroutine that starts a timer waits for it.
-	w.sleepLocked()
+	t := &simTimer{at: time.Duration(w.mono.Load()) + rounded, seq: w.timerSeq, inc: c.inc, ch: ch, detached: detached}
+	switch {
+	case detached && c.inc.dead.Load():
+		// A crashed process's timers never fire; Wait, at the end,
+		// stops it.
+		w.deadTimers = append(w.deadTimers, t)
+	case detached:
+		t.key = w.gkeys[simGoid()].key
+		w.timers = append(w.timers, t)
+	default:
+		w.timers = append(w.timers, t)
+		// The goroutine that starts a timer waits for it.
+		w.sleepLocked()
+	}
 	stop := func() bool {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		for i, o := range w.timers {
-			if o == t {
-				w.timers = append(w.timers[:i], w.timers[i+1:]...)
-				w.active++ // it did not wait after all
-				return true
+		for _, list := range []*[]*simTimer{&w.timers, &w.deadTimers} {
+			for i, o := range *list {
+				if o == t {
+					*list = append((*list)[:i], (*list)[i+1:]...)
+					if !detached {
+						w.active++ // it did not wait after all
+					}
+					return true
+				}
 			}
 		}
 		return false
@@ -353,9 +383,31 @@ func (c *simClock) NewTimer(d time.Duration) (<-chan time.Time, func() bool) {
 	return ch, stop
 }
 
+// simDetachedTimer reports whether NewTimer's caller is the engine's
+// Save-retry timer (armSaveRetry), which a goroutine of its own waits
+// for.
+func simDetachedTimer() bool {
+	var pcs [4]uintptr
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(3, pcs[:])])
+	for {
+		f, more := frames.Next()
+		if strings.HasSuffix(f.Function, ".armSaveRetry") {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
+}
+
 var _ clock = (*simClock)(nil)
 
 // fireLocked fires t. w.mu must be held.
+//
+// The goroutine waiting for a detached timer starts a Save-retry flight
+// unless a flight of its source is under way; it is counted until then
+// (RefreshStart). Detached timers fire one at a time, at quiescence, so
+// that no flight starts or lands meanwhile.
 func (w *simWorld) fireLocked(t *simTimer) {
 	for i, o := range w.timers {
 		if o == t {
@@ -363,8 +415,27 @@ func (w *simWorld) fireLocked(t *simTimer) {
 			break
 		}
 	}
+	if t.detached {
+		src := simSrc{t.inc, t.key}
+		if w.flyingLocked(src) {
+			t.ch <- t.inc.clk.Now() // it finds the flight and does nothing
+			return
+		}
+		w.retryWoken[src]++
+	}
 	w.active++
 	t.ch <- t.inc.clk.Now()
+}
+
+// flyingLocked reports whether a flight of src is under way. w.mu must
+// be held.
+func (w *simWorld) flyingLocked(src simSrc) bool {
+	for f := range src.inc.alive {
+		if f.key == src.key {
+			return true
+		}
+	}
+	return false
 }
 
 // ---- parking
@@ -406,6 +477,7 @@ func (w *simWorld) park(p *simPark) simReply {
 	}
 	p.ch = make(chan simReply, 1)
 	w.parked = append(w.parked, p)
+	w.gkeys[simGoid()] = simSrc{p.inc, p.key}
 	if p.kind == "post" {
 		w.presentLocked(p)
 	}
@@ -508,17 +580,23 @@ func (inc *simInc) newObserver() *Observer {
 			key := info.Grant
 			inc.flights[key]++
 			f := &simFlight{
-				name:     fmt.Sprintf("%s/%s#%d", inc.name, key, inc.flights[key]),
-				inc:      inc,
-				key:      key,
-				reason:   info.Reason,
-				waiters:  map[*simOp]bool{},
-				sessions: map[string]*simSession{},
+				name:    fmt.Sprintf("%s/%s#%d", inc.name, key, inc.flights[key]),
+				inc:     inc,
+				key:     key,
+				reason:  info.Reason,
+				waiters: map[*simOp]bool{},
 			}
 			w.active++ // the flight's goroutine
 			w.flightsAlive++
+			inc.alive[f] = true
 			op := opFrom(ctx)
+			src := simSrc{inc, key}
 			switch {
+			case op == nil && info.Reason == ReasonSave && w.retryWoken[src] > 0:
+				// The goroutine of a Save-retry timer started it, and
+				// ends.
+				w.retryWoken[src]--
+				w.sleepLocked()
 			case op != nil && op.inc == inc && info.Reason != ReasonEarly && info.Reason != ReasonSave:
 				// A caller that found no usable token starts the flight
 				// and waits for it.
@@ -548,6 +626,7 @@ func (inc *simInc) newObserver() *Observer {
 			}
 			f.ended = true
 			w.flightsAlive--
+			delete(f.inc.alive, f)
 			w.sleepLocked() // the flight's goroutine ends
 			ops := make([]*simOp, 0, len(f.waiters))
 			for op := range f.waiters {
@@ -611,6 +690,11 @@ func (w *simWorld) startOp(inc *simInc, key, kind string, timeout time.Duration,
 	}
 	w.mu.Unlock()
 	go func() {
+		if kind == "wait" {
+			w.mu.Lock()
+			w.gkeys[simGoid()] = simSrc{inc, key}
+			w.mu.Unlock()
+		}
 		res := run(op.ctx, op)
 		w.mu.Lock()
 		op.res = res
@@ -681,6 +765,15 @@ func simUnsaved(s *TokenSource) bool {
 // clean is false for an answer that came while its lock was lost. w.mu
 // must be held.
 func (inc *simInc) see(key string, idx int, how string, clean bool) {
+	if inc.seen[key] == nil {
+		inc.seen[key], inc.rotated[key] = map[int]bool{}, map[int]bool{}
+	}
+	for k := range inc.seen[key] {
+		if k < idx {
+			inc.rotated[key][k] = true
+		}
+	}
+	inc.seen[key][idx] = true
 	if idx > inc.observed[key] {
 		inc.observed[key] = idx
 		inc.via[key] = how
@@ -695,4 +788,23 @@ func simForget(s *TokenSource) {
 	joins.mu.Lock()
 	delete(joins.n, s)
 	joins.mu.Unlock()
+}
+
+// simSrc names a source: a grant in a process.
+type simSrc struct {
+	inc *simInc
+	key string
+}
+
+// simGoid returns the calling goroutine's id, from its stack header
+// ("goroutine 18 [running]:").
+func simGoid() uint64 {
+	var b [40]byte
+	n := runtime.Stack(b[:], false)
+	s := b[len("goroutine "):n]
+	if i := bytes.IndexByte(s, ' '); i > 0 {
+		s = s[:i]
+	}
+	id, _ := strconv.ParseUint(string(s), 10, 64)
+	return id
 }
