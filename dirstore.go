@@ -57,10 +57,17 @@ func (d *DirStore) Load(ctx context.Context, key string) (*oauth2.Token, error) 
 		return t, err
 	}
 	old, err := d.legacyFile(key)
-	if old == nil || err != nil {
+	if err != nil {
 		return nil, err
 	}
-	return old.Load(ctx)
+	if old != nil {
+		if t, err := old.Load(ctx); t != nil || err != nil {
+			return t, err
+		}
+	}
+	// A Save of key, which writes the new name before it removes the
+	// earlier one, may have moved the token between the reads above.
+	return f.Load(ctx)
 }
 
 // Save writes key's token, and then removes the file of an earlier

@@ -328,6 +328,9 @@ func (s *TokenSource) run(c *flightCall) (any, error) {
 		if err != nil {
 			now := s.mono()
 			r.mu.Lock()
+			// The callers of this flight get its error: their wants are
+			// answered, and a later flight must not refresh for them.
+			r.want = s.cache.Load().next() - 1
 			var quiet time.Duration
 			if err == c.remind {
 				quiet = r.trouble.until // nothing new in the Store: the back-off goes on
