@@ -77,10 +77,10 @@ var simFindings = []simFinding{
 	},
 	{
 		id:    "F9",
-		title: "after a rollback, adopting the older stored token marks the newer refresh token spent; once the Store holds the newer one again, it is taken for stale and the older token is saved over it",
+		title: "after a rollback, the older stored token is taken for news: adopting it marks the newer refresh token spent, a process whose newer token is unsaved drops it (or keeps refreshing with the older one instead of saving its own), and the Store is repaired backwards once it holds the newer one again",
 		open:  true,
-		match: regexp.MustCompile(`overwrote rt\d+/at\d+ of \S+ in the Store with the older rt\d+/at\d+; the Store rolled back`),
-		seeds: []uint64{159},
+		match: regexp.MustCompile(`overwrote rt\d+/at-?\d+ of \S+ in the Store with the older rt\d+/at-?\d+; the Store rolled back|(not the newest|replaced by) rt\d+ that \S+ got in .*; the Store rolled back`),
+		seeds: []uint64{159, 5845, 5197},
 	},
 	{
 		id:    "F12",

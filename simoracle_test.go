@@ -335,7 +335,11 @@ func (w *simWorld) checkEndLocked() {
 		case w.st[key].maxHeld >= g.live:
 			w.window("rollback", "at the end, the Store holds rt%d of %s: it rolled back from rt%d", cur, key, g.live)
 		case holder != nil:
-			w.violate("after Wait, the Store holds rt%d of %s, not the newest rt%d that %s got in %s", cur, key, g.live, holder.name, holder.via[key])
+			hint := ""
+			if w.st[key].rolledBack {
+				hint = "; the Store rolled back"
+			}
+			w.violate("after Wait, the Store holds rt%d of %s, not the newest rt%d that %s got in %s%s", cur, key, g.live, holder.name, holder.via[key], hint)
 		default:
 			w.window("lost", "at the end, every copy of rt%d of %s is lost (the Store holds rt%d)", g.live, key, cur)
 		}
