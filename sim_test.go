@@ -27,6 +27,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -164,7 +165,7 @@ func runSchedule(seed uint64) simResult {
 	rnd := newSimRand(seed)
 	cfg := drawConfig(seed, rnd)
 	w := &simWorld{cfg: cfg, rnd: rnd, st: map[string]*simKey{}, windows: map[string]int{}, revokedBy: map[string]string{},
-		gkeys: map[uint64]simSrc{}, retryWoken: map[simSrc]int{}}
+		gkeys: map[uint64]simSrc{}, retryWoken: map[simSrc]int{}, drainStarts: map[simSrc]int{}}
 	w.cond = sync.NewCond(&w.mu)
 	w.mono.Store(int64(simMonoBase))
 	w.srv = &simServer{grants: map[string]*simGrant{}}
@@ -221,6 +222,7 @@ func (w *simWorld) newInc(rep, gen int) *simInc {
 		seen:      map[string]map[int]bool{},
 		rotated:   map[string]map[int]bool{},
 		alive:     map[*simFlight]bool{},
+		got:       map[string]int{},
 		lastTok:   map[string]*oauth2.Token{},
 		flights:   map[string]int{},
 		waitOp:    map[string]*simOp{},
@@ -335,8 +337,26 @@ func (w *simWorld) releasableLocked() ([]*simPark, []int) {
 	return ps, ws
 }
 
+// fireDue fires a Save-retry timer that is due already (one started
+// for a Save retry that was due when it was armed), as a real clock
+// would at once. It reports whether it fired one.
+func (w *simWorld) fireDue() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	due := w.dueLocked(time.Duration(w.mono.Load()), true)
+	if len(due) == 0 {
+		return false
+	}
+	w.logf("  save-retry timer of %s/%s fires", due[0].inc.name, due[0].key)
+	w.fireLocked(due[0])
+	return true
+}
+
 // step takes one step of the schedule.
 func (w *simWorld) step() {
+	if w.fireDue() {
+		return
+	}
 	w.mu.Lock()
 	w.stats.steps++
 	ps, pws := w.releasableLocked()
@@ -547,13 +567,15 @@ func (w *simWorld) outcomeLocked(p *simPark) (simReply, bool) {
 			w.logf("lock %s: error", p.id())
 			return simReply{err: fmt.Errorf("lock %s: %w", p.key, errSimStore)}, true
 		}
-		sess := &simSession{key: p.key, inc: p.inc, f: p.f, lease: time.Duration(w.mono.Load()) + simLeaseTTL}
-		st.holder = sess
-		if w.cfg.lease && w.cfg.lockFaults && faults && w.rnd.IntN(20) == 0 {
-			sess.orphan = true
-			w.logf("lock %s: granted, reply lost", p.id())
+		if w.cfg.lockFaults && faults && w.rnd.IntN(20) == 0 {
+			// The request took the lock, its answer was lost, and the
+			// Locker gave the lock back (as redisstore does): the caller
+			// sees only the error.
+			w.logf("lock %s: reply lost; released", p.id())
 			return simReply{err: fmt.Errorf("lock %s: %w", p.key, errSimLockReply)}, true
 		}
+		sess := &simSession{key: p.key, inc: p.inc, f: p.f, lease: time.Duration(w.mono.Load()) + simLeaseTTL}
+		st.holder = sess
 		p.inc.sess[p.key] = sess
 		w.logf("lock %s: granted", p.id())
 		return simReply{unlock: w.unlockFunc(sess)}, true
@@ -696,6 +718,12 @@ func (w *simWorld) storm() {
 // parked: a Save under way may or may not have been written. The
 // replica restarts at once, from the Store.
 func (w *simWorld) crash(inc *simInc) {
+	w.kill(inc)
+	w.reps[inc.rep] = w.newInc(inc.rep, inc.gen+1)
+}
+
+// kill ends the process inc.
+func (w *simWorld) kill(inc *simInc) {
 	w.mu.Lock()
 	w.stats.crashes++
 	inc.dead.Store(true)
@@ -750,7 +778,6 @@ func (w *simWorld) crash(inc *simInc) {
 	}
 	w.mu.Unlock()
 	w.cancelOps(ops)
-	w.reps[inc.rep] = w.newInc(inc.rep, inc.gen+1)
 }
 
 // rollback puts an older token back in the Store, as a Redis restarted
@@ -824,29 +851,16 @@ func (w *simWorld) drain() {
 				return false
 			}
 		}
-		return w.flightsAlive == 0
-	}
-	if !w.driveUntil(done, 2000) {
-		return
-	}
-	for _, inc := range w.incs {
-		for _, key := range w.sourceKeys(inc) {
-			if inc.dead.Load() && !simUnsaved(inc.source(key)) {
-				continue // a crashed process has nothing to finish but its Save retries
-			}
-			w.mu.Lock()
-			w.drainFaults = 5
-			w.mu.Unlock()
-			ts := inc.source(key)
-			op := w.startOp(inc, key, "wait", 0, func(ctx context.Context, op *simOp) simOpResult {
-				ts.Wait()
-				return simOpResult{}
-			})
-			w.logf("op%d wait %s/%s", op.id, inc.name, key)
-			if !w.driveUntil(func() bool { return op.state == opDone && w.flightsAlive == 0 }, 2000) {
-				return
+		for _, key := range w.keys {
+			if s := w.st[key].holder; s != nil && s.orphan {
+				return false // a crashed process's lease: let it end before the Waits
 			}
 		}
+		return w.flightsAlive == 0
+	}
+	if !w.driveUntil(done, 2000) || !w.waitAll(5) {
+		w.teardown()
+		return
 	}
 	for _, inc := range w.incs {
 		unsaved := false
@@ -874,6 +888,48 @@ func (w *simWorld) drain() {
 	w.checkEndLocked()
 	w.flushNotesLocked()
 	w.mu.Unlock()
+}
+
+// waitAll runs Wait for each source with work left, one at a time: all
+// sources of the processes alive, the unsaved ones of the crashed (whose
+// Save retries Wait ends). Faults go on for the first steps of each. It
+// reports false if a Wait does not end.
+func (w *simWorld) waitAll(faults int) bool {
+	for _, inc := range w.incs {
+		for _, key := range w.sourceKeys(inc) {
+			if inc.dead.Load() && !simUnsaved(inc.source(key)) {
+				continue // a crashed process has nothing to finish but its Save retries
+			}
+			w.mu.Lock()
+			w.drainFaults = faults
+			w.mu.Unlock()
+			ts := inc.source(key)
+			op := w.startOp(inc, key, "wait", 0, func(ctx context.Context, op *simOp) simOpResult {
+				ts.Wait()
+				return simOpResult{}
+			})
+			w.logf("op%d wait %s/%s", op.id, inc.name, key)
+			if !w.driveUntil(func() bool { return op.state == opDone && w.flightsAlive == 0 }, 2000) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// teardown ends a schedule that made no progress: every process crashes,
+// and the crashed processes' Save retries end, so that no goroutine is
+// left behind.
+func (w *simWorld) teardown() {
+	w.logf("teardown")
+	for _, inc := range w.reps {
+		if !inc.dead.Load() {
+			w.kill(inc)
+		}
+	}
+	if w.settle() {
+		w.waitAll(0)
+	}
 }
 
 // sourceKeys returns the grants inc has a source for, sorted.
@@ -905,7 +961,17 @@ func (w *simWorld) driveUntil(cond func() bool, limit int) bool {
 			return true
 		}
 		if i >= limit {
-			w.violate("no progress after %d steps of draining", limit)
+			busiest, most := simSrc{}, 0
+			for src, n := range w.drainStarts {
+				if n > most || n == most && src.inc.name+src.key < busiest.inc.name+busiest.key {
+					busiest, most = src, n
+				}
+			}
+			detail := ""
+			if most > 0 {
+				detail = fmt.Sprintf(": %s/%s started %d flights while draining", busiest.inc.name, busiest.key, most)
+			}
+			w.violate("no progress after %d steps of draining%s", limit, detail)
 			w.flushNotesLocked()
 			w.mu.Unlock()
 			return false
@@ -914,6 +980,11 @@ func (w *simWorld) driveUntil(cond func() bool, limit int) bool {
 		if w.drainFaults > 0 {
 			w.drainFaults--
 		}
+		w.mu.Unlock()
+		if w.fireDue() {
+			continue
+		}
+		w.mu.Lock()
 		ps, pws := w.releasableLocked()
 		if len(ps) > 0 {
 			p := ps[w.rnd.pick(pws)]
@@ -1057,7 +1128,12 @@ func report(t *testing.T, seed uint64, res simResult) {
 	trace := res.trace
 	const maxLines = 600
 	if len(trace) > maxLines {
-		trace = append([]string{fmt.Sprintf("… %d lines before", len(trace)-maxLines)}, trace[len(trace)-maxLines:]...)
+		note := fmt.Sprintf("… %d lines before", len(trace)-maxLines)
+		path := filepath.Join(os.TempDir(), fmt.Sprintf("pandadocauth-sim-seed-%d.trace", seed))
+		if err := os.WriteFile(path, []byte(strings.Join(res.trace, "\n")+"\n"), 0o644); err == nil {
+			note += " (the whole trace: " + path + ")"
+		}
+		trace = append([]string{note}, trace[len(trace)-maxLines:]...)
 	}
 	t.Errorf("seed %d violates the oracle:\n  %s\nreplay: go test -run '^TestSim$/^seed=%d$' -v .\ntrace:\n%s",
 		seed, strings.Join(res.violations, "\n  "), seed, strings.Join(trace, "\n"))

@@ -79,8 +79,15 @@ var simFindings = []simFinding{
 		id:    "F9",
 		title: "after a rollback, the older stored token is taken for news: adopting it marks the newer refresh token spent, a process whose newer token is unsaved drops it (or keeps refreshing with the older one instead of saving its own), and the Store is repaired backwards once it holds the newer one again",
 		open:  true,
-		match: regexp.MustCompile(`overwrote rt\d+/at-?\d+ of \S+ in the Store with the older rt\d+/at-?\d+; the Store rolled back|(not the newest|replaced by) rt\d+ that \S+ got in .*; the Store rolled back`),
+		match: regexp.MustCompile(`overwrote rt\d+/at-?\d+ of \S+ in the Store with the older rt\d+/at-?\d+; the Store rolled back|(not the newest|replaced by) rt\d+ that \S+ got in .*; the Store rolled back|its own refresh that the Store never held.*; the Store rolled back`),
 		seeds: []uint64{159, 5845, 5197},
+	},
+	{
+		id:    "F10",
+		title: "the Save-retry timer never ends: a retry flight that fails before saving (it refreshes with the stored token instead) is retried every few seconds for good, each time presenting a refused refresh token",
+		open:  true,
+		match: regexp.MustCompile(`no progress after \d+ steps of draining: \S+ started \d+ flights while draining`),
+		seeds: []uint64{9, 695},
 	},
 	{
 		id:    "F12",

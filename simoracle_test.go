@@ -103,6 +103,10 @@ func (w *simWorld) presentLocked(p *simPark) {
 		w.violate("%s presents rt%d of %s, which it saw replaced by rt%d in %s%s", name, k, p.key, own, p.inc.via[p.key], hint)
 	case sess != nil && sess.lost && !sess.reported:
 		w.window("lock", "%s presents rt%d of %s after its lock was lost unannounced", name, k, p.key)
+	case p.inc.got[p.key] > k && st.maxHeld < p.inc.got[p.key]:
+		// Its own refresh, never saved: no process can have a newer
+		// token than that one, so whatever the Store holds is older.
+		w.violate("%s presents rt%d of %s while it holds rt%d, its own refresh that the Store never held%s", name, k, p.key, p.inc.got[p.key], hint)
 	case cur > k:
 		w.violate("%s presents rt%d of %s while the Store holds rt%d%s", name, k, p.key, cur, hint)
 	case st.maxHeld > k:
@@ -140,7 +144,9 @@ func (w *simWorld) checkRotationLocked(p *simPark, g *simGrant, k int, now time.
 	} else if life < 2*window {
 		window = life / 2
 	}
-	slack := w.cfg.skew + 2*time.Second
+	// The receiving process sets Expiry by its clock, the refreshing one
+	// reads it by its own: they differ by up to twice the skew.
+	slack := 2*w.cfg.skew + 2*time.Second
 	if due := issued + life - window - slack; now < due {
 		name := p.inc.name
 		if p.f != nil {

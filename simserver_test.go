@@ -155,6 +155,7 @@ func (w *simWorld) postLocked(p *simPark, outcome string, processed bool) (simRe
 	if outcome != "reply-lost" {
 		sess := p.inc.sess[p.key]
 		p.inc.see(p.key, g.live, fmt.Sprintf("a %s answer at step %d", outcome, w.stats.steps), sess != nil && !sess.lost)
+		p.inc.got[p.key] = max(p.inc.got[p.key], g.live)
 	}
 	resp := map[string]any{
 		"access_token": simTokenValue(p.key, "at", at),

@@ -103,7 +103,8 @@ type simWorld struct {
 
 	rnd         *simRand // the driver's choices; only the driver uses it
 	draining    bool
-	drainFaults int // steps of the drain during which faults still happen
+	drainStarts map[simSrc]int // flights started while draining, by source
+	drainFaults int            // steps of the drain during which faults still happen
 
 	trace      []string
 	pending    []string // notes of the step under way, sorted into the trace after it
@@ -144,6 +145,7 @@ type simInc struct {
 	via       map[string]string        // grant -> how it saw its highest refresh token
 	sess      map[string]*simSession   // grant -> the lock this process holds for it
 	alive     map[*simFlight]bool      // its flights under way
+	got       map[string]int           // grant -> the highest refresh token it got from the endpoint
 	lastTok   map[string]*oauth2.Token // grant -> the last token a caller got
 	flights   map[string]int           // grant -> flights started, to name them
 	waitOp    map[string]*simOp        // grant -> the Wait caller running for it
@@ -187,7 +189,7 @@ type simSession struct {
 	lease    time.Duration // Mono reading at which a lease-mode lock ends
 	lost     bool
 	reported bool // the Store told its holder that the lock is lost
-	orphan   bool // granted, but the reply was lost
+	orphan   bool // its holder crashed: a lease outlives it
 }
 
 // simFlight is one flight of a source, as the Observer saw it.
@@ -591,6 +593,9 @@ func (inc *simInc) newObserver() *Observer {
 			inc.alive[f] = true
 			op := opFrom(ctx)
 			src := simSrc{inc, key}
+			if w.draining {
+				w.drainStarts[src]++
+			}
 			switch {
 			case op == nil && info.Reason == ReasonSave && w.retryWoken[src] > 0:
 				// The goroutine of a Save-retry timer started it, and
