@@ -332,7 +332,7 @@ func TestGrantsEviction(t *testing.T) {
 	clock.Manual() // the failing Save's retry timer must not move time
 	g.MaxGrants = 3
 	rt := g.Transport(mt)
-	store.saveErrs["ws0"] = 1 << 30 // ws0's refreshed token stays unsaved
+	store.saveErrs["ws0"] = 1 << 30                   // ws0's refreshed token stays unsaved
 	t.Cleanup(func() { store.setSaveErrs("ws0", 0) }) // before g.Wait: it saves then
 	clock.Advance(2 * time.Hour)
 	for i := range 6 {
