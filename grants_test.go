@@ -34,6 +34,13 @@ func newMemKeyedStore() *memKeyedStore {
 	return &memKeyedStore{m: map[string]*oauth2.Token{}, loads: map[string]int{}, saves: map[string]int{}, saveErrs: map[string]int{}}
 }
 
+// setSaveErrs makes the next n Saves of key fail.
+func (s *memKeyedStore) setSaveErrs(key string, n int) {
+	s.mu.Lock()
+	s.saveErrs[key] = n
+	s.mu.Unlock()
+}
+
 func (s *memKeyedStore) Load(ctx context.Context, key string) (*oauth2.Token, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -322,9 +329,11 @@ func TestGrantsRevoked(t *testing.T) {
 func TestGrantsEviction(t *testing.T) {
 	t.Parallel()
 	g, store, _, mt, clock := newGrants(t, 6, time.Hour)
+	clock.Manual() // the failing Save's retry timer must not move time
 	g.MaxGrants = 3
 	rt := g.Transport(mt)
-	store.saveErrs["ws0"] = 1 << 30 // ws0's refreshed token stays unsaved
+	store.saveErrs["ws0"] = 1 << 30                   // ws0's refreshed token stays unsaved
+	t.Cleanup(func() { store.setSaveErrs("ws0", 0) }) // before g.Wait: it saves then
 	clock.Advance(2 * time.Hour)
 	for i := range 6 {
 		if resp, err := grantGet(t, rt, fmt.Sprintf("ws%d", i)); err != nil || resp.StatusCode != 200 {
@@ -1093,6 +1102,7 @@ func (s *lockingKeyedStore) Lock(context.Context, string) (func(), error) {
 func TestGrantsForgetUnsaved(t *testing.T) {
 	t.Parallel()
 	g, mem, ep, _, clock := newGrants(t, 1, time.Hour)
+	clock.Manual() // the failing Save's retry timer must not move time
 	store := &lockingKeyedStore{memKeyedStore: mem}
 	g.Store = store
 	mem.saveErrs["ws0"] = 1 << 30

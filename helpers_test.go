@@ -157,6 +157,15 @@ func newPumpedClock(t *testing.T) *fakeClock {
 	return c
 }
 
+// Manual stops firing timers at once: from now on they fire only when
+// the test advances the clock. A test whose Save keeps failing needs it,
+// or the Save-retry timer would run fake time away.
+func (c *fakeClock) Manual() {
+	c.mu.Lock()
+	c.auto = false
+	c.mu.Unlock()
+}
+
 // WaitTimers blocks until n timers are pending.
 func (c *fakeClock) WaitTimers(n int) {
 	c.mu.Lock()

@@ -28,11 +28,12 @@ type persister struct {
 	fallback *oauth2.Token
 
 	// spent are digests of the last refresh tokens this source saw
-	// rotated away, by its own refresh or by another process's. A token
-	// that carries one is stale whatever the Store says (the Store may
-	// have rolled back), and none of them is ever presented again:
-	// a server that detects reuse would revoke the grant.
-	spent [2]uint64
+	// rotated away, by its own refresh or by another process's, newest
+	// first. A token that carries one is stale whatever the Store says
+	// (the Store may have rolled back), and none of them is ever
+	// presented again: a server that detects reuse would revoke the
+	// grant.
+	spent [4]uint64
 }
 
 // spentSeed keys the digests of spent refresh tokens.
@@ -48,7 +49,8 @@ func (p *persister) spend(rt string) {
 	if rt == "" || p.isSpent(rt) {
 		return
 	}
-	p.spent[1], p.spent[0] = p.spent[0], digest(rt)
+	copy(p.spent[1:], p.spent[:len(p.spent)-1])
+	p.spent[0] = digest(rt)
 }
 
 // isSpent reports whether rt is known to be rotated away.
@@ -57,7 +59,12 @@ func (p *persister) isSpent(rt string) bool {
 		return false
 	}
 	d := digest(rt)
-	return p.spent[0] == d || p.spent[1] == d
+	for _, s := range p.spent {
+		if s == d {
+			return true
+		}
+	}
+	return false
 }
 
 // same reports whether a and b are the same token.
@@ -151,6 +158,10 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 		if saveDue {
 			return g, nil
 		}
+		if errors.Is(g.saveErr, ErrLockLost) {
+			// The lock went with the Save: no refresh without it.
+			return g, transientError{error: fmt.Errorf("pandadocauth: saving the token again: %w", g.saveErr), backoff: transientFailureBackoff}
+		}
 	}
 	return s.refresh(ctx, c, cur.tok.RefreshToken)
 }
@@ -209,9 +220,10 @@ func (s *TokenSource) unlock(c *flightCall) {
 func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, news *oauth2.Token) (got, error) {
 	p := &s.store
 	if cur != nil && cur.tok.RefreshToken != news.RefreshToken {
-		if cur.from == fromInitial && p.synced == nil {
-			// The Store may hold an older grant's leftover rather than
-			// a successor of Initial.
+		if cur.from == fromInitial && p.synced == nil && news.Expiry.Before(cur.tok.Expiry) {
+			// The Store, never read before, holds a token issued before
+			// Initial: an older grant's leftover rather than a successor
+			// of Initial, which would have been issued after it.
 			p.fallback = cur.tok
 		} else {
 			p.spend(cur.tok.RefreshToken) // another process rotated it
@@ -271,8 +283,14 @@ func (s *TokenSource) refresh(ctx context.Context, c *flightCall, rt string) (go
 	}
 	if err != nil && isPermanent(err) && !errors.Is(err, ErrNoRefreshToken) {
 		again, _, lerr := s.loadNews(ctx, nil)
+		if lerr != nil {
+			if errors.Is(lerr, ErrLockLost) {
+				s.unlock(c)
+			}
+			return g, err // no second try on a Store that cannot be read
+		}
 		switch {
-		case lerr == nil && again != nil && again.RefreshToken != rt && !p.isSpent(again.RefreshToken):
+		case again != nil && again.RefreshToken != rt && !p.isSpent(again.RefreshToken):
 			p.spend(rt)
 			if ct := s.newSnapshot(again, fromStore); ct.usable(s.mono()) {
 				p.synced = again

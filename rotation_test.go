@@ -432,3 +432,58 @@ func TestLostLockIsTakenAgain(t *testing.T) {
 		t.Error("saved, yet the lock is kept")
 	}
 }
+
+// TestRepairSaveLosingLockStops: when the Store went back to a spent
+// token and saving the current one again fails for a lost lock, the step
+// ends: no refresh runs without the lock.
+func TestRepairSaveLosingLockStops(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	old := expiredToken(clock, "g-rt-SECRET-0")
+	store := newSharedStore(old)
+	ts, _ := replica(t, store, srv)
+	ts.clk = &clockRef{clock}
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	store.mem.mu.Lock()
+	store.mem.tok = old // rolled back
+	store.mem.mu.Unlock()
+	store.mu.Lock()
+	store.saveErr = fmt.Errorf("store: %w", ErrLockLost)
+	store.mu.Unlock()
+	clock.Advance(2 * time.Hour)
+	if _, err := ts.Token(); !errors.Is(err, ErrLockLost) || isPermanent(err) {
+		t.Fatalf("got %v, want a transient failure for the lost lock", err)
+	}
+	if n, r := srv.postCount(), srv.reuses(); n != 1 || r != 0 {
+		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
+	}
+}
+
+// TestInitialFallbackOnlyForOlderLeftover: a Store never read before
+// that holds a token issued after Initial holds its successor, not an
+// older grant's leftover: when that token's refresh is refused,
+// Initial's refresh token, spent by the process that stored it, is not
+// tried.
+func TestInitialFallbackOnlyForOlderLeftover(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	initial := expiredToken(clock, "g-rt-SECRET-0")
+	successor := srv.rotate("g") // another process refreshed Initial's
+	successor.Expiry = initial.Expiry.Add(30 * time.Second)
+	store := newSharedStore(successor)
+	ts, _ := replica(t, store, srv)
+	ts.clk, ts.Initial = &clockRef{clock}, initial
+	srv.answerNext(func() *http.Response {
+		return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`)
+	})
+	if _, err := ts.Token(); !isInvalidGrant(err) {
+		t.Fatalf("got %v, want invalid_grant", err)
+	}
+	if n, r := srv.postCount(), srv.reuses(); n != 1 || r != 0 {
+		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
+	}
+}
