@@ -44,10 +44,10 @@ var simFindings = []simFinding{
 	},
 	{
 		id:    "F3",
-		title: "after a refusal, a refresh token already replaced is presented: the spare of an adopted token (defect 3), and still the Initial fallback after invalid_grant, though another process rotated it away, and even right after the Store reported the lock lost",
+		title: "after a refusal, a refresh token already replaced is presented: the spare of an adopted token (defect 3); still the Initial fallback after invalid_grant when the stored token was a refresh token kept from a refused answer (no Expiry, so it passes for an older grant's leftover), and a fallback kept across later adoptions",
 		open:  true,
 		match: regexp.MustCompile(`which it saw replaced by rt\d+ in .*; this flight presented rt\d+ before|after the Store reported its lock lost; this flight presented rt\d+ before`),
-		seeds: []uint64{1710, 342, 258},
+		seeds: []uint64{1710, 342, 258, 361},
 	},
 	{
 		id:    "F4",
@@ -57,10 +57,10 @@ var simFindings = []simFinding{
 	},
 	{
 		id:    "F6",
-		title: "a Store that rolled back hands back a refresh token this process already spent, and it presents it again (defect 6); still, with two spent refresh tokens remembered, one spent three rotations ago",
+		title: "a Store that rolled back hands back a refresh token this process already spent, and it presents it again (defect 6); still when the newer token was only seen by a permanent failure's recheck, which neither adopts nor remembers it",
 		open:  true,
 		match: regexp.MustCompile(`which it saw replaced by rt\d+ in .*; the Store rolled back`),
-		seeds: []uint64{2482, 97},
+		seeds: []uint64{2482, 97, 374},
 	},
 	{
 		id:    "F7",
@@ -71,7 +71,6 @@ var simFindings = []simFinding{
 	{
 		id:    "F8",
 		title: "when the Store holds a token this process saw rotated away (a rollback), the step saves the current token again, and if that Save is refused for a lost lock, which releases the lock, it goes on to refresh holding no lock",
-		open:  true,
 		match: regexp.MustCompile(`POSTs for \S+ without holding its lock`),
 		seeds: []uint64{726, 758},
 	},
