@@ -41,8 +41,9 @@ import (
 )
 
 // simDefaultSchedules is how many schedules TestSim runs by default:
-// about 30 seconds on two CPUs, less under the race detector.
-const simDefaultSchedules = 2000
+// 10 to 20 seconds on two busy CPUs; an eighth of them under the race
+// detector, which slows a schedule about eightfold.
+const simDefaultSchedules = 5000
 
 // simConfig is a schedule's fleet and fault rates, drawn from its seed.
 type simConfig struct {

@@ -17,6 +17,14 @@ package pandadocauth
 // flight). When active is 0, every goroutine waits for the driver, and
 // what happens next is what the driver chooses: goroutine scheduling
 // cannot change it.
+//
+// Two kinds of wake are ordered further. Callers started together would
+// race to a shared outcome (which of them meets a 401 first), so they
+// start one at a time. The Save-retry timer is waited for by a goroutine
+// of the engine's own, not by the one that started it (detached): it
+// fires alone, once the rest has settled, and its goroutine is counted
+// until it starts its flight, or not at all when a flight of its source
+// is under way (it then does nothing).
 
 import (
 	"bytes"
