@@ -1070,14 +1070,14 @@ func TestSim(t *testing.T) {
 		seeds = append(seeds, seed)
 	}
 	// A seed that -run names is run even outside the range, so that any
-	// seed, a soak's too, replays with -run 'TestSim/seed=N'.
-	if f := flag.Lookup("test.run"); f != nil {
-		for _, m := range regexp.MustCompile(`seed=(\d+)`).FindAllStringSubmatch(f.Value.String(), -1) {
-			if seed, err := strconv.ParseUint(m[1], 10, 64); err == nil && (seed < first || seed >= first+uint64(n)) {
-				seeds = append(seeds, seed)
-			}
+	// seed, a soak's too, replays with -run 'TestSim/seed=N', and its
+	// trace is logged.
+	for seed := range simNamed() {
+		if seed < first || seed >= first+uint64(n) {
+			seeds = append(seeds, seed)
 		}
 	}
+	sort.Slice(seeds, func(i, j int) bool { return seeds[i] < seeds[j] })
 	for _, seed := range seeds {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			t.Parallel()
@@ -1101,16 +1101,31 @@ func TestSim(t *testing.T) {
 	}
 }
 
+// simNamed returns the seeds that -run names (seed=N).
+func simNamed() map[uint64]bool {
+	named := map[uint64]bool{}
+	if f := flag.Lookup("test.run"); f != nil {
+		for _, m := range regexp.MustCompile(`seed=(\d+)`).FindAllStringSubmatch(f.Value.String(), -1) {
+			if seed, err := strconv.ParseUint(m[1], 10, 64); err == nil {
+				named[seed] = true
+			}
+		}
+	}
+	return named
+}
+
 // report fails t with the seed, the command that replays it and the
 // trace if the schedule violated the oracle; with -v it logs the trace
 // of a passing schedule too.
 func report(t *testing.T, seed uint64, res simResult) {
 	t.Helper()
-	if len(res.violations) == 0 {
-		if testing.Verbose() && os.Getenv("PANDADOCAUTH_SIM_TRACE") != "" {
-			t.Log("trace:\n" + strings.Join(res.trace, "\n"))
+	if len(res.violations) == 0 || simNamed()[seed] {
+		if testing.Verbose() && (simNamed()[seed] || os.Getenv("PANDADOCAUTH_SIM_TRACE") != "") {
+			t.Logf("%s\ntrace:\n%s", strings.Join(res.violations, "\n"), strings.Join(res.trace, "\n"))
 		}
-		return
+		if len(res.violations) == 0 {
+			return
+		}
 	}
 	ids, explained := explain(res.violations)
 	if os.Getenv("PANDADOCAUTH_SIM_BRIEF") != "" {

@@ -322,6 +322,16 @@ func (w *simWorld) checkEndLocked() {
 			w.violate("op%d (%s) never returned", op.id, op.kind)
 		}
 	}
+	for _, inc := range w.incs {
+		for key, n := range inc.revokedCB {
+			switch {
+			case !w.srv.grants[key].revoked:
+				w.violate("%s's Grants reported %s revoked (OnRevoked), but the server never revoked it", inc.name, key)
+			case n > 1:
+				w.violate("%s's Grants reported %s revoked %d times", inc.name, key, n)
+			}
+		}
+	}
 	for _, key := range w.keys {
 		g := w.srv.grants[key]
 		if g.revoked {
