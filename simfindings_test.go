@@ -89,13 +89,6 @@ var simFindings = []simFinding{
 		seeds: []uint64{9, 695},
 	},
 	{
-		id:    "F11",
-		title: "OnRevoked is called again for a grant that never worked in between: a token adopted from the Store (another process's, revoked too) counts as a valid token since",
-		open:  true,
-		match: regexp.MustCompile(`Grants reported \S+ revoked \d+ times`),
-		seeds: []uint64{3, 189},
-	},
-	{
 		id:    "F12",
 		title: "Refresh returns a token whose Save failed, with a nil error (defect 12)",
 		match: regexp.MustCompile(`Refresh returned at\d+ of \S+ without error, and it was never saved`),

@@ -323,12 +323,12 @@ func (w *simWorld) checkEndLocked() {
 		}
 	}
 	for _, inc := range w.incs {
-		for key, n := range inc.revokedCB {
-			switch {
-			case !w.srv.grants[key].revoked:
+		// (Reported again is allowed: a different token in the Store
+		// may be a new authorization, which the client cannot tell
+		// from another process's token of the revoked grant.)
+		for key := range inc.revokedCB {
+			if !w.srv.grants[key].revoked {
 				w.violate("%s's Grants reported %s revoked (OnRevoked), but the server never revoked it", inc.name, key)
-			case n > 1:
-				w.violate("%s's Grants reported %s revoked %d times", inc.name, key, n)
 			}
 		}
 	}
