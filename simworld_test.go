@@ -260,7 +260,7 @@ func flightFrom(ctx context.Context) *simFlight {
 func (w *simWorld) sleepLocked() {
 	w.active--
 	if w.active < 0 {
-		panic("sim: active goroutine count below zero")
+		panic("sim: active goroutine count below zero: a goroutine was counted out twice (does the engine wait somewhere new, or start another kind of timer? see simDetachedTimer)")
 	}
 	if w.active == 0 {
 		w.cond.Broadcast()
