@@ -469,7 +469,8 @@ func (w *simWorld) kill(inc *simInc) {
 		if p.inc != inc {
 			continue
 		}
-		if p.kind == "save" && w.rnd.IntN(2) == 0 {
+		if s := p.inc.sess[p.key]; p.kind == "save" && (s == nil || !s.lost) && w.rnd.IntN(2) == 0 {
+			// (The Store refuses a Save under a lost lock.)
 			w.applySaveLocked(p)
 			w.logf("  its save of rt%d/at%d of %s was written", rtIndex(p.tok), atIndex(p.tok), p.key)
 		}
@@ -601,13 +602,15 @@ func (w *simWorld) drain() {
 	for _, inc := range w.incs {
 		unsaved := false
 		for _, key := range w.sourceKeys(inc) {
-			if simUnsaved(inc.source(key)) {
+			if tok, ok := simServed(inc.source(key)); ok {
 				unsaved = true
-				// (A revoked grant's token is worth nothing saved.)
+				// (A revoked grant's token is worth nothing saved, and
+				// a Save that failed may have been written after all.)
 				w.mu.Lock()
 				revoked := w.srv.grants[key].revoked
+				stored := same(tok, w.st[key].tok)
 				w.mu.Unlock()
-				if !inc.dead.Load() && !revoked {
+				if !inc.dead.Load() && !revoked && !stored {
 					w.mu.Lock()
 					w.violate("after Wait, %s/%s still serves a token whose Save failed", inc.name, key)
 					w.mu.Unlock()

@@ -770,8 +770,17 @@ func atIndex(t *oauth2.Token) int {
 // simUnsaved reports whether the token s serves is one whose Save
 // failed.
 func simUnsaved(s *TokenSource) bool {
+	_, unsaved := simServed(s)
+	return unsaved
+}
+
+// simServed returns the token s serves, and whether its Save failed.
+func simServed(s *TokenSource) (*oauth2.Token, bool) {
 	ct := s.cache.Load()
-	return ct != nil && ct.unsaved
+	if ct == nil {
+		return nil, false
+	}
+	return ct.tok, ct.unsaved
 }
 
 // see records that inc has seen refresh token idx of key, as how says;
