@@ -114,6 +114,7 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 			return got{}, c.remind
 		}
 		c.recheck = false
+		s.reportStart(c)
 	}
 	locked, err := s.lock(ctx, c)
 	if err != nil {
@@ -163,7 +164,7 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 			return g, transientError{error: fmt.Errorf("pandadocauth: saving the token again: %w", g.saveErr), backoff: transientFailureBackoff}
 		}
 	}
-	return s.refresh(ctx, c, cur.tok.RefreshToken)
+	return s.refresh(ctx, c, cur, cur.tok.RefreshToken)
 }
 
 // lock takes the Locker's lock for flight c, if the Store is a Locker
@@ -255,33 +256,19 @@ func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, n
 	// marked as read: if this refresh fails for a while, the next flight
 	// finds it in the Store again, rather than falling back to the
 	// refresh token in memory, which news has rotated away.
-	return s.refresh(ctx, c, news.RefreshToken)
+	return s.refresh(ctx, c, cur, news.RefreshToken)
 }
 
-// refresh obtains a new token with the refresh token rt and saves it.
-// When rt is refused for good, it may be stale: another process may have
-// rotated it since the Store was read, so the Store is read once more;
-// failing that, and only for invalid_grant, the fallback is tried.
-func (s *TokenSource) refresh(ctx context.Context, c *flightCall, rt string) (got, error) {
+// refresh obtains a new token with the refresh token rt and saves it;
+// cur is the token served (nil before the first). When rt is refused for
+// good, it may be stale: another process may have rotated it since the
+// Store was read, so the Store is read once more; failing that, and only
+// for invalid_grant, the fallback is tried.
+func (s *TokenSource) refresh(ctx context.Context, c *flightCall, cur *snapshot, rt string) (got, error) {
 	p := &s.store
-	if p.isSpent(rt) {
-		return got{}, errSpent
-	}
 	g := got{}
-	tok, err := s.refreshToken(ctx, c, rt, &g)
-	if err != nil && g.rotated != "" {
-		// Refused, yet with a new refresh token in the answer: rt may
-		// be spent. The new one is kept (and saved), never thrown away
-		// with the answer.
-		p.spend(rt)
-		g.tok, g.from, g.invalid = &oauth2.Token{RefreshToken: g.rotated}, fromEndpoint, true
-		g.rotated = ""
-		if g.saveErr = s.saveToken(ctx, c, g.tok, false); g.saveErr != nil {
-			s.logError("pandadocauth: saving the refresh token of a refused answer failed; retrying the save", slog.Any("error", g.saveErr))
-		}
-		return g, err
-	}
-	if err != nil && isPermanent(err) && !errors.Is(err, ErrNoRefreshToken) {
+	tok, err := s.present(ctx, c, rt, &g)
+	if err != nil && g.rotated == "" && isPermanent(err) && !errors.Is(err, ErrNoRefreshToken) && !errors.Is(err, errSpent) {
 		again, _, lerr := s.loadNews(ctx, nil)
 		if lerr != nil {
 			if errors.Is(lerr, ErrLockLost) {
@@ -298,15 +285,19 @@ func (s *TokenSource) refresh(ctx context.Context, c *flightCall, rt string) (go
 				g.tok, g.from, g.outcome = again, fromStore, OutcomeAdopted
 				return g, nil
 			}
-			tok, err = s.refreshToken(ctx, c, again.RefreshToken, &g)
+			rt = again.RefreshToken
+			tok, err = s.present(ctx, c, rt, &g)
 		case isInvalidGrant(err) && p.fallback != nil && p.fallback.RefreshToken != rt && !p.isSpent(p.fallback.RefreshToken):
 			s.logInfo("pandadocauth: the stored refresh token was refused; trying the one in memory")
-			fb := p.fallback
+			rt = p.fallback.RefreshToken
 			p.fallback = nil
-			tok, err = s.refreshToken(ctx, c, fb.RefreshToken, &g)
+			tok, err = s.present(ctx, c, rt, &g)
 		}
 	}
 	if err != nil {
+		if g.rotated != "" {
+			s.keepRotated(ctx, c, cur, rt, &g)
+		}
 		return g, err
 	}
 	p.fallback = nil
@@ -315,11 +306,55 @@ func (s *TokenSource) refresh(ctx context.Context, c *flightCall, rt string) (go
 	}
 	tok, g.header = compact(tok)
 	g.tok, g.from, g.outcome = tok, fromEndpoint, OutcomeRefreshed
-	if g.saveErr = s.saveToken(ctx, c, tok, false); g.saveErr != nil {
-		s.logError("pandadocauth: saving the new token failed; using it and retrying the save", slog.Any("error", g.saveErr))
-	}
+	s.save(ctx, c, &g, "pandadocauth: saving the new token failed; using it and retrying the save")
 	s.logInfo("pandadocauth: token refreshed", slog.Time("expiry", tok.Expiry), slog.Int("attempts", g.tries))
 	return g, nil
+}
+
+// present refreshes with rt, unless rt is known to be spent.
+func (s *TokenSource) present(ctx context.Context, c *flightCall, rt string, g *got) (*oauth2.Token, error) {
+	if s.store.isSpent(rt) {
+		return nil, errSpent
+	}
+	return s.refreshToken(ctx, c, rt, g)
+}
+
+// keepRotated keeps the refresh token found in a refused answer to a
+// refresh with rt: rt may be spent, and the new one must never be thrown
+// away with the answer. It is saved, and served with cur's access token
+// while that is still valid (an early refresh refused so), else alone.
+func (s *TokenSource) keepRotated(ctx context.Context, c *flightCall, cur *snapshot, rt string, g *got) {
+	s.store.spend(rt)
+	tok := &oauth2.Token{RefreshToken: g.rotated}
+	g.invalid = true
+	if cur != nil && cur.usable(s.mono()) {
+		t := *cur.tok
+		t.RefreshToken = g.rotated
+		tok, g.header = compact(&t)
+		g.invalid = false
+	}
+	g.tok, g.from, g.rotated = tok, fromEndpoint, ""
+	s.save(ctx, c, g, "pandadocauth: saving the refresh token of a refused answer failed; retrying the save")
+}
+
+// save saves g.tok, a token just obtained, before it is served. A Save
+// refused for a lost lock is tried once more under the lock taken again,
+// at once: until it passes, the Store holds the refresh token just
+// rotated away, and another process could take the free lock and present
+// it. A failed Save is logged; the token is served all the same, and
+// saved later.
+func (s *TokenSource) save(ctx context.Context, c *flightCall, g *got, failed string) {
+	g.saveErr = s.saveToken(ctx, c, g.tok, false)
+	if errors.Is(g.saveErr, ErrLockLost) {
+		if locked, err := s.lock(ctx, c); err == nil && locked {
+			if newer, _, lerr := s.loadNews(ctx, nil); lerr == nil && newer == nil {
+				g.saveErr = s.saveToken(ctx, c, g.tok, true)
+			}
+		}
+	}
+	if g.saveErr != nil {
+		s.logError(failed, slog.Any("error", g.saveErr))
+	}
 }
 
 // isInvalidGrant reports whether err is the endpoint's invalid_grant:

@@ -72,20 +72,21 @@ type refresher struct {
 // flightCall is one flight. The flight's goroutine owns the fields from
 // unlock on; the others are set under the refresher's lock.
 type flightCall struct {
-	key     string              // the singleflight key
-	fn      func() (any, error) // runs the flight; joiners pass it to DoChan too
-	landed  bool                // it has decided to end: callers start a new one
-	done    chan struct{}       // closed when the flight has ended, reported and let go
-	ctx     context.Context     // the Observer's flight context
-	reason  RefreshReason       // why it started
-	start   time.Duration       // a Mono reading
-	end     time.Duration       // the flight's deadline, a Mono reading
-	waiters int                 // callers waiting for it
-	recheck bool                // started while a permanent failure is remembered: read the Store, refresh only if it holds news
-	remind  error               // the failure remembered, for recheck
-	unlock  func()              // releases the Locker's lock, held from the first step that needed it
-	outcome RefreshOutcome      // what it did, the most of its steps
-	tries   int                 // token-endpoint requests made
+	key      string              // the singleflight key
+	fn       func() (any, error) // runs the flight; joiners pass it to DoChan too
+	landed   bool                // it has decided to end: callers start a new one
+	done     chan struct{}       // closed when the flight has ended, reported and let go
+	ctx      context.Context     // the Observer's flight context
+	reason   RefreshReason       // why it started
+	start    time.Duration       // a Mono reading
+	end      time.Duration       // the flight's deadline, a Mono reading
+	waiters  int                 // callers waiting for it
+	recheck  bool                // started while a permanent failure is remembered: read the Store, refresh only if it holds news
+	reported bool                // the Observer was told of its start
+	remind   error               // the failure remembered, for recheck
+	unlock   func()              // releases the Locker's lock, held from the first step that needed it
+	outcome  RefreshOutcome      // what it did, the most of its steps
+	tries    int                 // token-endpoint requests made
 }
 
 // trouble is what failed flights and Saves leave behind. It is allocated
@@ -240,7 +241,7 @@ func (s *TokenSource) fly(ctx context.Context, reason RefreshReason, wait bool, 
 	if c := r.call; c != nil && !c.landed {
 		if wait {
 			c.waiters++
-			if o != nil && o.RefreshJoin != nil {
+			if o != nil && o.RefreshJoin != nil && c.reported {
 				o.RefreshJoin(c.ctx, ctx)
 			}
 		}
@@ -264,10 +265,8 @@ func (s *TokenSource) fly(ctx context.Context, reason RefreshReason, wait bool, 
 	if wait {
 		c.waiters = 1
 	}
-	if o != nil && o.RefreshStart != nil {
-		if fctx := o.RefreshStart(ctx, RefreshStartInfo{Grant: s.grant(), Reason: reason}); fctx != nil {
-			c.ctx = fctx
-		}
+	if remind == nil {
+		s.reportStart(c)
 	}
 	r.call = c
 	r.quiet.Store(int64(maxDuration))
@@ -398,8 +397,10 @@ func (s *TokenSource) land(c *flightCall, cur *snapshot, now, quiet time.Duratio
 		if c.unlock != nil && t.held == nil {
 			t.held, c.unlock = c.unlock, nil
 		}
-		if t.saveNext == 0 {
-			t.saveWait = saveRetryInterval
+		if t.saveNext <= now {
+			// Due, yet still unsaved: this flight could not even try
+			// (its Load or Lock failed). Back off as after a failed Save.
+			t.saveWait = min(max(2*t.saveWait, saveRetryInterval), maxSaveRetryInterval)
 			t.saveNext = now + t.saveWait
 		}
 		quiet = max(quiet, t.saveNext) // no lock per request until the Save retry is due
@@ -434,10 +435,22 @@ func (s *TokenSource) finish(c *flightCall, val *snapshot, err error) (any, erro
 	return val, nil
 }
 
+// reportStart reports the start of flight c to the Observer. A flight
+// that only reads the Store for a token saved since a permanent failure
+// is not a refresh: it is reported only if it goes on to one.
+func (s *TokenSource) reportStart(c *flightCall) {
+	c.reported = true
+	if o := s.Observer; o != nil && o.RefreshStart != nil {
+		if fctx := o.RefreshStart(c.ctx, RefreshStartInfo{Grant: s.grant(), Reason: c.reason}); fctx != nil {
+			c.ctx = fctx
+		}
+	}
+}
+
 // done reports the end of flight c to the Observer.
 func (s *TokenSource) done(c *flightCall, err error) {
 	o := s.Observer
-	if o == nil || o.RefreshDone == nil {
+	if o == nil || o.RefreshDone == nil || !c.reported {
 		return
 	}
 	info := RefreshDoneInfo{Grant: s.grant(), Reason: c.reason, Outcome: c.outcome, Attempts: c.tries, Duration: s.mono() - c.start, Err: err}
@@ -561,16 +574,12 @@ func (s *TokenSource) flush() {
 			return
 		}
 		if clk.Mono() >= deadline {
-			var unlock func()
-			if t := r.trouble; t != nil {
-				s.stopSaveRetry(t)
-				unlock, t.held = t.held, nil
-			}
+			// Wait gives up waiting, not saving: the token is still
+			// served, and until it is saved the lock stays held and the
+			// timer retries, so that no other process presents the
+			// refresh token it replaced.
 			r.mu.Unlock()
-			if unlock != nil {
-				unlock()
-			}
-			s.logError("pandadocauth: giving up saving the token; the newest refresh token is in memory only")
+			s.logError("pandadocauth: the token is still not saved; the newest refresh token is in memory only, and the Save is retried")
 			return
 		}
 		t := r.troubled()
