@@ -239,16 +239,22 @@ func (r tokens) keys(key string) (token, lock string, err error) {
 	if strings.ContainsAny(prefix, "{}") {
 		return "", "", errors.New("redisstore: " + r.typ + ".Prefix must not contain braces")
 	}
-	tag := key
-	if tag == "" || strings.ContainsAny(tag, "{}") {
+	base := prefix + "{" + hashTag(key) + "}:"
+	return base + "token", base + "lock", nil
+}
+
+// hashTag returns the Redis Cluster hash tag of a grant key: every key
+// of the grant (token, lock, rate limits) carries it, so that they land
+// in one slot.
+func hashTag(key string) string {
+	if key == "" || strings.ContainsAny(key, "{}") {
 		// Redis would not read these as a hash tag (an empty tag, or one
 		// that ends early): a hash of the key, the same in every
-		// process, keeps both keys in one slot.
+		// process, keeps the keys in one slot.
 		sum := sha256.Sum256([]byte(key))
-		tag = "sha256:" + hex.EncodeToString(sum[:12])
+		return "sha256:" + hex.EncodeToString(sum[:12])
 	}
-	base := prefix + "{" + tag + "}:"
-	return base + "token", base + "lock", nil
+	return key
 }
 
 func (r tokens) load(ctx context.Context, key string) (*oauth2.Token, error) {
