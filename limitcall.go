@@ -43,19 +43,18 @@ func (c *limitCall) reserve() error {
 	if mw < 0 {
 		// The deadline has passed: not a matter of rate.
 		if c.op.Reported.Outcome != SlotNone {
-			c.l.report(c.ctx, c.op, c.res.local)
+			c.l.report(c.ctx, &c.op, c.res.local)
 		}
 		if err := c.ctx.Err(); err != nil {
 			return err
 		}
 		return context.DeadlineExceeded
 	}
-	op := c.op
-	op.MaxWait = mw
-	c.res = c.l.reserve(c.ctx, op, c.res.local)
+	c.op.MaxWait = mw
+	c.res = c.l.reserve(c.ctx, &c.op, c.res.local)
 	c.op.Reported, c.op.After = LimitReport{}, 0
 	if !c.res.OK {
-		return &RateLimitError{Grant: op.Key, Class: op.Class, Wait: c.res.Wait, Err: context.DeadlineExceeded, maxWait: byMax}
+		return &RateLimitError{Grant: c.op.Key, Class: c.op.Class, Wait: c.res.Wait, Err: context.DeadlineExceeded, maxWait: byMax}
 	}
 	return nil
 }
@@ -81,7 +80,7 @@ func (c *limitCall) wait() error {
 		err = c.ctx.Err()
 		op := c.op
 		op.Reported = LimitReport{Slot: c.res.ID, Outcome: SlotUnused}
-		c.l.report(c.ctx, op, c.res.local)
+		c.l.report(c.ctx, &op, c.res.local)
 	}
 	if o != nil && o.LimitWaited != nil {
 		o.LimitWaited(c.ctx, LimitWaitedInfo{Grant: c.op.Key, Class: c.op.Class, Wait: c.res.Wait, Waited: clk.Mono() - start, Attempt: c.attempt + 1, Err: err})
@@ -145,7 +144,7 @@ func (c *limitCall) afterError(err error, tr *sendTrace) (*http.Request, error) 
 	}
 	if !retry {
 		if unsent {
-			c.l.report(c.ctx, c.op, c.res.local)
+			c.l.report(c.ctx, &c.op, c.res.local)
 		}
 		return nil, err
 	}
@@ -184,7 +183,7 @@ func (c *limitCall) afterThrottled(resp *http.Response) (*http.Request, *http.Re
 		// away is not taken, and the 429 is returned.
 		retry = c.reserve() == nil
 	} else {
-		c.l.report(c.ctx, c.op, c.res.local)
+		c.l.report(c.ctx, &c.op, c.res.local)
 		c.op.Reported = LimitReport{}
 	}
 	info := ThrottledInfo{Grant: c.op.Key, Class: c.op.Class, Hint: hint, HintSource: src, Retried: retry}

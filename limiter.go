@@ -330,25 +330,27 @@ type reservation struct {
 // reserve takes a slot for op, from Store or, without one or when it
 // fails, from this process. priorLocal says that the slot op.Reported
 // reports came from this process.
-func (l *Limiter) reserve(ctx context.Context, op LimitOp, priorLocal bool) reservation {
+func (l *Limiter) reserve(ctx context.Context, op *LimitOp, priorLocal bool) reservation {
 	if l.Store == nil {
 		return reservation{l.local.reserve(l.mono(), op), true}
 	}
-	if priorLocal && op.Reported.Outcome != SlotNone {
+	o := *op
+	if priorLocal && o.Reported.Outcome != SlotNone {
 		// The slot reported came from this process, while Store failed.
-		l.local.report(l.mono(), op)
-		op.Reported = LimitReport{}
+		l.local.report(l.mono(), &o)
+		o.Reported = LimitReport{}
 	}
-	s, err := l.Store.Reserve(ctx, op)
+	s, err := l.Store.Reserve(ctx, o)
 	if err == nil {
 		return reservation{s, false}
 	}
 	l.storeFailed(ctx, err)
 	if !priorLocal {
-		// The slot reported is Store's, but the cooldown and the lesson of a 429 still apply here.
-		op.Reported.Slot = 0
+		// The slot reported is Store's, but the cooldown and the lesson
+		// of a 429 still apply here.
+		o.Reported.Slot = 0
 	}
-	return reservation{l.local.reserve(l.mono(), op), true}
+	return reservation{l.local.reserve(l.mono(), &o), true}
 }
 
 // storeTimeout bounds a report to Store made after the request's
@@ -357,7 +359,7 @@ const storeTimeout = 5 * time.Second
 
 // report reports op.Reported to the store its slot came from. It runs
 // even if ctx has ended.
-func (l *Limiter) report(ctx context.Context, op LimitOp, local bool) {
+func (l *Limiter) report(ctx context.Context, op *LimitOp, local bool) {
 	if local || l.Store == nil {
 		l.local.report(l.mono(), op)
 		return
@@ -367,10 +369,11 @@ func (l *Limiter) report(ctx context.Context, op LimitOp, local bool) {
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 		defer cancel()
 	}
-	if err := l.Store.Report(ctx, op); err != nil {
+	if err := l.Store.Report(ctx, *op); err != nil {
 		l.storeFailed(ctx, err)
-		op.Reported.Slot = 0
-		l.local.report(l.mono(), op)
+		o := *op
+		o.Reported.Slot = 0
+		l.local.report(l.mono(), &o)
 	}
 }
 

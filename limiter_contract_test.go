@@ -184,8 +184,8 @@ func TestLimiterUnsentPOSTRetried(t *testing.T) {
 	}
 	lim.local.mu.Lock()
 	defer lim.local.mu.Unlock()
-	if b := lim.local.m[bucketKey{"acme", ClassCreateFromTemplate}]; b == nil || len(b.log) != 0 {
-		t.Errorf("bucket = %+v: the unsent attempts' slots must be given back", b)
+	if u := lim.local.m["acme"]; u == nil || u[ClassCreateFromTemplate] == nil || u[ClassCreateFromTemplate].log.n != 0 {
+		t.Errorf("buckets = %+v: the unsent attempts' slots must be given back", u)
 	}
 }
 

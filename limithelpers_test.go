@@ -33,7 +33,7 @@ type throttleAPI struct {
 
 	mu       sync.Mutex // guards the fields below
 	cond     *sync.Cond // signalled on every arrival
-	history  map[bucketKey][]time.Duration
+	history  map[apiUserClass][]time.Duration
 	arrivals []arrival
 	events   chan string // if set, "arrived <seq>" per arrival
 }
@@ -50,7 +50,7 @@ type arrival struct {
 }
 
 func newThrottleAPI(clk *fakeClock, limits map[Class]int) *throttleAPI {
-	a := &throttleAPI{clk: clk, limits: limits, history: map[bucketKey][]time.Duration{}}
+	a := &throttleAPI{clk: clk, limits: limits, history: map[apiUserClass][]time.Duration{}}
 	a.cond = sync.NewCond(&a.mu)
 	return a
 }
@@ -74,7 +74,7 @@ func (a *throttleAPI) RoundTrip(req *http.Request) (*http.Response, error) {
 	class := classFor(req)
 	a.mu.Lock()
 	now := a.clk.Mono()
-	k := bucketKey{user, class}
+	k := apiUserClass{user, class}
 	h := a.history[k]
 	for len(h) > 0 && h[0] <= now-a.win() {
 		h = h[1:]
@@ -254,4 +254,10 @@ func (c *fakeClock) nextDue() (time.Duration, bool) {
 		at = min(at, tm.at)
 	}
 	return at, true
+}
+
+// apiUserClass names a log of the throttleAPI.
+type apiUserClass struct {
+	user  string
+	class Class
 }

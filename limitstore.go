@@ -125,58 +125,69 @@ type LimitSlot struct {
 // whole table once per window. No goroutine or timer runs for it.
 type localLimits struct {
 	mu        sync.Mutex // guards the fields below
-	m         map[bucketKey]*bucket
+	m         map[string]*userBuckets
 	nextSweep time.Duration // a Mono reading: the next reservation after it sweeps m
+	lastKey   string        // the key of the last reservation, whose buckets are last
+	last      *userBuckets  // nil once swept
 }
 
-// bucketKey names a bucket.
-type bucketKey struct {
-	key   string
-	class Class
-}
+// userBuckets are the buckets of one key, by class; nil for none.
+type userBuckets [numClasses]*bucket
 
 // bucket is the state of one (key, class). Times are Mono readings of
 // the clock.
 type bucket struct {
-	log       []time.Duration // slot times, ascending; the oldest may have expired
-	block     time.Duration   // no slot before it: the cooldown of a 429
-	learned   int             // the limit the last 429 taught; 0: none
-	learnedAt time.Duration   // when it was taught
+	log       slotLog       // slot times, ascending; the oldest may have expired
+	block     time.Duration // no slot before it: the cooldown of a 429
+	learned   int           // the limit the last 429 taught; 0: none
+	learnedAt time.Duration // when it was taught
 }
 
 // reserve is LimitStore.Reserve at now.
-func (s *localLimits) reserve(now time.Duration, op LimitOp) LimitSlot {
+func (s *localLimits) reserve(now time.Duration, op *LimitOp) LimitSlot {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if now >= s.nextSweep {
 		s.sweep(now, op.Window)
 	}
-	k := bucketKey{op.Key, op.Class}
-	b := s.m[k]
-	if b == nil {
-		if s.m == nil {
-			s.m = make(map[bucketKey]*bucket)
+	u := s.last
+	if u == nil || s.lastKey != op.Key {
+		if u = s.m[op.Key]; u == nil {
+			if s.m == nil {
+				s.m = make(map[string]*userBuckets)
+			}
+			u = new(userBuckets)
+			s.m[op.Key] = u
 		}
-		b = &bucket{}
-		s.m[k] = b
+		s.last, s.lastKey = u, op.Key
 	}
-	b.apply(now, op)
-	b.trim(now, op.Window)
+	b := u[op.Class%numClasses]
+	if b == nil {
+		b = new(bucket)
+		u[op.Class%numClasses] = b
+	}
+	if op.Reported.Outcome != SlotNone {
+		b.apply(now, op)
+	}
+	b.log.trim(now - op.Window)
 	slot := b.next(now+max(op.After, 0), b.limit(now, op), op.Window)
 	wait := slot - now
 	if wait > op.MaxWait {
+		s.mu.Unlock()
 		return LimitSlot{Wait: wait}
 	}
-	b.log = append(b.log, slot)
+	b.log.push(slot)
+	s.mu.Unlock()
 	return LimitSlot{OK: true, Wait: wait, ID: uint64(slot)}
 }
 
 // report is LimitStore.Report at now.
-func (s *localLimits) report(now time.Duration, op LimitOp) {
+func (s *localLimits) report(now time.Duration, op *LimitOp) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if b := s.m[bucketKey{op.Key, op.Class}]; b != nil {
-		b.apply(now, op)
+	if u := s.m[op.Key]; u != nil {
+		if b := u[op.Class%numClasses]; b != nil {
+			b.apply(now, op)
+		}
 	}
 }
 
@@ -184,9 +195,20 @@ func (s *localLimits) report(now time.Duration, op LimitOp) {
 // it was dropped (a Go map never shrinks). s.mu must be held.
 func (s *localLimits) sweep(now, window time.Duration) {
 	s.nextSweep = now + window
+	s.last, s.lastKey = nil, ""
 	dropped := 0
-	for k, b := range s.m {
-		if b.idle(now, window) {
+	for k, u := range s.m {
+		empty := true
+		for c, b := range u {
+			switch {
+			case b == nil:
+			case b.idle(now, window):
+				u[c] = nil
+			default:
+				empty = false
+			}
+		}
+		if empty {
 			delete(s.m, k)
 			dropped++
 		}
@@ -195,59 +217,35 @@ func (s *localLimits) sweep(now, window time.Duration) {
 	case len(s.m) == 0:
 		s.m = nil
 	case dropped > len(s.m):
-		m := make(map[bucketKey]*bucket, len(s.m))
-		for k, b := range s.m {
-			m[k] = b
+		m := make(map[string]*userBuckets, len(s.m))
+		for k, u := range s.m {
+			m[k] = u
 		}
 		s.m = m
 	}
 }
 
 // apply applies op.Reported to b at now.
-func (b *bucket) apply(now time.Duration, op LimitOp) {
+func (b *bucket) apply(now time.Duration, op *LimitOp) {
 	r := op.Reported
 	if r.Outcome == SlotNone {
 		return
 	}
 	slot := time.Duration(r.Slot)
-	if i := sort.Search(len(b.log), func(i int) bool { return b.log[i] >= slot }); i < len(b.log) && b.log[i] == slot {
-		b.log = append(b.log[:i], b.log[i+1:]...)
+	if i := b.log.search(slot); i < b.log.n && b.log.at(i) == slot {
+		b.log.remove(i)
 	}
 	if r.Outcome != SlotThrottled {
 		return
 	}
 	b.block = max(b.block, now+min(max(r.Hint, 0), op.Window))
-	accepted := 0
-	for _, t := range b.log {
-		if t > now-op.Window && t <= now {
-			accepted++
-		}
-	}
+	accepted := b.log.search(now+1) - b.log.search(now-op.Window+1)
 	b.learned, b.learnedAt = max(accepted, 1), now
-}
-
-// trim drops the slots that have left the window at now.
-func (b *bucket) trim(now, window time.Duration) {
-	i := 0
-	for i < len(b.log) && b.log[i]+window <= now {
-		i++
-	}
-	if i == 0 {
-		return
-	}
-	if i == len(b.log) {
-		b.log = b.log[:0]
-		if cap(b.log) > 64 {
-			b.log = nil
-		}
-		return
-	}
-	b.log = b.log[i:]
 }
 
 // limit returns the limit of b at now: op.Limit, or what a 429 taught,
 // climbing back; 0 means none.
-func (b *bucket) limit(now time.Duration, op LimitOp) int {
+func (b *bucket) limit(now time.Duration, op *LimitOp) int {
 	conf := max(op.Limit, 0)
 	if b.learned == 0 {
 		return conf
@@ -281,12 +279,12 @@ func learnedLimit(base, conf, clean int) (int, bool) {
 // none) per window.
 func (b *bucket) next(from time.Duration, limit int, window time.Duration) time.Duration {
 	slot := max(from, b.block)
-	n := len(b.log)
+	n := b.log.n
 	if n > 0 {
-		slot = max(slot, b.log[n-1])
+		slot = max(slot, b.log.at(n-1))
 	}
 	if limit > 0 && n >= limit {
-		slot = max(slot, b.log[n-limit]+window)
+		slot = max(slot, b.log.at(n-limit)+window)
 	}
 	return slot
 }
@@ -297,8 +295,56 @@ func (b *bucket) idle(now, window time.Duration) bool {
 	if b.block > now {
 		return false
 	}
-	if n := len(b.log); n > 0 && b.log[n-1]+window > now {
+	if n := b.log.n; n > 0 && b.log.at(n-1)+window > now {
 		return false
 	}
 	return b.learned == 0 || now-b.learnedAt >= 10*window
+}
+
+// slotLog is a ring of slot times in ascending order, which grows by
+// doubling, so that a steady flow of requests reuses its memory; it goes
+// with its bucket, a window after the last slot.
+type slotLog struct {
+	buf  []time.Duration // len(buf) is 0 or a power of two
+	head int             // index in buf of the oldest slot
+	n    int             // slots held
+}
+
+// at returns the i-th oldest slot.
+func (l *slotLog) at(i int) time.Duration { return l.buf[(l.head+i)&(len(l.buf)-1)] }
+
+func (l *slotLog) set(i int, t time.Duration) { l.buf[(l.head+i)&(len(l.buf)-1)] = t }
+
+// push appends t, not older than any slot held.
+func (l *slotLog) push(t time.Duration) {
+	if l.n == len(l.buf) {
+		buf := make([]time.Duration, max(4, 2*len(l.buf)))
+		for i := range l.n {
+			buf[i] = l.at(i)
+		}
+		l.buf, l.head = buf, 0
+	}
+	l.set(l.n, t)
+	l.n++
+}
+
+// trim drops the slots not after oldest.
+func (l *slotLog) trim(oldest time.Duration) {
+	for l.n > 0 && l.buf[l.head] <= oldest {
+		l.head = (l.head + 1) & (len(l.buf) - 1)
+		l.n--
+	}
+}
+
+// search returns the index of the first slot not before t.
+func (l *slotLog) search(t time.Duration) int {
+	return sort.Search(l.n, func(i int) bool { return l.at(i) >= t })
+}
+
+// remove drops the i-th oldest slot.
+func (l *slotLog) remove(i int) {
+	for j := i; j < l.n-1; j++ {
+		l.set(j, l.at(j+1))
+	}
+	l.n--
 }
