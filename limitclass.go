@@ -176,20 +176,27 @@ func ClassOf(req *http.Request) Class {
 	if req.URL == nil {
 		return ClassOther
 	}
-	path := strings.TrimSuffix(req.URL.Path, "/")
-	if rest, ok := strings.CutPrefix(path, "/public/v2/"); ok {
-		if rest == "notary/notarization-requests" && req.Method == http.MethodPost {
+	// Written out with indexes: it runs on every request.
+	p := req.URL.Path
+	if n := len(p); n > 1 && p[n-1] == '/' {
+		p = p[:n-1]
+	}
+	const v1, v2 = "/public/v1/", "/public/v2/"
+	if len(p) <= len(v1) || p[:len(v1)-3] != v1[:len(v1)-3] {
+		return ClassOther
+	}
+	switch p[:len(v1)] {
+	case v2:
+		if p[len(v2):] == "notary/notarization-requests" && req.Method == http.MethodPost {
 			return ClassNotarization
 		}
 		return ClassOther
-	}
-	rest, ok := strings.CutPrefix(path, "/public/v1/")
-	if !ok {
+	case v1:
+	default:
 		return ClassOther
 	}
-	kind, rest, _ := strings.Cut(rest, "/")
-	id, sub, _ := strings.Cut(rest, "/")
-	get := req.Method == http.MethodGet || req.Method == http.MethodHead || req.Method == ""
+	kind, id, sub := splitPath(p[len(v1):])
+	get := req.Method == http.MethodGet || req.Method == "" || req.Method == http.MethodHead
 	switch kind {
 	case "documents":
 		switch {
@@ -221,6 +228,19 @@ func ClassOf(req *http.Request) Class {
 		}
 	}
 	return ClassOther
+}
+
+// splitPath splits "kind/id/sub…" at its first two slashes.
+func splitPath(p string) (kind, id, sub string) {
+	i := strings.IndexByte(p, '/')
+	if i < 0 {
+		return p, "", ""
+	}
+	kind, p = p[:i], p[i+1:]
+	if i = strings.IndexByte(p, '/'); i < 0 {
+		return kind, p, ""
+	}
+	return kind, p[:i], p[i+1:]
 }
 
 // createClass is ClassOf for POST /public/v1/documents.
