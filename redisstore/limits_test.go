@@ -2,10 +2,13 @@ package redisstore
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -221,87 +224,157 @@ func createReq(url string, i int) *http.Request {
 	return req
 }
 
-// TestLimitsFleet: two replicas, each a Limiter with a Redis client of
-// its own, sharing a Limits, send 10 creates each at once against the
-// fake PandaDoc's throttle: together they never exceed its limit in any
-// window, by the fake's counter, and meet no 429. Without the shared
-// store they would: the control run sends twice the limit at once.
+// The fleet test's sizes: the fake's limit and window, and the creates
+// each replica sends at once.
+const (
+	fleetLimit   = 4
+	fleetWindow  = 300 * time.Millisecond
+	fleetCreates = 10
+)
+
+// limitsWorkerEnv carries a replica's configuration (JSON) to the
+// re-executed test binary.
+const limitsWorkerEnv = "PANDADOCAUTH_LIMITS_WORKER"
+
+// limitsWorker is what a replica process is told.
+type limitsWorker struct {
+	URL    string // the fake PandaDoc
+	Prefix string // of the shared Limits; "" for limits of its own
+	First  int    // the number of its first create
+}
+
+// newReplica returns the Limiter of one replica, sharing prefix in Redis
+// or, without one, in its process.
+func newReplica(t *testing.T, prefix string) *pandadocauth.Limiter {
+	lim := &pandadocauth.Limiter{
+		Limits: pandadocauth.Limits{CreateFromTemplate: fleetLimit},
+		Window: fleetWindow,
+		Margin: fleetWindow,
+	}
+	if prefix != "" {
+		lim.Store = &Limits{Client: testClient(t), Prefix: prefix}
+	}
+	return lim
+}
+
+// sendCreates sends fleetCreates creates at once through lim and
+// returns their statuses.
+func sendCreates(t *testing.T, lim *pandadocauth.Limiter, url string, first int) []int {
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	lim.Base = tr
+	rt := &pandadocauth.APIKeyTransport{Key: "key-1", Base: lim}
+	var wg sync.WaitGroup
+	statuses := make([]int, fleetCreates)
+	for i := range statuses {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := rt.RoundTrip(createReq(url, first+i))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			statuses[i] = resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	return statuses
+}
+
+// TestLimitsFleet: two replicas, each a process of its own with a Redis
+// client of its own and a Limiter sharing one Limits, send 10 creates
+// each at once against the fake PandaDoc's throttle: together they never
+// exceed its limit in any window, by the fake's counter, and meet no
+// 429. Without the shared store they would: the control run, two
+// Limiters of their own, sends twice the limit at once.
 //
 // Redis's clock is the only clock here, so the test runs in real time:
 // a window of 300 ms, and a Margin as long, which covers any delay up to
 // 300 ms between a slot and the request's arrival.
 func TestLimitsFleet(t *testing.T) {
 	t.Parallel()
-	const (
-		limit  = 4
-		window = 300 * time.Millisecond
-		each   = 10
-	)
+	testClient(t) // skips without Redis
 	for _, shared := range []bool{true, false} {
 		t.Run(fmt.Sprintf("shared=%v", shared), func(t *testing.T) {
 			t.Parallel()
 			srv := pandadoctest.NewServer(pandadoctest.WithAPIKey("key-1"),
-				pandadoctest.WithRateLimits(pandadocauth.Limits{CreateFromTemplate: limit}), pandadoctest.WithRateWindow(window))
+				pandadoctest.WithRateLimits(pandadocauth.Limits{CreateFromTemplate: fleetLimit}), pandadoctest.WithRateWindow(fleetWindow))
 			defer srv.Close()
-			prefix := randomName("pandadocauth-test-") + ":"
-			var replicas []http.RoundTripper
-			for range 2 {
-				lim := &pandadocauth.Limiter{
-					Base:   srv.Client().Transport,
-					Limits: pandadocauth.Limits{CreateFromTemplate: limit},
-					Window: window,
-					Margin: window,
+			if shared {
+				prefix := testLimits(t, testClient(t)).Prefix
+				var procs []*exec.Cmd
+				var outs []*strings.Builder
+				for r := range 2 {
+					cfg, _ := json.Marshal(limitsWorker{URL: srv.URL, Prefix: prefix, First: r * fleetCreates})
+					cmd := exec.Command(os.Args[0], "-test.run=^TestLimitsFleetWorker$", "-test.count=1", "-test.v")
+					cmd.Env = append(os.Environ(), limitsWorkerEnv+"="+string(cfg))
+					out := &strings.Builder{}
+					cmd.Stdout, cmd.Stderr = out, out
+					if err := cmd.Start(); err != nil {
+						t.Fatal(err)
+					}
+					procs, outs = append(procs, cmd), append(outs, out)
 				}
-				if shared {
-					lim.Store = testLimits(t, testClient(t))
-					lim.Store.(*Limits).Prefix = prefix
+				for i, cmd := range procs {
+					if err := cmd.Wait(); err != nil || !strings.Contains(outs[i].String(), "--- PASS: TestLimitsFleetWorker") {
+						t.Errorf("replica %d: %v\n%s", i, err, outs[i].String())
+					}
 				}
-				replicas = append(replicas, &pandadocauth.APIKeyTransport{Key: "key-1", Base: lim})
-			}
-			var wg sync.WaitGroup
-			statuses := make(chan int, 2*each)
-			for r, rt := range replicas {
-				for i := range each {
+			} else {
+				var wg sync.WaitGroup
+				for r := range 2 {
+					lim := newReplica(t, "")
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						resp, err := rt.RoundTrip(createReq(srv.URL, r*each+i))
-						if err != nil {
-							t.Error(err)
-							statuses <- 0
-							return
+						for _, s := range sendCreates(t, lim, srv.URL, r*fleetCreates) {
+							if s != http.StatusCreated && s != http.StatusTooManyRequests {
+								t.Errorf("a create answered %d", s)
+							}
 						}
-						io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-						statuses <- resp.StatusCode
 					}()
 				}
-			}
-			wg.Wait()
-			close(statuses)
-			for s := range statuses {
-				if s != http.StatusCreated {
-					t.Errorf("a create answered %d", s)
-				}
+				wg.Wait()
 			}
 			most := srv.MaxInWindow(pandadocauth.ClassCreateFromTemplate)
-			t.Logf("most creates in a window: %d (limit %d), 429s: %d", most, limit, srv.Throttled(pandadocauth.ClassCreateFromTemplate))
+			t.Logf("most creates in a window: %d (limit %d), 429s: %d", most, fleetLimit, srv.Throttled(pandadocauth.ClassCreateFromTemplate))
 			if !shared {
-				if most <= limit {
-					t.Errorf("without the shared store: %d in a window; the control should exceed %d", most, limit)
+				if most <= fleetLimit {
+					t.Errorf("without the shared store: %d in a window; the control should exceed %d", most, fleetLimit)
 				}
 				return
 			}
-			if most > limit {
-				t.Errorf("%d creates arrived in one window, limit %d", most, limit)
+			if most > fleetLimit {
+				t.Errorf("%d creates arrived in one window, limit %d", most, fleetLimit)
 			}
 			if n := srv.Throttled(pandadocauth.ClassCreateFromTemplate); n != 0 {
 				t.Errorf("%d 429s, want none", n)
 			}
-			if n := srv.APIRequests(http.StatusCreated); n != 2*each {
-				t.Errorf("%d documents, want %d", n, 2*each)
+			if n := srv.APIRequests(http.StatusCreated); n != 2*fleetCreates {
+				t.Errorf("%d documents, want %d", n, 2*fleetCreates)
 			}
 		})
+	}
+}
+
+// TestLimitsFleetWorker is one replica of TestLimitsFleet, in a process
+// of its own: it sends its creates and checks every one was created.
+func TestLimitsFleetWorker(t *testing.T) {
+	raw := os.Getenv(limitsWorkerEnv)
+	if raw == "" {
+		t.Skip("a replica of TestLimitsFleet, run by it")
+	}
+	var cfg limitsWorker
+	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range sendCreates(t, newReplica(t, cfg.Prefix), cfg.URL, cfg.First) {
+		if s != http.StatusCreated {
+			t.Errorf("create %d answered %d", cfg.First+i, s)
+		}
 	}
 }
 
