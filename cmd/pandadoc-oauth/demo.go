@@ -49,8 +49,8 @@ the same state, and compares what its name says:
 	ratelimits  -creates creates from a template from one grant, -workers
 	            at a time, against a fake that throttles like PandaDoc
 	            (500 per minute; here five sixths of -creates per
-	            -rate-window) and loses the answer of every 50th create
-	            (a 502, the document created): go-pandadoc's style of
+	            -rate-window) and loses the first 201 of every 50th
+	            create (a 502, the document created): go-pandadoc's style of
 	            retry (429 twice within 0.6 s, POST on 5xx) against a
 	            pandadocauth.Limiter: 429s met and returned, duplicate
 	            documents, wall time
@@ -60,10 +60,11 @@ each phase's pandadocauth client: refreshes by outcome and reason,
 token-endpoint attempts, callers that waited for a refresh, 401s by what
 became of the replay, Save failures and lock waits.
 
-The report is a table of the single-grant phases and one of the
-workspaces phase, with the numbers of this run. Requests, token POSTs and
-failures are the same on every run; times and memory vary with the
-machine.
+The report is a table of the single-grant phases, one of the workspaces
+phase and one of the ratelimits phase, with the numbers of this run.
+Requests, token POSTs and failures are the same on every run, and so
+are the Limiter's counts; times, memory and go-pandadoc's counts vary
+with the machine.
 `
 
 // Demo limits.

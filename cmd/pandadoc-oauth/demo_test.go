@@ -276,7 +276,8 @@ func TestDemoVerbose(t *testing.T) {
 // document is created twice, and the caller hears of every lost answer
 // (a 5xx). Either way, the documents the fake holds beyond the creates
 // that succeeded are the lost answers: go-pandadoc's caller sees them as
-// duplicates, or as creates that failed but happened.
+// duplicates, or as creates that failed but happened (when its retries
+// met 429s).
 func TestDemoRateLimits(t *testing.T) {
 	t.Parallel()
 	const n = 120
@@ -290,14 +291,17 @@ func TestDemoRateLimits(t *testing.T) {
 	lost := n / demoLostEvery
 	for i, r := range results {
 		t.Logf("%+v", r)
-		if r.client != rateContenders[i].name || r.creates != n {
+		if r.client != rateContenders[i].name || r.creates != n || r.lost > lost {
 			t.Errorf("result %d: %+v", i, r)
 		}
-		if r.documents-r.created != lost {
-			t.Errorf("%s: %d documents, %d created: want %d more, the lost answers", r.client, r.documents, r.created, lost)
+		if r.documents-r.created != r.lost {
+			t.Errorf("%s: %d documents, %d created: want %d more, the lost answers", r.client, r.documents, r.created, r.lost)
 		}
 	}
 	lim := results[1]
+	if lim.lost != lost {
+		t.Errorf("Limiter: %d answers lost, want %d: every create gets its 201", lim.lost, lost)
+	}
 	if lim.to429 != 0 || lim.dupes != 0 || lim.to5xx != lost || lim.created != n-lost || lim.documents != n {
 		t.Errorf("Limiter: %+v; want no 429 to the caller, no duplicate, the %d lost answers returned", lim, lost)
 	}
