@@ -47,8 +47,13 @@ func (s *snapshot) usable(now time.Duration) bool {
 // newSnapshot builds the snapshot of t, a token from from. Its
 // generation is set when it is published.
 func (s *TokenSource) newSnapshot(t *oauth2.Token, from origin) *snapshot {
+	return s.snapshotWith(t, from, "Bearer "+t.AccessToken)
+}
+
+// snapshotWith is newSnapshot with the header built already.
+func (s *TokenSource) snapshotWith(t *oauth2.Token, from origin, header string) *snapshot {
 	c := s.clock()
-	ct := &snapshot{tok: t, header: "Bearer " + t.AccessToken, from: from, early: maxDuration, hard: maxDuration}
+	ct := &snapshot{tok: t, header: header, from: from, early: maxDuration, hard: maxDuration}
 	// A token saved with only its refresh token, or one that cannot be
 	// sent in a header, is not served.
 	ct.invalid = !sendable(t.AccessToken)
@@ -78,6 +83,19 @@ func (s *TokenSource) newSnapshot(t *oauth2.Token, from origin) *snapshot {
 	ct.early = monoAt(c, t.Expiry.Add(-window))
 	ct.hard = monoAt(c, t.Expiry.Add(-min(blockingSkew, window/2)))
 	return ct
+}
+
+// compact returns t, a token from the endpoint, as a grant keeps it, and
+// its Authorization header: without the raw answer (x/oauth2's Extra),
+// which would double a grant's memory, and with the access token sharing
+// the header's bytes.
+func compact(t *oauth2.Token) (*oauth2.Token, string) {
+	header := "Bearer " + t.AccessToken
+	typ := t.TokenType
+	if typ == "Bearer" {
+		typ = "Bearer" // the constant, not a copy per token
+	}
+	return &oauth2.Token{AccessToken: header[len("Bearer "):], TokenType: typ, RefreshToken: t.RefreshToken, Expiry: t.Expiry, ExpiresIn: t.ExpiresIn}, header
 }
 
 // clock returns s's clock.

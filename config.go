@@ -68,12 +68,15 @@ var defaultScopes = []string{"read", "write"}
 // kept.
 type Config struct {
 	// ClientID is the application's client ID from the PandaDoc
-	// developer dashboard.
+	// developer dashboard. Required: Exchange, Refresh and the refreshes
+	// of a Grants fail without it, naming the field, before anything is
+	// sent.
 	ClientID string
 
 	// ClientSecret is the application's client secret. It is sent only
 	// in the form body of token-endpoint requests and never appears in
-	// an error, a log line or the output of String.
+	// an error, a log line or the output of String. Required like
+	// ClientID.
 	ClientSecret string
 
 	// RedirectURL is the URL PandaDoc redirects to after consent. It must
@@ -152,6 +155,22 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// checkCredentials reports an empty ClientID or ClientSecret, naming the
+// field, so that no token-endpoint request goes out without them: the
+// answer would be invalid_client, after the refresh token or the code
+// had been sent for nothing.
+func (c *Config) checkCredentials() error {
+	switch {
+	case c.ClientID == "" && c.ClientSecret == "":
+		return errors.New("pandadocauth: Config.ClientID and Config.ClientSecret are empty: set them to the application's client ID and secret from the PandaDoc developer dashboard")
+	case c.ClientID == "":
+		return errors.New("pandadocauth: Config.ClientID is empty: set it to the application's client ID from the PandaDoc developer dashboard")
+	case c.ClientSecret == "":
+		return errors.New("pandadocauth: Config.ClientSecret is empty: set it to the application's client secret from the PandaDoc developer dashboard")
+	}
+	return nil
+}
+
 // errRedactedSecret is UnmarshalJSON's error for a round trip through
 // MarshalJSON.
 var errRedactedSecret = errors.New(`pandadocauth: decoding Config: ClientSecret is "` + redacted +
@@ -209,7 +228,8 @@ func (c *Config) AuthCodeURL(state string, opts ...oauth2.AuthCodeOption) string
 
 // Exchange trades an authorization code for a token with one
 // authorization_code grant request. Codes are single-use, so a failed
-// exchange is never retried. Token-endpoint rejections are returned as
+// exchange is never retried. An empty ClientID or ClientSecret is an
+// error, and nothing is sent. Token-endpoint rejections are returned as
 // errors wrapping *oauth2.RetrieveError.
 //
 // opts are golang.org/x/oauth2's options, with its semantics: each sets a
@@ -220,6 +240,9 @@ func (c *Config) AuthCodeURL(state string, opts ...oauth2.AuthCodeOption) string
 func (c *Config) Exchange(ctx context.Context, code string, opts ...oauth2.AuthCodeOption) (*oauth2.Token, error) {
 	if code == "" {
 		return nil, fmt.Errorf("pandadocauth: exchange: %w", ErrEmptyCode)
+	}
+	if err := c.checkCredentials(); err != nil {
+		return nil, err
 	}
 	tok, err := c.post(ctx, c.exchangeForm(code, authCodeOptionValues(opts)), time.Now)
 	return tok, err.unwrap()
@@ -265,10 +288,14 @@ func probeQuery(u string) url.Values {
 }
 
 // Refresh makes one refresh_token grant request and returns the new
-// token. It has no cache and no retry; TokenSource adds both. When the
+// token. It has no cache and no retry; TokenSource adds both. An empty
+// ClientID or ClientSecret is an error, and nothing is sent. When the
 // response carries no refresh token, the returned token keeps
 // refreshToken, so the newest refresh token is never dropped.
 func (c *Config) Refresh(ctx context.Context, refreshToken string) (*oauth2.Token, error) {
+	if err := c.checkCredentials(); err != nil {
+		return nil, err
+	}
 	tok, err := c.refreshAttempt(ctx, refreshToken, time.Now)
 	return tok, err.unwrap()
 }

@@ -271,3 +271,52 @@ func TestConfigJSON(t *testing.T) {
 		t.Errorf("bad JSON: %v", err)
 	}
 }
+
+// TestConfigEmptyCredentials: Exchange and Refresh with an empty client
+// ID or secret send nothing (a refresh token or a code sent without them
+// is answered invalid_client) and name the empty field.
+func TestConfigEmptyCredentials(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		id, secret, want string
+	}{
+		{"", testClientSecret, "Config.ClientID is empty"},
+		{testClientID, "", "Config.ClientSecret is empty"},
+		{"", "", "Config.ClientID and Config.ClientSecret are empty"},
+	} {
+		for name, call := range map[string]func(*Config) (*oauth2.Token, error){
+			"Exchange": func(c *Config) (*oauth2.Token, error) { return c.Exchange(context.Background(), "code-SECRET") },
+			"Refresh":  func(c *Config) (*oauth2.Token, error) { return c.Refresh(context.Background(), testRefresh) },
+		} {
+			mt := httpmock.NewMockTransport()
+			mt.RegisterResponder("POST", TokenURL, (&tokenServer{}).responder())
+			c := testConfig(mt)
+			c.ClientID, c.ClientSecret = tc.id, tc.secret
+			_, err := call(c)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "pandadocauth: ") {
+				t.Errorf("%s: %v, want %q", name, err, tc.want)
+			} else {
+				assertNoSecret(t, "error", err.Error())
+			}
+			if n := mt.GetTotalCallCount(); n != 0 {
+				t.Errorf("%s: %d requests sent without credentials", name, n)
+			}
+		}
+	}
+}
+
+// TestTokenSourceEmptyCredentials: a TokenSource whose Config lacks a
+// credential sends no refresh, and says which field is empty.
+func TestTokenSourceEmptyCredentials(t *testing.T) {
+	t.Parallel()
+	ts, mt, clock := newSource(t, &tokenServer{expiresIn: 3600}, time.Hour)
+	ts.Config.ClientSecret = ""
+	clock.Advance(2 * time.Hour)
+	_, err := ts.Token()
+	if err == nil || !strings.Contains(err.Error(), "Config.ClientSecret is empty") {
+		t.Fatalf("got %v, want an error naming ClientSecret", err)
+	}
+	if n := mt.GetCallCountInfo()[tokenCall]; n != 0 {
+		t.Errorf("%d token POSTs without a client secret", n)
+	}
+}

@@ -2,8 +2,11 @@ package pandadocauth
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -178,5 +181,203 @@ func TestDirStoreGrantsRefreshOnce(t *testing.T) {
 		if tok, err := seed.Load(context.Background(), key); err != nil || tok.AccessToken != "at-SECRET-"+key+"-1" {
 			t.Errorf("%s: stored %v, %v; want the one refreshed token", key, tok, err)
 		}
+	}
+}
+
+// The file names, as a specification: upper case letters and every byte
+// but lowercase letters, digits, '-' and '_' escaped; ".token.json".
+func TestDirStoreFileNames(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("K", 70) // 210 bytes escaped
+	sum := sha256.Sum256([]byte(long))
+	tests := []struct{ key, name, legacy string }{
+		{"acme", "acme.token.json", "acme.json"},
+		{"Acme", "%41cme.token.json", "Acme.json"},
+		{"ACME", "%41%43%4D%45.token.json", "ACME.json"},
+		{"ws-1_b", "ws-1_b.token.json", "ws-1_b.json"},
+		{"x/y", "x%2Fy.token.json", "x%2Fy.json"},
+		{"..", "%2E%2E.token.json", "%2E%2E.json"},
+		{"naïve", "na%C3%AFve.token.json", "na%C3%AFve.json"},
+		{long, "%%sha256-" + hex.EncodeToString(sum[:]) + ".token.json", long + ".json"},
+	}
+	for _, tt := range tests {
+		if got := fileName(tt.key); got != tt.name {
+			t.Errorf("fileName(%q) = %q; want %q", tt.key, got, tt.name)
+		}
+		if got := legacyFileName(tt.key); got != tt.legacy {
+			t.Errorf("legacyFileName(%q) = %q; want %q", tt.key, got, tt.legacy)
+		}
+	}
+}
+
+// Keys that differ only in letter case get names that differ in more
+// than letter case, so that a file system that ignores case (macOS's and
+// Windows's by default) keeps them apart: one customer's token never
+// serves another.
+func TestDirStoreKeysDifferingInCase(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := &DirStore{Dir: t.TempDir()}
+	keys := []string{"acme", "Acme", "ACME", "aCmE", "acmE", "%41cme", "x/y", "X/Y", "x/Y", "2F", "2f",
+		strings.Repeat("k", 100), strings.Repeat("K", 100), strings.Repeat("k", 99) + "K"}
+	names := map[string]string{} // lower-cased name: key
+	for _, key := range keys {
+		name := fileName(key)
+		if prev, ok := names[strings.ToLower(name)]; ok {
+			t.Errorf("keys %q and %q have names %q and %q, which a file system that ignores case takes for one",
+				prev, key, fileName(prev), name)
+		}
+		names[strings.ToLower(name)] = key
+		if err := d.Save(ctx, key, &oauth2.Token{AccessToken: "at-" + key}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, key := range keys {
+		if tok, err := d.Load(ctx, key); err != nil || tok.AccessToken != "at-"+key {
+			t.Errorf("Load(%q) = %v, %v; want its own token", key, tok, err)
+		}
+	}
+}
+
+// A file that an earlier version wrote, under the key's name with its
+// case kept, is still found; the next Save moves the token to the new
+// name and removes the old file.
+func TestDirStoreReadsEarlierNames(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	d := &DirStore{Dir: dir}
+	long := strings.Repeat("W", 300)
+	sum := sha256.Sum256([]byte(long))
+	earlier := map[string]string{ // key: the name an earlier version gave its file
+		"Acme": "Acme.json",
+		"ws-1": "ws-1.json",
+		"a/B":  "a%2FB.json",
+		long:   "%%sha256-" + hex.EncodeToString(sum[:]) + ".json",
+	}
+	for key, name := range earlier {
+		if err := (&FileStore{Path: filepath.Join(dir, name)}).Save(ctx, &oauth2.Token{AccessToken: "at-old-" + key, RefreshToken: "rt-old"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for key, name := range earlier {
+		tok, err := d.Load(ctx, key)
+		if err != nil || tok == nil || tok.AccessToken != "at-old-"+key {
+			t.Fatalf("Load(%.10q) = %v, %v; want the token in %.20s", key, tok, err, name)
+		}
+	}
+	// No other key reads them: not the same letters in another case.
+	for _, key := range []string{"acme", "ACME", "WS-1", "a/b"} {
+		if tok, err := d.Load(ctx, key); tok != nil || err != nil {
+			t.Errorf("Load(%q) = %v, %v; want nil, nil", key, tok, err)
+		}
+	}
+	for key, name := range earlier {
+		if err := d.Save(ctx, key, &oauth2.Token{AccessToken: "at-new-" + key, RefreshToken: "rt-new"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Lstat(filepath.Join(dir, name)); !os.IsNotExist(err) {
+			t.Errorf("the earlier file %.20s is left after Save (%v)", name, err)
+		}
+		if tok, err := d.Load(ctx, key); err != nil || tok.AccessToken != "at-new-"+key {
+			t.Errorf("Load(%.10q) after Save = %v, %v", key, tok, err)
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != len(earlier) {
+		t.Errorf("%d files for %d keys", len(entries), len(earlier))
+	}
+}
+
+// foldingLstat is os.Lstat as a file system that ignores letter case
+// answers it: any entry whose name equals the asked one but for case.
+func foldingLstat(path string) (fs.FileInfo, error) {
+	dir, name := filepath.Split(path)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if strings.EqualFold(e.Name(), name) {
+			return os.Lstat(filepath.Join(dir, e.Name()))
+		}
+	}
+	return nil, &fs.PathError{Op: "lstat", Path: path, Err: fs.ErrNotExist}
+}
+
+// Where the file system ignores case, an earlier version's file is found
+// only under its exact name, by the directory's listing: "acme" does not
+// read the "Acme.json" of "Acme". Where it does not, the entry is what
+// Lstat finds.
+func TestHasEntry(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, name := range []string{"Acme.json", "b.json", "B.json"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name           string
+		folding, exact bool
+	}{
+		{"Acme.json", true, true},
+		{"acme.json", false, false},
+		{"ACME.JSON", false, false},
+		{"b.json", true, true},
+		{"B.json", true, true},
+		{"missing.json", false, false},
+	}
+	for _, tt := range tests {
+		if got, err := hasEntry(dir, tt.name, foldingLstat); got != tt.folding || err != nil {
+			t.Errorf("ignoring case: hasEntry(%q) = %v, %v; want %v", tt.name, got, err, tt.folding)
+		}
+		if got, err := hasEntry(dir, tt.name, os.Lstat); got != tt.exact || err != nil {
+			t.Errorf("hasEntry(%q) = %v, %v; want %v", tt.name, got, err, tt.exact)
+		}
+	}
+}
+
+// Delete removes one key's token, under both names, and nothing else;
+// deleting what is not there is not an error.
+func TestDirStoreDelete(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	d := &DirStore{Dir: dir}
+	for _, key := range []string{"a", "b", "A"} {
+		if err := d.Save(ctx, key, &oauth2.Token{AccessToken: "at-" + key}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// "C" has only an earlier version's file; "c", a new one.
+	if err := (&FileStore{Path: filepath.Join(dir, "C.json")}).Save(ctx, &oauth2.Token{AccessToken: "at-C"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Save(ctx, "c", &oauth2.Token{AccessToken: "at-c"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"a", "C", "a", "never-stored"} {
+		if err := d.Delete(ctx, key); err != nil {
+			t.Fatalf("Delete(%q): %v", key, err)
+		}
+		if tok, err := d.Load(ctx, key); tok != nil || err != nil {
+			t.Errorf("Load(%q) after Delete = %v, %v; want nil, nil", key, tok, err)
+		}
+	}
+	for _, key := range []string{"b", "A", "c"} {
+		if tok, err := d.Load(ctx, key); err != nil || tok.AccessToken != "at-"+key {
+			t.Errorf("Load(%q) after another key's Delete = %v, %v", key, tok, err)
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 3 {
+		t.Errorf("%d files after Delete; want 3", len(entries))
+	}
+	if err := d.Delete(ctx, ""); err == nil {
+		t.Error("Delete of an empty key succeeded")
+	}
+	if err := (&DirStore{}).Delete(ctx, "a"); err == nil {
+		t.Error("Delete without Dir succeeded")
 	}
 }

@@ -34,15 +34,22 @@
 //     *oauth2.RetrieveError and remembered briefly, so callers fail fast
 //     instead of hammering the endpoint.
 //   - Every new token, with its refresh token, is saved to the Store
-//     before any request uses it; a failed Save is retried, and the
-//     newest refresh token is never dropped. PandaDoc may rotate refresh
-//     tokens (OAuth servers commonly do); this is safe either way.
+//     before any request uses it; a failed Save is retried on a timer
+//     while the Locker's lock stays held, and the newest refresh token is
+//     never dropped, not even from a refused answer. PandaDoc may rotate
+//     refresh tokens (OAuth servers commonly do); this is safe either
+//     way.
 //   - A token another process stored since this source last read or
 //     wrote the Store is newer, whatever the clocks say, and is adopted;
-//     with a Locker, processes refresh one at a time.
+//     with a Locker, processes refresh one at a time, and a Load that
+//     fails under the lock fails the refresh.
+//   - A refresh token seen rotated away is never presented again, even
+//     when the Store rolls back to it. The one window no client can close
+//     is a process dying between the endpoint's answer and its Save.
 //   - A 401 from the API invalidates the exact token it rejected (a late
 //     401 cannot discard a newer token), triggers one refresh, and
-//     replays the request once when its body allows. Transport does this
+//     replays the request once when its body allows; when that refresh
+//     fails, RoundTrip returns its error. Transport does this
 //     with any Source that is an Invalidator; a plain oauth2.TokenSource
 //     wrapped around a TokenSource (oauth2.ReuseTokenSource) loses it.
 //   - No token is sent to another origin (scheme, host, port) than the

@@ -17,6 +17,10 @@ var (
 	// is no refresh token to obtain a new one.
 	ErrNoRefreshToken = errors.New("no refresh token")
 
+	// ErrNotSaved means a token was obtained but Store.Save failed: the
+	// token is served, and the Save is retried in the background.
+	ErrNotSaved = errors.New("the token was not saved to the store")
+
 	// ErrEmptyCode means Exchange was called with an empty code.
 	ErrEmptyCode = errors.New("empty authorization code")
 
@@ -38,12 +42,19 @@ var (
 // free of secrets: the RetrieveError's Body, ErrorDescription and the
 // response's Status are redacted before they are stored.
 type endpointError struct {
-	msg string
-	re  *oauth2.RetrieveError
+	msg       string
+	re        *oauth2.RetrieveError
+	malformed bool // a 2xx carrying an "error" member: ErrMalformedResponse too
 }
 
 func (e *endpointError) Error() string { return e.msg }
-func (e *endpointError) Unwrap() error { return e.re }
+
+func (e *endpointError) Unwrap() []error {
+	if e.malformed {
+		return []error{e.re, ErrMalformedResponse}
+	}
+	return []error{e.re}
+}
 
 // attemptError is the failure of one token-endpoint request: the error
 // to return, and whether the request may be sent again.
@@ -52,6 +63,7 @@ type attemptError struct {
 	transient  bool          // network error, 5xx, 408, 429: worth another attempt
 	retryAfter time.Duration // from a Retry-After header, 0 if none
 	throttled  bool          // 429: the endpoint's rate limit
+	rotated    string        // a new refresh token found in the refused answer
 }
 
 func (e *attemptError) unwrap() error {

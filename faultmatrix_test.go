@@ -43,7 +43,7 @@ func TestFaultMatrix(t *testing.T) {
 		{name: "expires_in not a number", script: always(pandadoctest.Body(200, json, `{"access_token":"at-fault","expires_in":"soon"}`)), posts: 1, malformed: true},
 		{name: "expires_in numeric string", script: next(pandadoctest.Body(200, json, `{"access_token":"at-fault","expires_in":"3600"}`)), posts: 1, ok: true},
 		{name: "expires_in float", script: next(pandadoctest.Body(200, json, `{"access_token":"at-fault","expires_in":3600.5}`)), posts: 1, ok: true},
-		{name: "200 carrying error", script: always(pandadoctest.Body(200, json, `{"error":"invalid_grant"}`)), posts: 1, code: "invalid_grant"},
+		{name: "200 carrying error", script: always(pandadoctest.Body(200, json, `{"error":"invalid_grant"}`)), posts: 1, code: "invalid_grant", malformed: true},
 		{name: "invalid_grant", script: always(pandadoctest.Body(400, json, `{"error":"invalid_grant","error_description":"The refresh token is invalid."}`)), posts: 1, code: "invalid_grant"},
 		{name: "invalid_client", script: always(pandadoctest.Body(401, json, `{"error":"invalid_client"}`)), posts: 1, code: "invalid_client"},
 	}

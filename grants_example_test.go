@@ -63,6 +63,70 @@ func ExampleGrants() {
 	// globex 200 OK
 }
 
+// ExampleGrants_Forget: a customer disconnects the app (their grant is
+// revoked), then connects again. The app saves their new token and
+// forgets the grant, and the next request uses the new token at once.
+func ExampleGrants_Forget() {
+	srv := pandadoctest.NewServer() // a fake PandaDoc; use your Config and no base below
+	defer srv.Close()
+	dir, err := os.MkdirTemp("", "pandadoc-grants")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+
+	ctx := context.Background()
+	store := &pandadocauth.DirStore{Dir: dir}
+	tok := srv.IssueToken() // in an app: conf.Exchange(ctx, code) when the customer connects
+	if err := store.Save(ctx, "acme", tok); err != nil {
+		panic(err)
+	}
+	revoked := make(chan string, 1)
+	grants := &pandadocauth.Grants{
+		Config:    srv.Config(),
+		Store:     store,
+		OnRevoked: func(workspace string, err error) { revoked <- workspace },
+	}
+	defer grants.Wait()
+	client := &http.Client{Transport: grants.Transport(srv.Client().Transport)}
+	get := func() {
+		req, err := http.NewRequestWithContext(pandadocauth.WithGrant(ctx, "acme"), "GET", srv.URL+"/public/v1/documents", nil)
+		if err != nil {
+			panic(err)
+		}
+		resp, err := client.Do(req)
+		var re *oauth2.RetrieveError
+		switch {
+		case errors.As(err, &re):
+			fmt.Println("refresh refused:", re.ErrorCode)
+		case err != nil:
+			panic(err)
+		default:
+			resp.Body.Close()
+			fmt.Println(resp.Status)
+		}
+	}
+
+	get()
+	srv.Revoke(tok.AccessToken) // the customer disconnects the app
+	srv.Revoke(tok.RefreshToken)
+	get()
+	grants.Wait() // OnRevoked has run
+	fmt.Println(<-revoked, "disconnected the app")
+
+	// They connect again.
+	if err := store.Save(ctx, "acme", srv.IssueToken()); err != nil {
+		panic(err)
+	}
+	grants.Forget("acme")
+	get()
+	// Output:
+	// 200 OK
+	// refresh refused: invalid_grant
+	// acme disconnected the app
+	// 200 OK
+}
+
 // TestGrantsAgainstPandadoctest: many grants on a token endpoint that
 // rotates refresh tokens: after every access token expires, each grant
 // refreshes once however many requests it serves; a revoked grant fails

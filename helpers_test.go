@@ -121,6 +121,51 @@ func (c *fakeClock) advanceLocked(d time.Duration) {
 	c.timers = kept
 }
 
+// newPumpedClock returns a fakeClock that a goroutine moves, whenever a
+// timer is pending, to the earliest timer's end: timers fire in the order
+// of their ends, taking no real time, as if time ran only while
+// everything else waits. It stops when the test ends.
+func newPumpedClock(t *testing.T) *fakeClock {
+	c := newFakeClock()
+	stop := false
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for {
+			for len(c.timers) == 0 && !stop {
+				c.cond.Wait()
+			}
+			if stop {
+				return
+			}
+			next := c.timers[0].at
+			for _, tm := range c.timers {
+				next = min(next, tm.at)
+			}
+			c.advanceLocked(max(next-c.mono, 0))
+		}
+	}()
+	t.Cleanup(func() {
+		c.mu.Lock()
+		stop = true
+		c.cond.Broadcast()
+		c.mu.Unlock()
+		<-done
+	})
+	return c
+}
+
+// Manual stops firing timers at once: from now on they fire only when
+// the test advances the clock. A test whose Save keeps failing needs it,
+// or the Save-retry timer would run fake time away.
+func (c *fakeClock) Manual() {
+	c.mu.Lock()
+	c.auto = false
+	c.mu.Unlock()
+}
+
 // WaitTimers blocks until n timers are pending.
 func (c *fakeClock) WaitTimers(n int) {
 	c.mu.Lock()

@@ -32,6 +32,31 @@ func (j *joinCounter) add(s *TokenSource) {
 	j.cond.Broadcast()
 }
 
+// sources returns the sources that have had callers join a flight.
+func (j *joinCounter) sources() map[*TokenSource]bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	known := make(map[*TokenSource]bool, len(j.n))
+	for s := range j.n {
+		known[s] = true
+	}
+	return known
+}
+
+// forgetAllBut drops the counts of the sources not in known, so that a
+// test measuring the heap does not count what the counter keeps alive.
+func (j *joinCounter) forgetAllBut(known map[*TokenSource]bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	kept := make(map[*TokenSource]int, len(known))
+	for s, n := range j.n {
+		if known[s] {
+			kept[s] = n
+		}
+	}
+	j.n = kept
+}
+
 // waitForWaiters waits until n callers in all have joined a flight of ts.
 func waitForWaiters(t *testing.T, ts *TokenSource, n int) {
 	t.Helper()

@@ -4,36 +4,67 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
-	"time"
 
 	"golang.org/x/oauth2"
 )
 
-const (
-	// saveRetryInterval is how often a failed Store.Save is tried again.
-	saveRetryInterval = time.Second
-
-	// saveTimeout bounds one Store.Save.
-	saveTimeout = 30 * time.Second
-
-	// flushTimeout bounds how long Wait retries a failed Save.
-	flushTimeout = 30 * time.Second
-)
-
-// persister is what a TokenSource knows of its Store. Only the flight
-// reads and writes it; flights run one at a time.
+// persister is what a TokenSource knows of its Store and of the refresh
+// tokens it has spent. Only the flight reads and writes it; flights run
+// one at a time.
 type persister struct {
 	// synced is the token last loaded from or saved to the Store: a
 	// stored token that differs from it was written by another process
 	// since, and is newer, whatever the clocks say.
 	synced *oauth2.Token
 
-	// spare is the token in memory when a stored token replaced it: a
-	// grant fresh from Config.Exchange may sit next to an older grant's
-	// leftover in the Store. If the stored token's refresh token is
-	// refused, spare's is tried, so that grant is not lost.
-	spare *oauth2.Token
+	// fallback is the token served from Initial when the Store, never
+	// read before, held another token: a grant fresh from
+	// Config.Exchange may sit next to an older grant's leftover in the
+	// Store. If the stored token's refresh token is refused with
+	// invalid_grant (that grant is gone), fallback's is tried, so the
+	// fresh grant is not lost.
+	fallback *oauth2.Token
+
+	// spent are digests of the last refresh tokens this source saw
+	// rotated away, by its own refresh or by another process's, newest
+	// first. A token that carries one is stale whatever the Store says
+	// (the Store may have rolled back), and none of them is ever
+	// presented again: a server that detects reuse would revoke the
+	// grant.
+	spent [4]uint64
+}
+
+// spentSeed keys the digests of spent refresh tokens.
+var spentSeed = maphash.MakeSeed()
+
+// digest is the digest of a refresh token in persister.spent; never 0.
+func digest(rt string) uint64 {
+	return maphash.String(spentSeed, rt) | 1
+}
+
+// spend records that rt was rotated away.
+func (p *persister) spend(rt string) {
+	if rt == "" || p.isSpent(rt) {
+		return
+	}
+	copy(p.spent[1:], p.spent[:len(p.spent)-1])
+	p.spent[0] = digest(rt)
+}
+
+// isSpent reports whether rt is known to be rotated away.
+func (p *persister) isSpent(rt string) bool {
+	if rt == "" {
+		return false
+	}
+	d := digest(rt)
+	for _, s := range p.spent {
+		if s == d {
+			return true
+		}
+	}
+	return false
 }
 
 // same reports whether a and b are the same token.
@@ -41,182 +72,304 @@ func same(a, b *oauth2.Token) bool {
 	return a != nil && b != nil && a.AccessToken == b.AccessToken && a.RefreshToken == b.RefreshToken
 }
 
+// got is what one step of a flight obtained; the flight serves and
+// records it.
+type got struct {
+	tok     *oauth2.Token // a token to serve next; nil: none
+	from    origin        // where tok came from
+	invalid bool          // tok is served only for its refresh token
+	saveErr error         // tok's Save failed (or cur's, retried)
+	saved   bool          // the unsaved token served was saved
+	outcome RefreshOutcome
+	tries   int    // token-endpoint requests made
+	rotated string // a refresh token found in a refused answer
+	header  string // tok's Authorization header, when built already
+}
+
+// ErrLockLost means a Locker's lock was lost while held (a lease that
+// expired, a session that was closed): another process may hold it now.
+// Stores wrap it, so errors.Is(err, ErrLockLost) holds for their errors.
+var ErrLockLost = errors.New("lock lost")
+
+// errSpent is the failure of a step that would have presented a refresh
+// token seen rotated away.
+var errSpent = errors.New("pandadocauth: the only refresh token known was rotated away (a newer one was lost); the grant needs a new authorization")
+
 // advance takes one step of flight c towards a usable token of
 // generation want, from cur (nil before the first token): it saves cur
 // when saveDue, adopts a token another process stored, or refreshes. It
-// reports what it did.
-func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot, want uint32, saveDue bool) (RefreshOutcome, error) {
+// returns what it got.
+func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot, want uint32, saveDue bool) (got, error) {
 	if s.Config == nil {
-		return 0, errors.New("pandadocauth: TokenSource.Config is nil")
+		return got{}, errors.New("pandadocauth: TokenSource.Config is nil")
 	}
 	if cur == nil && s.loadInitial() {
-		return OutcomeLoaded, nil
+		return got{outcome: OutcomeLoaded}, nil
 	}
-	if l, ok := s.Store.(Locker); ok {
-		start := s.mono()
-		unlock, err := l.Lock(ctx)
-		if o := s.Observer; o != nil && o.LockWaited != nil {
-			o.LockWaited(c.ctx, LockWaitedInfo{Grant: s.grant(), Duration: s.mono() - start, Err: err})
+	if c.recheck {
+		// A permanent failure is remembered: only a token stored since
+		// (the customer connected again) is worth a refresh.
+		news, _, err := s.loadNews(ctx, cur)
+		if err != nil || news == nil {
+			return got{}, c.remind
 		}
-		if err != nil {
-			return 0, fmt.Errorf("pandadocauth: taking the refresh lock: %w", err)
-		}
-		if unlock != nil {
-			defer unlock()
-		}
+		c.recheck = false
 	}
-	news, err := s.loadNews(ctx, cur)
+	locked, err := s.lock(ctx, c)
 	if err != nil {
-		return 0, err
+		return got{}, err
+	}
+	news, stale, err := s.loadNews(ctx, cur)
+	if err != nil {
+		if errors.Is(err, ErrLockLost) {
+			s.unlock(c)
+		}
+		if cur == nil || locked {
+			// Under the lock a failed read is a failed refresh: the
+			// Store may hold a newer refresh token than the one in
+			// memory, and a refresh holding no lock would race others.
+			return got{}, transientError{error: fmt.Errorf("pandadocauth: loading token from store: %w", err), backoff: transientFailureBackoff}
+		}
+		s.logWarn("pandadocauth: loading token from store failed; using the cached token", slog.Any("error", err))
 	}
 	if news != nil {
 		// Another process stored a token since this source last read or
-		// wrote the Store: it is newer. The token in memory stays as a
-		// spare in case the stored one fails.
+		// wrote the Store: it is newer.
 		return s.adopt(ctx, c, cur, news)
 	}
 	if cur == nil {
-		return 0, fmt.Errorf("pandadocauth: %w", ErrNoToken)
+		return got{}, fmt.Errorf("pandadocauth: %w", ErrNoToken)
 	}
-	if saveDue {
-		return s.retrySave(ctx, c, cur), nil
+	if saveDue || stale {
+		// The Store holds an older token than the one served: its Save
+		// failed, or the Store went back to a token this source has
+		// seen rotated away.
+		g := got{outcome: OutcomeUnchanged}
+		if g.saveErr = s.saveToken(ctx, c, cur.tok, true); g.saveErr == nil {
+			g.saved, g.outcome = true, OutcomeSaved
+			if stale {
+				s.logWarn("pandadocauth: the store held a token rotated away since (did it roll back?); saved the current one again")
+			} else {
+				s.logInfo("pandadocauth: token saved")
+			}
+		} else {
+			s.logError("pandadocauth: saving the token failed again", slog.Any("error", g.saveErr))
+		}
+		if saveDue {
+			return g, nil
+		}
+		if errors.Is(g.saveErr, ErrLockLost) {
+			// The lock went with the Save: no refresh without it.
+			return g, transientError{error: fmt.Errorf("pandadocauth: saving the token again: %w", g.saveErr), backoff: transientFailureBackoff}
+		}
 	}
 	return s.refresh(ctx, c, cur.tok.RefreshToken)
 }
 
+// lock takes the Locker's lock for flight c, if the Store is a Locker
+// and c does not hold it yet: the lock an unsaved token kept is taken
+// over. It reports whether c holds a lock.
+func (s *TokenSource) lock(ctx context.Context, c *flightCall) (bool, error) {
+	l, ok := s.Store.(Locker)
+	if !ok {
+		return false, nil
+	}
+	r := &s.flight
+	r.mu.Lock()
+	if c.unlock == nil {
+		if t := r.trouble; t != nil && t.held != nil {
+			c.unlock, t.held = t.held, nil
+		}
+	}
+	held := c.unlock != nil
+	r.mu.Unlock()
+	if held {
+		return true, nil
+	}
+	start := s.mono()
+	unlock, err := l.Lock(ctx)
+	if o := s.Observer; o != nil && o.LockWaited != nil {
+		o.LockWaited(c.ctx, LockWaitedInfo{Grant: s.grant(), Duration: s.mono() - start, Err: err})
+	}
+	if err != nil {
+		return false, transientError{error: fmt.Errorf("pandadocauth: taking the refresh lock: %w", err), backoff: transientFailureBackoff}
+	}
+	if unlock == nil {
+		unlock = func() {}
+	}
+	r.mu.Lock()
+	c.unlock = unlock
+	r.mu.Unlock()
+	return true, nil
+}
+
+// unlock releases the lock flight c holds, for example one found lost.
+func (s *TokenSource) unlock(c *flightCall) {
+	r := &s.flight
+	r.mu.Lock()
+	unlock := c.unlock
+	c.unlock = nil
+	r.mu.Unlock()
+	if unlock != nil {
+		unlock()
+	}
+}
+
 // adopt serves news, a token another process stored, if it is usable;
-// otherwise it refreshes with its refresh token, and then with the
-// spare's.
-func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, news *oauth2.Token) (RefreshOutcome, error) {
-	if cur != nil && cur.tok.RefreshToken != "" && cur.tok.RefreshToken != news.RefreshToken {
-		s.store.spare = cur.tok
+// otherwise it refreshes with its refresh token.
+func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, news *oauth2.Token) (got, error) {
+	p := &s.store
+	if cur != nil && cur.tok.RefreshToken != news.RefreshToken {
+		if cur.from == fromInitial && p.synced == nil && news.Expiry.Before(cur.tok.Expiry) {
+			// The Store, never read before, holds a token issued before
+			// Initial: an older grant's leftover rather than a successor
+			// of Initial, which would have been issued after it.
+			p.fallback = cur.tok
+		} else {
+			p.spend(cur.tok.RefreshToken) // another process rotated it
+		}
+	}
+	g := got{tok: news, from: fromStore, outcome: OutcomeAdopted}
+	if cur == nil {
+		g.outcome = OutcomeLoaded
 	}
 	ct := s.newSnapshot(news, fromStore)
 	if cur != nil && cur.invalid && news.AccessToken == cur.tok.AccessToken {
-		ct.invalid = true // the API rejected it already
+		g.invalid = true // the API rejected it already
 	}
 	now := s.mono()
-	if ct.usable(now) {
-		s.store.synced = news
-		s.publish(ct)
-		if cur == nil {
-			return OutcomeLoaded, nil
+	if ct.usable(now) && !g.invalid {
+		p.synced = news
+		if cur != nil {
+			s.logInfo("pandadocauth: adopted a token from the store")
 		}
-		s.logInfo("pandadocauth: adopted a token from the store")
-		return OutcomeAdopted, nil
+		return g, nil
 	}
 	if !cur.usable(now) {
 		// Served, though unusable, so that its refresh token is the one
-		// in memory from now on, whatever this refresh does.
-		s.store.synced = news
-		s.publish(ct)
+		// in memory from now on; the next step refreshes it.
+		p.synced = news
+		return g, nil
 	}
 	// Otherwise the token in memory is still served, and news is not
 	// marked as read: if this refresh fails for a while, the next flight
 	// finds it in the Store again, rather than falling back to the
-	// refresh token in memory, which news may have rotated away.
+	// refresh token in memory, which news has rotated away.
 	return s.refresh(ctx, c, news.RefreshToken)
 }
 
-// refresh obtains a new token with the refresh token rt, saves it and
-// serves it. When rt is refused for good, it may be stale: another
-// process may have rotated it since the Store was read, so the Store is
-// read once more; failing that, the spare is tried.
-func (s *TokenSource) refresh(ctx context.Context, c *flightCall, rt string) (RefreshOutcome, error) {
-	tok, err := s.refreshToken(ctx, c, rt)
-	if err != nil && isPermanent(err) {
-		if again, lerr := s.loadNews(ctx, nil); lerr == nil && again != nil && again.RefreshToken != rt {
-			if ct := s.newSnapshot(again, fromStore); ct.usable(s.mono()) {
-				s.store.synced = again
-				s.publish(ct)
-				s.logInfo("pandadocauth: adopted a token from the store")
-				return OutcomeAdopted, nil
+// refresh obtains a new token with the refresh token rt and saves it.
+// When rt is refused for good, it may be stale: another process may have
+// rotated it since the Store was read, so the Store is read once more;
+// failing that, and only for invalid_grant, the fallback is tried.
+func (s *TokenSource) refresh(ctx context.Context, c *flightCall, rt string) (got, error) {
+	p := &s.store
+	if p.isSpent(rt) {
+		return got{}, errSpent
+	}
+	g := got{}
+	tok, err := s.refreshToken(ctx, c, rt, &g)
+	if err != nil && g.rotated != "" {
+		// Refused, yet with a new refresh token in the answer: rt may
+		// be spent. The new one is kept (and saved), never thrown away
+		// with the answer.
+		p.spend(rt)
+		g.tok, g.from, g.invalid = &oauth2.Token{RefreshToken: g.rotated}, fromEndpoint, true
+		g.rotated = ""
+		if g.saveErr = s.saveToken(ctx, c, g.tok, false); g.saveErr != nil {
+			s.logError("pandadocauth: saving the refresh token of a refused answer failed; retrying the save", slog.Any("error", g.saveErr))
+		}
+		return g, err
+	}
+	if err != nil && isPermanent(err) && !errors.Is(err, ErrNoRefreshToken) {
+		again, _, lerr := s.loadNews(ctx, nil)
+		if lerr != nil {
+			if errors.Is(lerr, ErrLockLost) {
+				s.unlock(c)
 			}
-			tok, err = s.refreshToken(ctx, c, again.RefreshToken)
-		} else if spare := s.store.spare; spare != nil && spare.RefreshToken != rt {
+			return g, err // no second try on a Store that cannot be read
+		}
+		switch {
+		case again != nil && again.RefreshToken != rt && !p.isSpent(again.RefreshToken):
+			p.spend(rt)
+			if ct := s.newSnapshot(again, fromStore); ct.usable(s.mono()) {
+				p.synced = again
+				s.logInfo("pandadocauth: adopted a token from the store")
+				g.tok, g.from, g.outcome = again, fromStore, OutcomeAdopted
+				return g, nil
+			}
+			tok, err = s.refreshToken(ctx, c, again.RefreshToken, &g)
+		case isInvalidGrant(err) && p.fallback != nil && p.fallback.RefreshToken != rt && !p.isSpent(p.fallback.RefreshToken):
 			s.logInfo("pandadocauth: the stored refresh token was refused; trying the one in memory")
-			tok, err = s.refreshToken(ctx, c, spare.RefreshToken)
+			fb := p.fallback
+			p.fallback = nil
+			tok, err = s.refreshToken(ctx, c, fb.RefreshToken, &g)
 		}
 	}
 	if err != nil {
-		return 0, err
+		return g, err
 	}
-	s.store.spare = nil
-	ct := s.newSnapshot(tok, fromEndpoint)
-	s.save(ctx, c, ct)
-	s.publish(ct)
-	s.logInfo("pandadocauth: token refreshed", slog.Time("expiry", tok.Expiry), slog.Int("attempts", c.attempts))
-	return OutcomeRefreshed, nil
+	p.fallback = nil
+	if tok.RefreshToken != rt {
+		p.spend(rt)
+	}
+	tok, g.header = compact(tok)
+	g.tok, g.from, g.outcome = tok, fromEndpoint, OutcomeRefreshed
+	if g.saveErr = s.saveToken(ctx, c, tok, false); g.saveErr != nil {
+		s.logError("pandadocauth: saving the new token failed; using it and retrying the save", slog.Any("error", g.saveErr))
+	}
+	s.logInfo("pandadocauth: token refreshed", slog.Time("expiry", tok.Expiry), slog.Int("attempts", g.tries))
+	return g, nil
 }
 
-// loadNews reads the Store and returns the stored token if another
+// isInvalidGrant reports whether err is the endpoint's invalid_grant:
+// the refresh token is dead.
+func isInvalidGrant(err error) bool {
+	var re *oauth2.RetrieveError
+	return errors.As(err, &re) && re.ErrorCode == "invalid_grant"
+}
+
+// loadNews reads the Store. It returns the stored token if another
 // process stored it since this source last read or wrote the Store, and
-// it is not cur's token; else nil. A failed read is an error only when
-// there is no token in memory to go on with.
-func (s *TokenSource) loadNews(ctx context.Context, cur *snapshot) (*oauth2.Token, error) {
+// it is neither cur's token nor one whose refresh token was rotated away;
+// stale reports a stored token whose refresh token this source has seen
+// rotated away (a Store that went back).
+func (s *TokenSource) loadNews(ctx context.Context, cur *snapshot) (news *oauth2.Token, stale bool, err error) {
 	if s.Store == nil {
-		return nil, nil
+		return nil, false, nil
 	}
 	stored, err := s.Store.Load(ctx)
 	if err != nil {
-		if cur == nil {
-			return nil, fmt.Errorf("pandadocauth: loading token from store: %w", err)
-		}
-		s.logWarn("pandadocauth: loading token from store failed; using the cached token", slog.Any("error", err))
-		return nil, nil
+		return nil, false, err
 	}
-	if stored == nil || stored.AccessToken == "" && stored.RefreshToken == "" || same(stored, s.store.synced) {
-		return nil, nil
+	p := &s.store
+	switch {
+	case stored == nil || stored.AccessToken == "" && stored.RefreshToken == "":
+		return nil, false, nil
+	case same(stored, p.synced):
+		return nil, false, nil
+	case cur != nil && same(stored, cur.tok):
+		p.synced = stored
+		return nil, false, nil
+	case p.isSpent(stored.RefreshToken):
+		return nil, true, nil
 	}
-	if cur != nil && same(stored, cur.tok) {
-		s.store.synced = stored
-		return nil, nil
-	}
-	return stored, nil
+	return stored, false, nil
 }
 
-// save saves ct's token before it is served. A failed Save is logged and
-// retried later (the token is served all the same, so the newest refresh
-// token is never dropped).
-func (s *TokenSource) save(ctx context.Context, c *flightCall, ct *snapshot) {
-	if s.Store == nil {
-		return
-	}
-	if err := s.saveToken(ctx, c, ct.tok, false); err != nil {
-		ct.unsaved = true
-		s.logError("pandadocauth: saving the new token failed; using it and retrying the save", slog.Any("error", err))
-	}
-}
-
-// retrySave saves cur, whose Save failed.
-func (s *TokenSource) retrySave(ctx context.Context, c *flightCall, cur *snapshot) RefreshOutcome {
-	if err := s.saveToken(ctx, c, cur.tok, true); err != nil {
-		s.logError("pandadocauth: saving the token failed again", slog.Any("error", err))
-		return OutcomeUnchanged
-	}
-	s.mark(cur, func(c *snapshot) { c.unsaved = false })
-	s.logInfo("pandadocauth: token saved")
-	return OutcomeSaved
-}
-
-// saveToken calls Store.Save with a deadline of its own, and notes what
-// the Store holds, or when to try again.
+// saveToken calls Store.Save with a deadline of its own and notes what
+// the Store holds.
 func (s *TokenSource) saveToken(ctx context.Context, c *flightCall, t *oauth2.Token, retry bool) error {
+	if s.Store == nil {
+		return nil
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
 	defer cancel()
 	err := s.Store.Save(sctx, t)
-	r := &s.flight
-	r.mu.Lock()
 	if err != nil {
-		r.troubled().saveNext = s.mono() + saveRetryInterval
-	} else if t := r.trouble; t != nil {
-		t.saveNext = 0
-		if *t == (trouble{}) {
-			r.trouble = nil
+		if errors.Is(err, ErrLockLost) {
+			s.unlock(c) // taken again before the next try
 		}
-	}
-	r.mu.Unlock()
-	if err != nil {
 		if o := s.Observer; o != nil && o.SaveFailed != nil {
 			o.SaveFailed(c.ctx, SaveFailedInfo{Grant: s.grant(), Retry: retry, Err: err})
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,13 +17,51 @@ import (
 
 // grantServer is a token endpoint with refresh-token rotation that
 // refuses, with invalid_grant, every refresh token but the newest of
-// each grant, as servers that rotate do.
+// each grant, as servers that rotate do. Like servers that detect reuse,
+// it revokes a grant whose rotated-away refresh token is presented.
 type grantServer struct {
 	expiresIn int
 	mu        sync.Mutex        // guards the fields below
 	live      map[string]string // grant name -> its newest refresh token
+	spent     map[string]string // rotated-away refresh token -> its grant
 	n         int
 	posts     []string // the refresh token of each POST
+	reused    []string // the spent refresh tokens presented
+	next      func() *http.Response
+}
+
+// reuses returns how many spent refresh tokens were presented.
+func (g *grantServer) reuses() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.reused)
+}
+
+// rotate rotates grant's refresh token as another process's refresh
+// would, and returns the new token.
+func (g *grantServer) rotate(grant string) *oauth2.Token {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.rotateLocked(grant)
+}
+
+func (g *grantServer) rotateLocked(grant string) *oauth2.Token {
+	g.n++
+	if g.spent == nil {
+		g.spent = map[string]string{}
+	}
+	g.spent[g.live[grant]] = grant
+	next := grant + "-rt-SECRET-" + strconv.Itoa(g.n)
+	g.live[grant] = next
+	return &oauth2.Token{AccessToken: grant + "-at-SECRET-" + strconv.Itoa(g.n), RefreshToken: next, ExpiresIn: int64(g.expiresIn)}
+}
+
+// answerNext makes the next POST answer with f's response, after the
+// grant's refresh token is checked (and rotated, if f says so).
+func (g *grantServer) answerNext(f func() *http.Response) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.next = f
 }
 
 func newGrantServer(expiresIn int, grants map[string]string) *grantServer {
@@ -40,13 +79,20 @@ func (g *grantServer) responder() httpmock.Responder {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		g.posts = append(g.posts, rt)
+		if grant, ok := g.spent[rt]; ok {
+			g.reused = append(g.reused, rt)
+			g.live[grant] = "" // revoked
+			return httpmock.NewStringResponse(400, `{"error":"invalid_grant","error_description":"refresh token reused"}`), nil
+		}
+		if next := g.next; next != nil {
+			g.next = nil
+			return next(), nil
+		}
 		for grant, live := range g.live {
-			if live == rt {
-				g.n++
-				next := grant + "-rt-SECRET-" + string(rune('0'+g.n))
-				g.live[grant] = next
+			if live != "" && live == rt {
+				tok := g.rotateLocked(grant)
 				return httpmock.NewJsonResponse(200, map[string]any{
-					"access_token": grant + "-at-SECRET-" + string(rune('0'+g.n)), "refresh_token": next, "expires_in": g.expiresIn,
+					"access_token": tok.AccessToken, "refresh_token": tok.RefreshToken, "expires_in": g.expiresIn,
 				})
 			}
 		}
@@ -196,7 +242,7 @@ func TestStoreFreshGrantInMemoryIsNeverLost(t *testing.T) {
 func TestWaitRetriesFailedSave(t *testing.T) {
 	t.Parallel()
 	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
-	clock := newAutoClock()
+	clock := newPumpedClock(t)
 	store := &memStore{
 		tok:      &oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(-time.Minute)},
 		saveErrs: 3,
@@ -206,9 +252,6 @@ func TestWaitRetriesFailedSave(t *testing.T) {
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
-	if s := store.stored(); s.RefreshToken == srv.newest("g") {
-		t.Fatal("the first Save should have failed")
-	}
 	ts.Wait()
 	if s := store.stored(); s.RefreshToken != srv.newest("g") {
 		t.Errorf("after Wait the Store holds %q, want %q", s.RefreshToken, srv.newest("g"))
@@ -216,19 +259,17 @@ func TestWaitRetriesFailedSave(t *testing.T) {
 	if n := store.saveCount(); n != 4 {
 		t.Errorf("%d Saves, want 4 (1 failed, 2 failed retries, 1 success)", n)
 	}
-	// The retries are a second apart, in fake time.
-	for _, d := range clock.Waits() {
-		if d != saveRetryInterval {
-			t.Errorf("waited %v between Save retries, want %v", d, saveRetryInterval)
-		}
+	if ts.busy() {
+		t.Error("saved, yet a Save retry or the lock is still held")
 	}
 }
 
-// TestWaitGivesUpOnFailingSave: Wait is bounded when Save keeps failing.
+// TestWaitGivesUpOnFailingSave: Wait is bounded when Save keeps failing,
+// and stops the Save retries when it gives up.
 func TestWaitGivesUpOnFailingSave(t *testing.T) {
 	t.Parallel()
 	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
-	clock := newAutoClock()
+	clock := newPumpedClock(t)
 	store := &memStore{
 		tok:      &oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(-time.Minute)},
 		saveErrs: 1 << 30,
@@ -236,16 +277,22 @@ func TestWaitGivesUpOnFailingSave(t *testing.T) {
 	logger, logs := newTestLogger()
 	ts, _ := newStoreSource(t, store, srv.responder())
 	ts.clk, ts.Logger = &clockRef{clock}, logger
-	start := clock.Mono()
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
+	start := clock.Mono()
 	ts.Wait()
-	if d := clock.Mono() - start; d < flushTimeout || d > flushTimeout+2*saveRetryInterval {
+	if d := clock.Mono() - start; d < flushTimeout || d > flushTimeout+maxSaveRetryInterval {
 		t.Errorf("Wait took %v of fake time, want about %v", d, flushTimeout)
 	}
 	if !strings.Contains(logs.String(), "giving up saving") {
 		t.Errorf("no log of the lost Save: %s", logs)
+	}
+	ts.flight.mu.Lock()
+	retrying := ts.flight.trouble != nil && ts.flight.trouble.retry != nil
+	ts.flight.mu.Unlock()
+	if retrying {
+		t.Error("the Save-retry timer still runs after Wait gave up")
 	}
 	assertNoSecret(t, "log", logs.String())
 }
@@ -301,7 +348,9 @@ func TestTokenSourceSavesBeforeUse(t *testing.T) {
 func TestTokenSourceSaveFailureIsRetried(t *testing.T) {
 	t.Parallel()
 	srv := &tokenServer{expiresIn: 3600}
-	ts, _, clock := newSource(t, srv, time.Hour)
+	ts, _, _ := newSource(t, srv, time.Hour)
+	clock := newFakeClock() // timers fire only when the test advances it
+	ts.clk = &clockRef{clock}
 	store := &memStore{saveErrs: 2}
 	logger, logs := newTestLogger()
 	ts.Store, ts.Logger = store, logger
@@ -329,8 +378,8 @@ func TestTokenSourceSaveFailureIsRetried(t *testing.T) {
 	}{
 		{0, 1},                      // within a second of the failure: no retry
 		{saveRetryInterval, 2},      // one retry, which fails
-		{saveRetryInterval / 2, 2},  // still within a second of it
-		{saveRetryInterval / 2, 3},  // the next retry succeeds
+		{saveRetryInterval, 2},      // the wait doubles: not yet
+		{saveRetryInterval, 3},      // the next retry succeeds
 		{10 * saveRetryInterval, 3}, // saved: no more retries
 	}
 	for i, st := range steps {

@@ -33,7 +33,7 @@ type rejections struct {
 // rejectionBackoff is how long a token is kept after n tokens in a row
 // were rejected without one working.
 func rejectionBackoff(n int) time.Duration {
-	return min(time.Second<<min(n-1, 6), time.Minute)
+	return min(minRejectionBackoff<<min(n-1, 6), maxRejectionBackoff)
 }
 
 // accepted records that the API accepted ct's token.

@@ -23,75 +23,42 @@ import (
 //
 // Here reads never lock: the token is an atomic pointer to a snapshot,
 // and every snapshot carries a generation. A caller that finds the token
-// unusable records, under the refresher's lock, the generation it needs
-// (want = max(want, seen.gen+1)) and joins the one flight, which takes
-// no arguments and runs until the served generation reaches the highest
-// want. So every caller's question is the same question, and one flight
-// answers them all, success or failure. The flight decides to end (it
-// "lands") under the same lock at which callers record their want, so a
-// caller either is counted by the flight it joins or starts the next one:
-// none is handed an answer to an older question, and none has to check
-// the answer and join again.
+// unusable asks for a newer generation than the one it saw. The question
+// is the singleflight key: the source and the generation to replace. So
+// every caller that saw the same token asks the same question, and the
+// singleflight.Group runs one flight for all of them, success or failure.
+// Each caller waits on the channel DoChan gives it and on its own context:
+// a caller whose context ends leaves at once, and the refresh goes on for
+// the others instead of being cancelled under them. The flight runs on a
+// context detached from the callers' (context.WithoutCancel, keeping
+// their values) with a deadline of its own.
 //
-// Callers wait on the flight's done channel, one channel for all of them.
-// A singleflight.Group runs the flight: the first caller's DoChan starts
-// it on a goroutine of the Group's, which turns a panic in the flight (in
-// a Store, say) into a crash rather than waiters left hanging. Joining through DoChan as well would cost each waiter a
-// channel of its own; the refresher's lock already admits one flight per
-// source, so the Group's key is the flight's own, unique per flight: a
-// landing flight and the next one never share an entry. One Group serves
-// every TokenSource (every grant of a Grants too), so a source keeps no
-// map of its own.
+// One flight runs at a time per source. The refresher's lock admits it:
+// under the lock a caller records the generation it needs
+// (want = max(want, seen.gen+1)) and either joins the flight under way,
+// which runs until the served generation reaches the highest want, or
+// starts the next one. The flight decides to end (it "lands") under the
+// same lock and forgets its key then, so a caller either is counted by
+// the flight it joins or starts a new one: none is handed an answer to an
+// older question.
 //
-// The flight runs on a context detached from the callers'
-// (context.WithoutCancel, keeping their values) with a deadline of its
-// own, and each caller waits on its own context: a caller whose context
-// ends leaves at once, and the refresh goes on for the others instead of
-// being cancelled under them. A failure is remembered for a short
-// back-off, so callers arriving after a failed flight fail fast instead
-// of starting another.
-const (
-	// refreshTimeout bounds one flight, all attempts included. It runs
-	// on a context detached from the callers', so it needs a deadline of
-	// its own.
-	refreshTimeout = time.Minute
+// A failure is remembered for a short back-off, so callers arriving after
+// a failed flight fail fast instead of starting another.
 
-	// permanentFailureBackoff is how long a permanent refresh failure
-	// (invalid_grant, invalid_client, a malformed answer) is remembered:
-	// calls fail fast with it instead of asking the endpoint again.
-	permanentFailureBackoff = 5 * time.Second
-
-	// minThrottleBackoff and maxThrottleBackoff bound how long a 429
-	// without Retry-After is remembered; it doubles while 429s go on.
-	// PandaDoc limits requests over a sliding 60-second window and sends
-	// no Retry-After, so retrying within a second cannot help.
-	minThrottleBackoff = 5 * time.Second
-	maxThrottleBackoff = time.Minute
-
-	// minBackgroundBackoff and maxBackgroundBackoff bound the wait after
-	// a failed flight before an early refresh starts again.
-	minBackgroundBackoff = 5 * time.Second
-	maxBackgroundBackoff = 2 * time.Minute
-
-	// maxSteps bounds the steps of one flight (load, adopt, refresh,
-	// save), so that an endpoint answering with tokens that are unusable
-	// on arrival cannot keep a flight going.
-	maxSteps = 4
-)
-
-// flights runs the flights of every TokenSource.
+// flights runs the flights of every TokenSource (every grant of a Grants
+// too), so that a source keeps no map of its own.
 var flights singleflight.Group
 
-// flightSeq numbers the flights of the process: a flight's key is its
-// number, never the key of another flight, even one that is landing or
-// of a source that no longer exists.
-var flightSeq atomic.Uint64
+// sourceSeq numbers the sources of the process that have flown: a flight
+// key is a source's number and the generation it replaces.
+var sourceSeq atomic.Uint64
 
 // refresher is a TokenSource's flight state. It is small: a Grants holds
 // one per grant.
 type refresher struct {
 	mu      sync.Mutex  // guards the fields below it
 	want    uint32      // the highest generation a caller waits for
+	id      uint64      // the source's number in flight keys; 0 until the first flight
 	call    *flightCall // the flight under way, or landing; nil when none
 	trouble *trouble    // what failures left; nil when there is nothing to remember
 
@@ -100,24 +67,25 @@ type refresher struct {
 	// or the last one failed. It is read without the lock on requests
 	// inside the early-refresh window.
 	quiet atomic.Int64
-
-	flush bool // Wait asks for an unsaved token to be saved now; guarded by mu
 }
 
-// flightCall is one flight. The flight's goroutine owns attempts and
-// outcome; the other fields are set under the refresher's lock.
+// flightCall is one flight. The flight's goroutine owns the fields from
+// unlock on; the others are set under the refresher's lock.
 type flightCall struct {
-	key      string        // the singleflight key, unique per flight
-	landed   bool          // it has decided to end: callers start a new one
-	done     chan struct{} // closed when the flight has ended, val and err set
-	val      *snapshot     // the flight's answer
-	err      error
-	ctx      context.Context // the Observer's flight context
-	reason   RefreshReason
-	start    time.Duration // a Mono reading
-	waiters  int
-	attempts int
-	outcome  RefreshOutcome
+	key     string              // the singleflight key
+	fn      func() (any, error) // runs the flight; joiners pass it to DoChan too
+	landed  bool                // it has decided to end: callers start a new one
+	done    chan struct{}       // closed when the flight has ended, reported and let go
+	ctx     context.Context     // the Observer's flight context
+	reason  RefreshReason       // why it started
+	start   time.Duration       // a Mono reading
+	end     time.Duration       // the flight's deadline, a Mono reading
+	waiters int                 // callers waiting for it
+	recheck bool                // started while a permanent failure is remembered: read the Store, refresh only if it holds news
+	remind  error               // the failure remembered, for recheck
+	unlock  func()              // releases the Locker's lock, held from the first step that needed it
+	outcome RefreshOutcome      // what it did, the most of its steps
+	tries   int                 // token-endpoint requests made
 }
 
 // trouble is what failed flights and Saves leave behind. It is allocated
@@ -128,7 +96,17 @@ type trouble struct {
 	until      time.Duration // a Mono reading
 	background time.Duration // the wait before the next early refresh
 	throttle   time.Duration // the last 429 back-off
-	saveNext   time.Duration // when a failed Save is retried (a Mono reading)
+
+	// The unsaved token (its Save failed). The Locker's lock stays held
+	// until it is saved, so that no other process refreshes with the
+	// refresh token it replaced, which the Store still holds.
+	saveNext  time.Duration // when the Save is retried (a Mono reading); 0: nothing to save
+	saveWait  time.Duration // the current wait between Save retries
+	flush     bool          // Wait asks for the Save now
+	waits     int           // calls of Wait retrying the Save: no timer meanwhile
+	held      func()        // the Locker's unlock, kept while the token is unsaved
+	retry     chan struct{} // closed to stop the Save-retry timer; nil when none runs
+	retryStop func() bool   // stops the Save-retry timer
 }
 
 // testHookJoined, if set, is called after a caller has joined a flight
@@ -154,20 +132,32 @@ func (s *TokenSource) await(ctx context.Context, want uint32, reason RefreshReas
 		r.mu.Unlock()
 		return ct, nil
 	}
+	var remind error
 	if t := r.trouble; t != nil && t.err != nil && now < t.until {
-		err := t.err
-		r.mu.Unlock()
-		return nil, err
+		// A permanent failure (a revoked grant) is served from memory,
+		// unless the Store may hold a token saved since (the customer
+		// connected again): a flight reads it, and refreshes only if it
+		// does.
+		if !isPermanent(t.err) || s.Store == nil {
+			err := t.err
+			r.mu.Unlock()
+			return nil, err
+		}
+		remind = t.err
 	}
 	r.want = max(r.want, want)
-	c := s.fly(ctx, reason, true)
+	c := s.fly(ctx, reason, true, remind)
+	ch := flights.DoChan(c.key, c.fn)
 	r.mu.Unlock()
 	if testHookJoined != nil {
 		testHookJoined(s)
 	}
 	select {
-	case <-c.done:
-		return c.val, c.err
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*snapshot), nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("pandadocauth: waiting for a token refresh: %w", ctx.Err())
 	}
@@ -216,7 +206,8 @@ func (s *TokenSource) background(ctx context.Context, ct *snapshot, now time.Dur
 			r.want = max(r.want, ct.gen+1)
 			reason = ReasonEarly
 		}
-		s.fly(ctx, reason, false)
+		c := s.fly(ctx, reason, false, nil)
+		flights.DoChan(c.key, c.fn)
 	}
 	r.mu.Unlock()
 }
@@ -230,22 +221,20 @@ func (s *TokenSource) busy() bool {
 	r := &s.flight
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.call != nil || r.trouble != nil && r.trouble.saveNext != 0
+	return r.call != nil || r.trouble != nil && (r.trouble.saveNext != 0 || r.trouble.held != nil || r.trouble.retry != nil)
 }
 
 // saveDue reports whether a failed Save is due for a retry at now. r.mu
 // must be held.
 func (r *refresher) saveDue(now time.Duration) bool {
-	return r.flush || r.trouble != nil && r.trouble.saveNext != 0 && now >= r.trouble.saveNext
+	t := r.trouble
+	return t != nil && (t.flush || t.saveNext != 0 && now >= t.saveNext)
 }
 
-// fly starts the flight, or joins the one under way, and returns it.
-// wait says whether the caller waits for it. r.mu must be held.
-//
-// Callers wait on the flight's done channel, one for all of them, so
-// that a caller costs no allocation of its own; the singleflight Group
-// runs the flight.
-func (s *TokenSource) fly(ctx context.Context, reason RefreshReason, wait bool) *flightCall {
+// fly returns the flight under way, counting the caller in when wait
+// says it waits, or sets up the next one, which the caller's DoChan
+// starts. r.mu must be held.
+func (s *TokenSource) fly(ctx context.Context, reason RefreshReason, wait bool, remind error) *flightCall {
 	r := &s.flight
 	o := s.Observer
 	if c := r.call; c != nil && !c.landed {
@@ -257,7 +246,21 @@ func (s *TokenSource) fly(ctx context.Context, reason RefreshReason, wait bool) 
 		}
 		return c
 	}
-	c := &flightCall{key: strconv.FormatUint(flightSeq.Add(1), 36), done: make(chan struct{}), ctx: ctx, reason: reason, start: s.mono()}
+	if r.id == 0 {
+		r.id = sourceSeq.Add(1)
+	}
+	cur := s.cache.Load()
+	c := &flightCall{
+		key:     strconv.FormatUint(r.id, 36) + "/" + strconv.FormatUint(uint64(cur.next()-1), 36),
+		done:    make(chan struct{}),
+		ctx:     ctx,
+		reason:  reason,
+		start:   s.mono(),
+		end:     s.mono() + refreshTimeout,
+		recheck: remind != nil,
+		remind:  remind,
+	}
+	c.fn = func() (any, error) { return s.run(c) }
 	if wait {
 		c.waiters = 1
 	}
@@ -268,28 +271,18 @@ func (s *TokenSource) fly(ctx context.Context, reason RefreshReason, wait bool) 
 	}
 	r.call = c
 	r.quiet.Store(int64(maxDuration))
-	flights.DoChan(c.key, func() (any, error) { return s.run(c) })
 	return c
 }
 
 // run is the flight. It takes steps until a usable token of the highest
 // generation wanted is served (and saved, when a Save retry is due), or
-// a step fails. It decides to end, and lands, under the lock at which
-// callers record their want; it reports to the Observer after, and then
-// lets go of the flight, so that Wait, which joins a landing flight too,
-// returns only when all of it is done.
+// a step fails. The steps return what they got; run alone serves it and
+// records it. It decides to end, and lands, under the lock at which
+// callers record their want.
 func (s *TokenSource) run(c *flightCall) (any, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), refreshTimeout)
 	defer cancel()
 	r := &s.flight
-	defer func() {
-		r.mu.Lock()
-		if r.call == c {
-			r.call = nil
-		}
-		r.mu.Unlock()
-		close(c.done)
-	}()
 	for step := 0; ; step++ {
 		r.mu.Lock()
 		// Read under the lock, so that a rejection marked before a
@@ -298,46 +291,147 @@ func (s *TokenSource) run(c *flightCall) (any, error) {
 		now := s.mono()
 		saveDue := cur != nil && cur.unsaved && r.saveDue(now)
 		if cur.usable(now) && cur.gen >= r.want && !saveDue {
+			if unlock := c.unlock; unlock != nil && !cur.unsaved {
+				// Release the Locker's lock before landing, and look
+				// again: the token may be rejected meanwhile, and the
+				// callers of this flight want a usable one.
+				c.unlock = nil
+				r.mu.Unlock()
+				unlock()
+				step--
+				continue
+			}
 			if c.outcome >= OutcomeLoaded {
 				r.recovered()
 			}
-			quiet := time.Duration(0)
-			if t := r.trouble; t != nil && cur.unsaved {
-				quiet = t.saveNext // no lock per request until the Save retry is due
-			}
-			r.land(quiet)
+			s.land(c, cur, now, 0)
 			r.mu.Unlock()
-			s.done(c, nil)
-			c.val = cur
-			return cur, nil
+			return s.finish(c, cur, nil)
 		}
 		want := r.want
-		r.flush = false
+		if t := r.trouble; t != nil {
+			t.flush = false
+		}
 		r.mu.Unlock()
+
 		var (
-			outcome RefreshOutcome
-			err     error
+			g   got
+			err error
 		)
 		if step < maxSteps {
-			outcome, err = s.advance(ctx, c, cur, want, saveDue)
+			g, err = s.advance(ctx, c, cur, want, saveDue)
 		} else {
 			err = fmt.Errorf("pandadocauth: %w: no usable token after %d tries (is it expired on arrival?)", ErrMalformedResponse, maxSteps)
 		}
+		s.record(c, cur, g)
+
 		if err != nil {
 			now := s.mono()
 			r.mu.Lock()
-			quiet := r.remember(err, now)
-			r.land(quiet)
+			// The callers of this flight get its error: their wants are
+			// answered, and a later flight must not refresh for them.
+			r.want = s.cache.Load().next() - 1
+			var quiet time.Duration
+			if err == c.remind {
+				quiet = r.trouble.until // nothing new in the Store: the back-off goes on
+			} else {
+				quiet = r.remember(err, now)
+			}
+			s.land(c, s.cache.Load(), now, quiet)
 			r.mu.Unlock()
 			if ct := s.cache.Load(); c.reason == ReasonEarly && ct.usable(now) {
 				s.logWarn("pandadocauth: early refresh failed; serving the current token", slog.Any("error", err), slog.Duration("retry_in", quiet-now))
 			}
-			s.done(c, err)
-			c.err = err
-			return nil, err
+			return s.finish(c, nil, err)
 		}
-		c.outcome = max(c.outcome, outcome)
 	}
+}
+
+// record serves and records what a step of flight c got, cur being the
+// snapshot served when the step began.
+func (s *TokenSource) record(c *flightCall, cur *snapshot, g got) {
+	c.tries += g.tries
+	c.outcome = max(c.outcome, g.outcome)
+	switch {
+	case g.tok != nil:
+		header := g.header
+		if header == "" {
+			header = "Bearer " + g.tok.AccessToken
+		}
+		ct := s.snapshotWith(g.tok, g.from, header)
+		ct.unsaved = g.saveErr != nil
+		ct.invalid = ct.invalid || g.invalid
+		s.publish(ct)
+	case g.saved:
+		s.mark(cur, func(c *snapshot) { c.unsaved = false })
+	}
+	r := &s.flight
+	now := s.mono()
+	r.mu.Lock()
+	switch {
+	case g.saveErr != nil:
+		t := r.troubled()
+		t.saveWait = min(max(2*t.saveWait, saveRetryInterval), maxSaveRetryInterval)
+		t.saveNext = now + t.saveWait
+	case g.saved || g.tok != nil:
+		if t := r.trouble; t != nil {
+			t.saveNext, t.saveWait = 0, 0
+			s.stopSaveRetry(t)
+			if t.held != nil && c.unlock == nil {
+				c.unlock, t.held = t.held, nil // released when the flight ends
+			}
+		}
+	}
+	r.mu.Unlock()
+}
+
+// land ends flight c: later callers start a new one. cur is the snapshot
+// served. While it is unsaved, the Locker's lock is kept and a timer
+// retries the Save; no background flight starts before quiet. r.mu must
+// be held.
+func (s *TokenSource) land(c *flightCall, cur *snapshot, now, quiet time.Duration) {
+	r := &s.flight
+	c.landed = true
+	flights.Forget(c.key)
+	if cur != nil && cur.unsaved {
+		t := r.troubled()
+		if c.unlock != nil && t.held == nil {
+			t.held, c.unlock = c.unlock, nil
+		}
+		if t.saveNext == 0 {
+			t.saveWait = saveRetryInterval
+			t.saveNext = now + t.saveWait
+		}
+		quiet = max(quiet, t.saveNext) // no lock per request until the Save retry is due
+		s.armSaveRetry(t, now)
+	}
+	r.quiet.Store(int64(quiet))
+}
+
+// finish lets go of flight c once it has landed: it releases the
+// Locker's lock unless the unsaved token keeps it, reports to the
+// Observer, and closes done, so that Wait, which waits for a landing
+// flight too, returns only when all of it is done.
+func (s *TokenSource) finish(c *flightCall, val *snapshot, err error) (any, error) {
+	r := &s.flight
+	r.mu.Lock()
+	unlock := c.unlock
+	c.unlock = nil
+	r.mu.Unlock()
+	if unlock != nil {
+		unlock()
+	}
+	s.done(c, err)
+	r.mu.Lock()
+	if r.call == c {
+		r.call = nil
+	}
+	r.mu.Unlock()
+	close(c.done)
+	if err != nil {
+		return nil, err
+	}
+	return val, nil
 }
 
 // done reports the end of flight c to the Observer.
@@ -346,7 +440,7 @@ func (s *TokenSource) done(c *flightCall, err error) {
 	if o == nil || o.RefreshDone == nil {
 		return
 	}
-	info := RefreshDoneInfo{Grant: s.grant(), Reason: c.reason, Outcome: c.outcome, Attempts: c.attempts, Duration: s.mono() - c.start, Err: err}
+	info := RefreshDoneInfo{Grant: s.grant(), Reason: c.reason, Outcome: c.outcome, Attempts: c.tries, Duration: s.mono() - c.start, Err: err}
 	if err != nil {
 		info.Outcome = OutcomePermanent
 		if !isPermanent(err) {
@@ -359,11 +453,46 @@ func (s *TokenSource) done(c *flightCall, err error) {
 	o.RefreshDone(c.ctx, info)
 }
 
-// land ends the flight: later callers start a new one (under another
-// key). No background flight starts before quiet. r.mu must be held.
-func (r *refresher) land(quiet time.Duration) {
-	r.call.landed = true
-	r.quiet.Store(int64(quiet))
+// armSaveRetry starts the timer that retries the Save of the unsaved
+// token at t.saveNext, unless it runs already: the one timer a source
+// keeps at rest, and only while a token is unsaved. r.mu must be held.
+func (s *TokenSource) armSaveRetry(t *trouble, now time.Duration) {
+	s.stopSaveRetry(t) // a timer that fired already must not start a second Save
+	if t.waits > 0 {
+		return // Wait retries the Save itself
+	}
+	quit := make(chan struct{})
+	fire, stop := s.clock().NewTimer(max(t.saveNext-now, 0))
+	t.retry, t.retryStop = quit, stop
+	go func() {
+		select {
+		case <-quit:
+			return
+		case <-fire:
+		}
+		r := &s.flight
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if t.retry != quit {
+			return // stopped meanwhile
+		}
+		t.retry, t.retryStop = nil, nil
+		if !r.flying() {
+			t.flush = true
+			c := s.fly(context.Background(), ReasonSave, false, nil)
+			flights.DoChan(c.key, c.fn)
+		}
+	}()
+}
+
+// stopSaveRetry stops the Save-retry timer, if one runs. r.mu must be
+// held.
+func (s *TokenSource) stopSaveRetry(t *trouble) {
+	if t.retry != nil {
+		close(t.retry)
+		t.retryStop()
+		t.retry, t.retryStop = nil, nil
+	}
 }
 
 // flying reports whether a flight is under way and not landing. r.mu
@@ -377,7 +506,7 @@ func (r *refresher) flying() bool {
 func (r *refresher) recovered() {
 	if t := r.trouble; t != nil {
 		t.err, t.until, t.background, t.throttle = nil, 0, 0, 0
-		if t.saveNext == 0 {
+		if t.saveNext == 0 && t.held == nil && t.retry == nil {
 			r.trouble = nil
 		}
 	}
@@ -411,7 +540,8 @@ func (r *refresher) remember(err error, now time.Duration) (quiet time.Duration)
 
 // flush is Wait: it waits for the flight under way, landing ones too,
 // and saves an unsaved token, retrying every saveRetryInterval for up to
-// flushTimeout.
+// flushTimeout. When it gives up, it stops the Save retries and releases
+// the Locker's lock they kept.
 func (s *TokenSource) flush() {
 	r := &s.flight
 	clk := s.clock()
@@ -431,17 +561,35 @@ func (s *TokenSource) flush() {
 			return
 		}
 		if clk.Mono() >= deadline {
+			var unlock func()
+			if t := r.trouble; t != nil {
+				s.stopSaveRetry(t)
+				unlock, t.held = t.held, nil
+			}
 			r.mu.Unlock()
+			if unlock != nil {
+				unlock()
+			}
 			s.logError("pandadocauth: giving up saving the token; the newest refresh token is in memory only")
 			return
 		}
-		r.flush = true
-		c := s.fly(context.Background(), ReasonSave, true)
+		t := r.troubled()
+		t.flush = true
+		t.waits++
+		s.stopSaveRetry(t)
+		c := s.fly(context.Background(), ReasonSave, true, nil)
+		flights.DoChan(c.key, c.fn)
 		r.mu.Unlock()
 		<-c.done
 		if cur := s.cache.Load(); cur != nil && cur.unsaved {
 			timer, _ := clk.NewTimer(min(saveRetryInterval, max(deadline-clk.Mono(), 0)))
 			<-timer
 		}
+		r.mu.Lock()
+		t.waits--
+		if cur := s.cache.Load(); t.waits == 0 && cur != nil && cur.unsaved && r.call == nil {
+			s.armSaveRetry(t, clk.Mono())
+		}
+		r.mu.Unlock()
 	}
 }

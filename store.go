@@ -170,6 +170,51 @@ func (f *FileStore) Save(ctx context.Context, t *oauth2.Token) error {
 	return nil
 }
 
+// Delete removes the token file, for example when the customer
+// disconnects, and flushes its directory to disk, so that a power loss
+// cannot bring the token back. When Path is a symbolic link, Delete
+// removes the file it points to and then the link, so that a later Save
+// writes a file at Path. Deleting a missing file is not an error. The
+// lock file stays, as Lock leaves it: a process may hold or wait for its
+// lock. Delete does not take the lock; take it first to keep a refresh
+// in another process from saving the token again.
+func (f *FileStore) Delete(ctx context.Context) error {
+	if f.Path == "" {
+		return errors.New("pandadocauth: FileStore.Path is empty")
+	}
+	info, err := os.Lstat(f.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("pandadocauth: deleting token file: %w", err)
+	}
+	if info.Mode()&fs.ModeSymlink != 0 {
+		// A link to nothing holds no token: only the link goes.
+		if target, err := filepath.EvalSymlinks(f.Path); err == nil {
+			if err := removeFile(target); err != nil {
+				return err
+			}
+		}
+	}
+	return removeFile(f.Path)
+}
+
+// removeFile removes path, if it exists, and flushes its directory.
+func removeFile(path string) error {
+	err := os.Remove(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("pandadocauth: deleting token file: %w", err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("pandadocauth: flushing token directory: %w", err)
+	}
+	return nil
+}
+
 // syncDir flushes a directory to disk; a variable so that tests can see
 // it called.
 var syncDir = syncDirOS

@@ -215,3 +215,78 @@ func TestFileStoreLock(t *testing.T) {
 		t.Errorf("lock file: %v, %v; want mode 600", info, err)
 	}
 }
+
+// Delete removes the token file; through a symbolic link, the file it
+// points to and the link, so that the token is gone and a later Save
+// writes a file at Path.
+func TestFileStoreDelete(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "token.json")
+	f := &FileStore{Path: path}
+	if err := f.Save(ctx, &oauth2.Token{AccessToken: "at", RefreshToken: "rt"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 { // the second time, nothing is there
+		if err := f.Delete(ctx); err != nil {
+			t.Fatalf("Delete %d: %v", i, err)
+		}
+		if tok, err := f.Load(ctx); tok != nil || err != nil {
+			t.Fatalf("Load after Delete = %v, %v; want nil, nil", tok, err)
+		}
+	}
+	if err := (&FileStore{}).Delete(ctx); err == nil {
+		t.Error("Delete without Path succeeded")
+	}
+
+	real := filepath.Join(dir, "real", "token.json")
+	link := filepath.Join(dir, "link.json")
+	if err := (&FileStore{Path: real}).Save(ctx, &oauth2.Token{AccessToken: "at-real"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join("real", "token.json"), link); err != nil {
+		t.Skipf("symbolic links: %v", err)
+	}
+	if err := (&FileStore{Path: link}).Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{real, link} {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s is left after Delete through the link (%v)", p, err)
+		}
+	}
+	if err := (&FileStore{Path: link}).Save(ctx, &oauth2.Token{AccessToken: "at-again"}); err != nil {
+		t.Errorf("Save after Delete through a link: %v", err)
+	}
+	dangling := filepath.Join(dir, "dangling.json")
+	os.Symlink("missing.json", dangling)
+	if err := (&FileStore{Path: dangling}).Delete(ctx); err != nil {
+		t.Errorf("Delete of a dangling link: %v", err)
+	}
+	if _, err := os.Lstat(dangling); !os.IsNotExist(err) {
+		t.Errorf("the dangling link is left (%v)", err)
+	}
+}
+
+// Delete flushes the directory, so that the token cannot come back after
+// a power loss. Not parallel: it replaces syncDir.
+func TestFileStoreDeleteSyncsDirectory(t *testing.T) {
+	dir := t.TempDir()
+	f := &FileStore{Path: filepath.Join(dir, "token.json")}
+	if err := f.Save(context.Background(), &oauth2.Token{AccessToken: "at"}); err != nil {
+		t.Fatal(err)
+	}
+	var synced []string
+	syncDir = func(d string) error {
+		synced = append(synced, d)
+		return syncDirOS(d)
+	}
+	defer func() { syncDir = syncDirOS }()
+	if err := f.Delete(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(synced) != 1 || synced[0] != dir {
+		t.Errorf("directories flushed: %q; want [%q]", synced, dir)
+	}
+}

@@ -27,15 +27,6 @@ const (
 	// at most when failures are transient.
 	maxAttempts = 3
 
-	// defaultRetryBase is the first back-off between attempts; it doubles
-	// after each one and gets jitter.
-	defaultRetryBase = 250 * time.Millisecond
-
-	// transientFailureBackoff is how long a refresh whose every attempt
-	// failed transiently is remembered (calls fail fast meanwhile),
-	// unless Retry-After says longer.
-	transientFailureBackoff = time.Second
-
 	// maxBodyBytes bounds how much of a token-endpoint response is read.
 	maxBodyBytes = 1 << 20
 	// maxExpiresIn is the largest expires_in accepted: ten years.
@@ -45,6 +36,12 @@ const (
 	redacted = "[redacted]"
 	// maxDescription bounds the error_description quoted in an error.
 	maxDescription = 200
+	// maxErrorBody bounds the excerpt of a refused answer that a
+	// RetrieveError keeps (and a failing grant remembers).
+	maxErrorBody = 4 << 10
+	// maxErrorMember bounds error, error_description and error_uri as a
+	// RetrieveError keeps them.
+	maxErrorMember = 1 << 10
 )
 
 // refreshAttempt is one refresh POST, reporting whether its failure may be
@@ -98,6 +95,9 @@ func (c *Config) exchangeForm(code string, extra url.Values) url.Values {
 
 // post sends one form to the token endpoint and parses the answer.
 func (c *Config) post(ctx context.Context, form url.Values, now func() time.Time) (*oauth2.Token, *attemptError) {
+	if err := c.checkCredentials(); err != nil {
+		return nil, &attemptError{err: err}
+	}
 	secrets := []string{form.Get("client_secret"), form.Get("refresh_token"), form.Get("code"), form.Get("code_verifier")}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.tokenURL(), strings.NewReader(form.Encode()))
 	if err != nil {
@@ -116,29 +116,43 @@ func (c *Config) post(ctx context.Context, form url.Values, now func() time.Time
 	if err != nil {
 		// A *url.Error names the token URL, which carries no secret: the
 		// credentials travel in the body.
+		// Transient also when the flight's own deadline cut it: a hung
+		// endpoint is an outage, not a refusal.
 		return nil, &attemptError{
 			err:       fmt.Errorf("pandadocauth: token endpoint request failed: %w", err),
-			transient: ctx.Err() == nil,
+			transient: true,
 		}
 	}
 	return readTokenResponse(ctx, resp, secrets, now())
 }
 
 // readTokenResponse reads and closes a token-endpoint response. secrets
-// are the values sent, redacted from anything the error keeps.
+// are the values sent (the refresh token second), redacted from anything
+// the error keeps.
 func readTokenResponse(ctx context.Context, resp *http.Response, secrets []string, now time.Time) (*oauth2.Token, *attemptError) {
 	defer resp.Body.Close()
-	body, readErr := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes+1))
+	// Read past the limit by the longest form of a secret, so that a
+	// secret straddling the limit is redacted whole before any cut.
+	body, readErr := io.ReadAll(io.LimitReader(resp.Body, int64(maxBodyBytes+1+longest(secrets))))
+	// A refused answer may still carry a new refresh token: the one sent
+	// may be spent then, and the new one must not be thrown away.
+	rotated := rotatedIn(body, secrets[1])
+	if rotated != "" {
+		secrets = append(secrets, rotated)
+	}
 	status := resp.StatusCode
 	if status < 200 || status > 299 {
 		// A failure to read an error body changes nothing: the status
 		// decides.
-		return nil, rejection(resp, body, secrets, now)
+		ae := rejection(resp, body, secrets, now)
+		ae.rotated = rotated
+		return nil, ae
 	}
 	if readErr != nil {
 		return nil, &attemptError{
 			err:       fmt.Errorf("pandadocauth: reading token response: %w", readErr),
-			transient: ctx.Err() == nil,
+			transient: true,
+			rotated:   rotated,
 		}
 	}
 	if len(body) > maxBodyBytes {
@@ -152,25 +166,42 @@ func readTokenResponse(ctx context.Context, resp *http.Response, secrets []strin
 			errBody, _ := json.Marshal(map[string]string{"error": tr.code, "error_description": tr.description, "error_uri": tr.uri})
 			re := &oauth2.RetrieveError{
 				Response:         redactResponse(resp, secrets),
-				Body:             redact(errBody, secrets),
-				ErrorCode:        redactString(printable(tr.code), secrets),
-				ErrorDescription: redactString(printable(tr.description), secrets),
-				ErrorURI:         redactString(printable(tr.uri), secrets),
+				Body:             excerpt(redact(errBody, secrets)),
+				ErrorCode:        clip(redactString(printable(tr.code), secrets)),
+				ErrorDescription: clip(redactString(printable(tr.description), secrets)),
+				ErrorURI:         clip(redactString(printable(tr.uri), secrets)),
 			}
-			return nil, &attemptError{err: &endpointError{msg: rejectionMessage(re, body, secrets), re: re}}
+			return nil, &attemptError{err: &endpointError{msg: rejectionMessage(re, body, secrets), re: re, malformed: true}, rotated: rotated}
 		}
-		return nil, &attemptError{err: fmt.Errorf("pandadocauth: %w (status %d, content type %q): %w", ErrMalformedResponse, status, mediaType(resp), err)}
+		return nil, &attemptError{err: fmt.Errorf("pandadocauth: %w (status %d, content type %q): %w", ErrMalformedResponse, status, mediaType(resp), err), rotated: rotated}
 	}
 	return tok, nil
 }
 
-// rejection turns a non-2xx token-endpoint response into an error,
-// transient for 5xx, 429 and 408.
-func rejection(resp *http.Response, body []byte, secrets []string, now time.Time) *attemptError {
-	if len(body) > maxBodyBytes {
-		body = body[:maxBodyBytes]
+// rotatedIn returns the refresh token in body, a JSON object, if it is
+// not sent, the one sent; else "".
+func rotatedIn(body []byte, sent string) string {
+	if sent == "" {
+		return "" // not a refresh
 	}
-	re := &oauth2.RetrieveError{Response: redactResponse(resp, secrets), Body: redact(body, secrets)}
+	var r struct {
+		RefreshToken any `json:"refresh_token"`
+	}
+	if json.Unmarshal(body, &r) != nil {
+		return ""
+	}
+	rt, _ := r.RefreshToken.(string)
+	if rt == sent || !sendable(rt) {
+		return ""
+	}
+	return rt
+}
+
+// rejection turns a non-2xx token-endpoint response into an error,
+// transient for 5xx, 429 and 408. The error keeps a bounded excerpt of
+// the body, redacted before it is cut.
+func rejection(resp *http.Response, body []byte, secrets []string, now time.Time) *attemptError {
+	re := &oauth2.RetrieveError{Response: redactResponse(resp, secrets), Body: excerpt(redact(body, secrets))}
 	var e struct {
 		Error            any    `json:"error"`
 		ErrorDescription string `json:"error_description"`
@@ -178,9 +209,9 @@ func rejection(resp *http.Response, body []byte, secrets []string, now time.Time
 	}
 	if json.Unmarshal(body, &e) == nil {
 		if code, ok := e.Error.(string); ok {
-			re.ErrorCode = redactString(printable(code), secrets)
-			re.ErrorDescription = redactString(printable(e.ErrorDescription), secrets)
-			re.ErrorURI = redactString(printable(e.ErrorURI), secrets)
+			re.ErrorCode = clip(redactString(printable(code), secrets))
+			re.ErrorDescription = clip(redactString(printable(e.ErrorDescription), secrets))
+			re.ErrorURI = clip(redactString(printable(e.ErrorURI), secrets))
 		}
 	}
 	status := resp.StatusCode
@@ -193,6 +224,32 @@ func rejection(resp *http.Response, body []byte, secrets []string, now time.Time
 		ae.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now)
 	}
 	return ae
+}
+
+// excerpt returns the first maxErrorBody bytes of b, copied, so that a
+// remembered failure does not keep a whole error page.
+func excerpt(b []byte) []byte {
+	return bytes.Clone(b[:min(len(b), maxErrorBody)])
+}
+
+// clip bounds a member of an error answer kept in a RetrieveError.
+func clip(s string) string {
+	if len(s) <= maxErrorMember {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxErrorMember], "") + "…"
+}
+
+// longest is the length of the longest form of a secret that redact
+// replaces.
+func longest(secrets []string) int {
+	n := 0
+	for _, s := range secrets {
+		for _, e := range encodings(s) {
+			n = max(n, len(e))
+		}
+	}
+	return n
 }
 
 // redactResponse returns a shallow copy of resp whose reason phrase is
@@ -389,21 +446,6 @@ func redactString(v string, secrets []string) string {
 	return v
 }
 
-// sendable reports whether an access token can be sent in an
-// Authorization header: not blank, and free of control characters (CR
-// and LF would end the header, NUL and the rest are refused by net/http).
-func sendable(accessToken string) bool {
-	if strings.TrimSpace(accessToken) == "" {
-		return false
-	}
-	for i := 0; i < len(accessToken); i++ {
-		if c := accessToken[i]; c < 0x20 || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
 // printable replaces what %q would escape other than quotes and
 // backslashes (control characters, other unprintable runes, invalid
 // UTF-8) with U+FFFD. RetrieveError's own Error method quotes ErrorCode
@@ -432,8 +474,10 @@ func printable(v string) string {
 var testRetryBase atomic.Int64
 
 // refreshToken obtains a new token with the refresh token rt, retrying
-// transient failures. It counts its attempts in c.
-func (s *TokenSource) refreshToken(ctx context.Context, c *flightCall, rt string) (*oauth2.Token, error) {
+// transient failures, for flight c. It counts its requests in g, and
+// stops at the first answer that, refused, carries a new refresh token
+// (g.rotated): rt may be spent then.
+func (s *TokenSource) refreshToken(ctx context.Context, c *flightCall, rt string, g *got) (*oauth2.Token, error) {
 	if rt == "" {
 		return nil, fmt.Errorf("pandadocauth: token expired or rejected: %w", ErrNoRefreshToken)
 	}
@@ -448,18 +492,19 @@ func (s *TokenSource) refreshToken(ctx context.Context, c *flightCall, rt string
 		if limiter != nil {
 			var err error
 			if release, err = limiter.acquire(ctx); err != nil {
-				return nil, err
+				return nil, transientError{error: err, backoff: transientFailureBackoff}
 			}
 		}
-		c.attempts++
+		g.tries++
 		tok, aerr := s.Config.refreshAttempt(ctx, rt, clk.Now)
 		release()
 		if aerr == nil {
 			return tok, nil
 		}
+		g.rotated = aerr.rotated
 		// A 429 without Retry-After is PandaDoc's sliding window:
 		// another attempt within the second cannot pass.
-		if !aerr.transient || attempt >= maxAttempts || aerr.throttled && aerr.retryAfter == 0 {
+		if !aerr.transient || attempt >= maxAttempts || aerr.throttled && aerr.retryAfter == 0 || aerr.rotated != "" {
 			s.logWarn("pandadocauth: token refresh failed", slog.Any("error", aerr.err), slog.Int("attempts", attempt))
 			return nil, classify(aerr)
 		}
@@ -467,7 +512,7 @@ func (s *TokenSource) refreshToken(ctx context.Context, c *flightCall, rt string
 		if aerr.retryAfter > 0 {
 			wait = aerr.retryAfter
 		}
-		if deadline, has := ctx.Deadline(); has && time.Until(deadline) < wait {
+		if clk.Mono()+wait > c.end || ctx.Err() != nil {
 			return nil, classify(aerr)
 		}
 		s.logInfo("pandadocauth: token refresh failed; retrying", slog.Any("error", aerr.err), slog.Int("attempt", attempt), slog.Duration("wait", wait))

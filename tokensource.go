@@ -11,22 +11,16 @@ import (
 	"golang.org/x/oauth2"
 )
 
-const (
-	// DefaultEarlyRefresh is the early-refresh window used when
-	// TokenSource.EarlyRefresh is 0.
-	DefaultEarlyRefresh = 5 * time.Minute
-
-	// blockingSkew is how long before Expiry a token stops being served
-	// and callers wait for a new one, so that a token is not sent just
-	// as it expires.
-	blockingSkew = 10 * time.Second
-)
-
 // TokenSource is the PandaDoc token source for one grant (one user's or
 // one workspace's authorization of the application). It caches the token,
 // refreshes it shortly before it expires while the old one is still being
 // served, deduplicates concurrent refreshes, and saves every new token to
 // Store before it is used.
+//
+// The tokens a TokenSource obtains from the endpoint carry no Extra
+// values (oauth2.Token.Extra returns nil): keeping the endpoint's raw
+// answer beside each grant's token would double its memory.
+// Config.Exchange and Config.Refresh keep them.
 //
 // Set the fields before first use and do not change them afterwards; a
 // TokenSource must not be copied after first use. Token, TokenContext,
@@ -179,6 +173,11 @@ func (s *TokenSource) currentSlow(ctx context.Context, ct *snapshot, now time.Du
 // since this source last read or wrote it, that token is adopted
 // instead. Like TokenContext, it returns when ctx ends, and the refresh
 // goes on for other callers.
+//
+// If the new token could not be saved, Refresh returns it together with
+// an error satisfying errors.Is(err, ErrNotSaved): the token is served
+// all the same, and the Save is retried in the background (Wait waits
+// for it).
 func (s *TokenSource) Refresh(ctx context.Context) (*oauth2.Token, error) {
 	// Before first use the generation to replace is the first token,
 	// from Initial or the Store: they hold the refresh token.
@@ -186,6 +185,11 @@ func (s *TokenSource) Refresh(ctx context.Context) (*oauth2.Token, error) {
 	ct, err := s.await(ctx, want, ReasonForced)
 	if err != nil {
 		return nil, err
+	}
+	if ct.unsaved {
+		if cur := s.cache.Load(); cur == nil || cur.gen != ct.gen || cur.unsaved {
+			return ct.tok, fmt.Errorf("pandadocauth: refreshed, but %w (the Save is retried)", ErrNotSaved)
+		}
 	}
 	return ct.tok, nil
 }

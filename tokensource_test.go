@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/jarcoal/httpmock"
 	"golang.org/x/oauth2"
@@ -237,4 +238,28 @@ func TestTokenSourceCopiedByValueLeaksNothing(t *testing.T) {
 		assertNoSecret(t, "slog "+name+" of a copy", buf.String())
 	}
 	assertNoSecret(t, "%+v of a copy", fmt.Sprintf("%+v %#v %v", copied, copied, copied))
+}
+
+// TestRefreshedTokenIsCompact: a refreshed grant keeps one copy of its
+// token: no raw answer beside it (Extra), and an access token that shares
+// the bytes of the header sent.
+func TestRefreshedTokenIsCompact(t *testing.T) {
+	t.Parallel()
+	srv := &tokenServer{expiresIn: 3600}
+	ts, _, clock := newSource(t, srv, time.Hour)
+	clock.Advance(2 * time.Hour)
+	tok, err := ts.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.Extra("expires_in") != nil || tok.Extra("access_token") != nil {
+		t.Error("the token keeps the endpoint's raw answer")
+	}
+	ct := ts.cache.Load()
+	if unsafe.StringData(ct.header[len("Bearer "):]) != unsafe.StringData(tok.AccessToken) {
+		t.Error("the access token is a second copy of the header's bytes")
+	}
+	if tok.Type() != "Bearer" || tok.RefreshToken != "rt-SECRET-1" || tok.ExpiresIn != 3600 {
+		t.Errorf("token %+v", tok)
+	}
 }

@@ -7,10 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -26,7 +23,15 @@ import (
 // refresh however many requests were rejected), and the request is sent
 // again once if its body can be replayed (no body, or GetBody set);
 // otherwise the 401 response is returned and the next request uses the
-// new token.
+// new token. If no new token can be had (the refresh fails, for example
+// with invalid_grant when the customer disconnected the app, or the
+// request's context ends while it waits), RoundTrip closes the 401
+// response and returns the refresh's error instead, as x/oauth2's
+// Transport does when it cannot get a token: errors.As(err,
+// new(*oauth2.RetrieveError)) holds when the token endpoint refused, and
+// the error says that the API answered 401. While the 401 back-off keeps
+// a token that has never worked (see TokenSource.Invalidate), no refresh
+// is tried and the 401 response is returned.
 //
 // Wrapping a *TokenSource loses this: oauth2.ReuseTokenSource,
 // oauth2.NewClient(ctx, src) and most wrappers are plain
@@ -39,7 +44,10 @@ import (
 // Transport never sends a token to another origin (scheme, host and
 // port, as RFC 6454 defines it) than the one its request chain started
 // at, so not on a redirect to another host, port or scheme; nor over
-// plain http:// except to loopback hosts.
+// plain http:// except to loopback hosts: "localhost" and loopback IP
+// addresses (not names under .localhost, which the resolver may ask DNS
+// for). The Authorization header it sets replaces the request's own,
+// under whatever spelling of the name the request's Header map holds it.
 //
 // RoundTrip is safe for concurrent use by multiple goroutines.
 type Transport struct {
@@ -86,56 +94,34 @@ const maxDrainBytes = 64 << 10
 // RoundTrip authorizes and sends req. It does not modify req and always
 // closes its body.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	reqBodyClosed := false
-	if req.Body != nil {
-		defer func() {
-			if !reqBodyClosed {
-				req.Body.Close()
-			}
-		}()
-	}
-	if req.URL == nil {
-		return nil, errors.New("pandadocauth: request has no URL")
-	}
+	body := closeUnsent(req)
+	defer body.close()
 	if t.Source == nil {
 		return nil, errors.New("pandadocauth: Transport's Source is nil")
 	}
-	if crossOrigin(req) {
-		// The token was granted for the chain's first origin, not for
-		// wherever it redirects to.
-		reqBodyClosed = true
-		return send(t.base(), req)
-	}
-	if err := checkSecure(req.URL); err != nil {
-		return nil, fmt.Errorf("pandadocauth: %w", err)
+	if authorize, err := preflight(req); !authorize {
+		return body.send(t.base(), req, err)
 	}
 	if ts, ok := t.Source.(*TokenSource); ok {
 		ct, err := ts.current(req.Context())
 		if err != nil {
 			return nil, err
 		}
-		// req.Body is assumed to be closed by the base RoundTripper.
-		reqBodyClosed = true
+		body.sent = true // from here the base RoundTripper closes it
 		return withSource(t.base(), req, ts, ct)
 	}
 	tok, err := sourceToken(req.Context(), t.Source)
 	if err != nil {
 		return nil, err
 	}
-	reqBodyClosed = true
+	body.sent = true
 	return t.withToken(req, tok)
 }
 
 // withSource sends req with ct's token through base and handles a 401
 // through ts.
 func withSource(base http.RoundTripper, req *http.Request, ts *TokenSource, ct *snapshot) (*http.Response, error) {
-	// authorized and send, written out: this is the hot path.
-	r := req.Clone(req.Context())
-	if r.Header == nil {
-		r.Header = make(http.Header, 1)
-	}
-	r.Header.Set("Authorization", ct.header)
-	resp, err := base.RoundTrip(r)
+	resp, err := base.RoundTrip(authorized(req, req.Body, ct.header))
 	if err != nil {
 		return nil, err
 	}
@@ -166,9 +152,14 @@ func replay(base http.RoundTripper, req *http.Request, ts *TokenSource, ct *snap
 		return resp, ReplayNotReplayable, nil // the next request refreshes
 	}
 	ct2, err := ts.current(req.Context())
-	if err != nil || ct2.gen == ct.gen {
-		// The refresh failed: the caller gets the API's answer, and the
-		// next request fails fast with the refresh error.
+	if err != nil {
+		// No new token: the caller gets the reason, not a 401 that
+		// reads like missing credentials.
+		closeBody(body)
+		drain(resp)
+		return nil, ReplayNoNewToken, refreshFailed(err)
+	}
+	if ct2.gen == ct.gen {
 		closeBody(body)
 		return resp, ReplayNoNewToken, nil
 	}
@@ -207,12 +198,25 @@ func (t *Transport) withToken(req *http.Request, tok *oauth2.Token) (*http.Respo
 		return resp, nil
 	}
 	tok2, err := sourceToken(req.Context(), t.Source)
-	if err != nil || tok2.AccessToken == tok.AccessToken {
+	if err != nil {
+		closeBody(body)
+		drain(resp)
+		return nil, refreshFailed(err)
+	}
+	if tok2.AccessToken == tok.AccessToken {
 		closeBody(body)
 		return resp, nil
 	}
 	drain(resp)
 	return send(t.base(), authorized(req, body, tok2.Type()+" "+tok2.AccessToken))
+}
+
+// refreshFailed is RoundTrip's error when the API rejected a token with
+// 401 and no new token could be had. It wraps err, the refresh's error,
+// so that errors.As finds the *oauth2.RetrieveError and errors.Is the
+// context's error.
+func refreshFailed(err error) error {
+	return fmt.Errorf("pandadocauth: the API answered 401 Unauthorized, and no new token could be had: %w", err)
 }
 
 // sourceToken asks src for a token, with ctx if src takes one.
@@ -237,18 +241,6 @@ func sourceToken(ctx context.Context, src oauth2.TokenSource) (*oauth2.Token, er
 		return nil, errors.New("pandadocauth: token source returned an access token that cannot be sent in a header (blank, or holds control characters)")
 	}
 	return tok, nil
-}
-
-// authorized returns a copy of req with body and the Authorization
-// header set to auth.
-func authorized(req *http.Request, body io.ReadCloser, auth string) *http.Request {
-	r := req.Clone(req.Context())
-	r.Body = body
-	if r.Header == nil {
-		r.Header = make(http.Header, 1)
-	}
-	r.Header.Set("Authorization", auth)
-	return r
 }
 
 // replayBody returns a fresh copy of req's body for sending req again,
@@ -295,8 +287,12 @@ func (t *Transport) base() http.RoundTripper {
 }
 
 // drain reads a little of a response to be discarded, so its connection
-// can be reused, and closes it.
+// can be reused, and closes it. A Base may answer with a nil Body (test
+// doubles do): there is nothing to drain then.
 func drain(resp *http.Response) {
+	if resp.Body == nil {
+		return
+	}
 	io.CopyN(io.Discard, resp.Body, maxDrainBytes)
 	resp.Body.Close()
 }
@@ -332,17 +328,8 @@ func (t APIKeyTransport) MarshalJSON() ([]byte, error) { return json.Marshal(t.S
 // RoundTrip authorizes and sends req. It does not modify req and always
 // closes its body.
 func (t *APIKeyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	reqBodyClosed := false
-	if req.Body != nil {
-		defer func() {
-			if !reqBodyClosed {
-				req.Body.Close()
-			}
-		}()
-	}
-	if req.URL == nil {
-		return nil, errors.New("pandadocauth: request has no URL")
-	}
+	body := closeUnsent(req)
+	defer body.close()
 	if t.Key == "" {
 		return nil, errors.New("pandadocauth: APIKeyTransport's Key is empty")
 	}
@@ -350,77 +337,11 @@ func (t *APIKeyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	if crossOrigin(req) {
-		reqBodyClosed = true
-		return send(base, req)
+	if authorize, err := preflight(req); !authorize {
+		return body.send(base, req, err)
 	}
-	if err := checkSecure(req.URL); err != nil {
-		return nil, fmt.Errorf("pandadocauth: %w", err)
-	}
-	reqBodyClosed = true
+	body.sent = true
 	return send(base, authorized(req, req.Body, "API-Key "+t.Key))
-}
-
-// crossOrigin reports whether req follows a redirect to an origin
-// (scheme, host and port, RFC 6454) other than the one the first request
-// of the chain went to. A chain whose origin cannot be found counts as
-// cross-origin: no credential is sent on a guess.
-func crossOrigin(req *http.Request) bool {
-	return req.Response != nil && crossOriginChain(req)
-}
-
-// crossOriginChain is crossOrigin for a request that follows a redirect.
-func crossOriginChain(req *http.Request) bool {
-	first := req
-	for first.Response != nil {
-		if first.Response.Request == nil || first.Response.Request.URL == nil {
-			return true
-		}
-		first = first.Response.Request
-	}
-	return originOf(first.URL) != originOf(req.URL)
-}
-
-// originOf is u's origin: scheme, host and port, with the scheme's
-// default port made explicit.
-func originOf(u *url.URL) string {
-	scheme := strings.ToLower(u.Scheme)
-	port := u.Port()
-	if port == "" {
-		switch scheme {
-		case "https":
-			port = "443"
-		case "http":
-			port = "80"
-		}
-	}
-	return scheme + "://" + strings.TrimSuffix(strings.ToLower(u.Hostname()), ".") + ":" + port
-}
-
-// checkSecure refuses plain http:// to anything but a loopback host.
-func checkSecure(u *url.URL) error {
-	if u.Scheme == "https" {
-		return nil
-	}
-	return checkScheme(u)
-}
-
-// checkScheme is checkSecure for a URL whose scheme is not "https" as
-// written.
-func checkScheme(u *url.URL) error {
-	if strings.EqualFold(u.Scheme, "https") || isLoopback(u.Hostname()) {
-		return nil
-	}
-	return fmt.Errorf("%w (%s://%s)", ErrInsecureRequest, u.Scheme, u.Host)
-}
-
-func isLoopback(host string) bool {
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // DefaultClientTimeout is the Timeout of the client NewClient returns

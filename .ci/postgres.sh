@@ -14,7 +14,8 @@
 # refuses to run as root.
 #
 # Variables (all optional):
-#	PG_PORT      first port to try (default 55432); the next free one is used
+#	PG_PORT      first port to try (default 15432); the next free one is used,
+#	             and the next one again if the server cannot bind it
 #	PG_DATABASE  database to create (default pandadocauth)
 
 # pg_bindir prints the directory holding initdb and pg_ctl, newest
@@ -93,31 +94,45 @@ pg_start() {
 		chown postgres:postgres "$dir"
 	fi
 
-	local port=${PG_PORT:-55432}
-	while ! pg_port_free "$port"; do
-		port=$((port + 1))
-		if ((port > ${PG_PORT:-55432} + 100)); then
-			echo "pg_start: no free port from ${PG_PORT:-55432}" >&2
-			rm -rf "$dir"
-			return 1
-		fi
-	done
-
 	if ! pg_as_owner "$bindir/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C --no-sync >"$dir/initdb.log" 2>&1; then
 		echo "pg_start: initdb failed:" >&2
 		cat "$dir/initdb.log" >&2
 		rm -rf "$dir"
 		return 1
 	fi
-	# -w waits until the server accepts connections.
-	if ! pg_as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-		-o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
-		start >/dev/null; then
+
+	# The default port lies below Linux's ephemeral range (32768-60999),
+	# from which outgoing connections take their local ports: such a port
+	# is not listened on, so the probe below cannot see it taken, and the
+	# server's bind fails. So a bind failure moves on to the next port.
+	local first=${PG_PORT:-15432}
+	local port=$first
+	while :; do
+		while ((port <= first + 100)) && ! pg_port_free "$port"; do
+			port=$((port + 1))
+		done
+		if ((port > first + 100)); then
+			echo "pg_start: no port from $first to $((first + 100)) could be bound" >&2
+			rm -rf "$dir"
+			return 1
+		fi
+		# -w waits until the server accepts connections.
+		if pg_as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+			-o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+			start >/dev/null 2>"$dir/pg_ctl.log"; then
+			break
+		fi
+		if grep -qE 'could not bind|Address already in use|could not create any TCP/IP sockets' "$dir/server.log" 2>/dev/null; then
+			echo "pg_start: port $port is taken; trying the next one" >&2
+			: >"$dir/server.log"
+			port=$((port + 1))
+			continue
+		fi
 		echo "pg_start: the server did not start:" >&2
-		cat "$dir/server.log" >&2
+		cat "$dir/pg_ctl.log" "$dir/server.log" >&2
 		rm -rf "$dir"
 		return 1
-	fi
+	done
 	local db=${PG_DATABASE:-pandadocauth}
 	if ! pg_as_owner "$bindir/createdb" -h 127.0.0.1 -p "$port" -U postgres "$db"; then
 		echo "pg_start: createdb failed" >&2

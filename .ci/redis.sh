@@ -13,7 +13,8 @@
 # is for tests, never for data.
 #
 # Variables (all optional):
-#	REDIS_PORT   first port to try (default 56379); the next free one is used
+#	REDIS_PORT   first port to try (default 16379); the next free one is used,
+#	             and the next one again if the server cannot bind it
 
 # redis_port_free reports whether nothing listens on 127.0.0.1:$1.
 redis_port_free() {
@@ -46,20 +47,26 @@ redis_start() {
 
 	local dir
 	dir=$(mktemp -d /tmp/pandadocauth-redis.XXXXXX) || return 1
-	local port=${REDIS_PORT:-56379}
-	while ! redis_port_free "$port"; do
-		port=$((port + 1))
-		if ((port > ${REDIS_PORT:-56379} + 100)); then
-			echo "redis_start: no free port from ${REDIS_PORT:-56379}" >&2
+	local password
+	password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+	# The default port lies below Linux's ephemeral range (32768-60999),
+	# from which outgoing connections take their local ports: such a port
+	# is not listened on, so the probe below cannot see it taken, and the
+	# server's bind fails. So a bind failure moves on to the next port.
+	local first=${REDIS_PORT:-16379}
+	local port=$first i
+	while :; do
+		while ((port <= first + 100)) && ! redis_port_free "$port"; do
+			port=$((port + 1))
+		done
+		if ((port > first + 100)); then
+			echo "redis_start: no port from $first to $((first + 100)) could be bound" >&2
 			rm -rf "$dir"
 			return 1
 		fi
-	done
-	local password
-	password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-	# The password goes in a config file, not on the command line, where
-	# ps would show it.
-	cat >"$dir/redis.conf" <<CONF
+		# The password goes in a config file, not on the command line,
+		# where ps would show it.
+		cat >"$dir/redis.conf" <<CONF
 bind 127.0.0.1
 port $port
 daemonize yes
@@ -70,27 +77,35 @@ save ""
 appendonly no
 requirepass $password
 CONF
-	chmod 0600 "$dir/redis.conf"
-	if ! redis-server "$dir/redis.conf"; then
-		echo "redis_start: redis-server did not start:" >&2
-		cat "$dir/redis.log" >&2 2>/dev/null
-		rm -rf "$dir"
-		return 1
-	fi
-	local i
-	for ((i = 0; i < 100; i++)); do
-		if REDISCLI_AUTH=$password redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; then
-			break
+		chmod 0600 "$dir/redis.conf"
+		: >"$dir/redis.log"
+		rm -f "$dir/redis.pid"
+		if ! redis-server "$dir/redis.conf"; then
+			echo "redis_start: redis-server did not start:" >&2
+			cat "$dir/redis.log" >&2 2>/dev/null
+			rm -rf "$dir"
+			return 1
 		fi
-		sleep 0.1
-	done
-	if ((i == 100)); then
+		for ((i = 0; i < 100; i++)); do
+			if REDISCLI_AUTH=$password redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; then
+				break 2
+			fi
+			if grep -qE 'Address already in use|Could not create server TCP listening socket' "$dir/redis.log" 2>/dev/null; then
+				break
+			fi
+			sleep 0.1
+		done
+		redis_kill "$dir"
+		if ((i < 100)); then
+			echo "redis_start: port $port is taken; trying the next one" >&2
+			port=$((port + 1))
+			continue
+		fi
 		echo "redis_start: redis-server does not answer:" >&2
 		cat "$dir/redis.log" >&2 2>/dev/null
-		redis_kill "$dir"
 		rm -rf "$dir"
 		return 1
-	fi
+	done
 	export REDIS_CI_DIR=$dir
 	export PANDADOCAUTH_REDIS_ADDR=127.0.0.1:$port PANDADOCAUTH_REDIS_PASSWORD=$password
 	echo "redis_start: $(redis-server --version | awk '{print $1, $2, $3}') on $PANDADOCAUTH_REDIS_ADDR, PANDADOCAUTH_REDIS_ADDR and PANDADOCAUTH_REDIS_PASSWORD exported" >&2

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 #
 # standalone_check DIR: builds and vets the nested module in DIR (pgstore,
-# redisstore) the way a user gets it, outside the workspace and without
+# redisstore, otelpandadocauth) the way a user gets it, outside the workspace and without
 # its replace directive, against the version of the root module that its
 # go.mod requires. Skipped, saying why, when that version cannot be
 # resolved from the module proxy (see RELEASING.md).

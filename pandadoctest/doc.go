@@ -50,6 +50,13 @@
 // arrived. Every grant is counted apart (GrantTokenRequests,
 // LiveRefreshToken), so one server serves many grants at once.
 //
+// The other direction too: a WebhookSender delivers webhooks to a test's
+// server as PandaDoc does (a JSON array of events, signed in the
+// "signature" query parameter, an X-PandaDoc-Webhook-Event-Id, retries
+// on failure, a subscription disabled by a 410), with payloads built by
+// DocumentStateChanged and RecipientCompleted; NewWebhookRequest builds
+// one for a handler's ServeHTTP.
+//
 // Guarantees: tokens and codes are 160 random bits from crypto/rand; no
 // error body echoes a secret; a Server is safe for concurrent use; Close releases
 // every request that a fault holds and returns only when all handlers

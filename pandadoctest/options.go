@@ -39,7 +39,8 @@ func WithRedirectURL(u string) Option {
 }
 
 // WithExpiresIn sets the lifetime, in seconds, of the access tokens the
-// server issues. See Server.SetExpiresIn.
+// server issues. 0 or less issues tokens that are already expired; see
+// Server.SetExpiresIn.
 func WithExpiresIn(seconds int) Option {
 	return func(s *Server) { s.expiresIn = seconds }
 }

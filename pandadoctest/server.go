@@ -195,7 +195,10 @@ func (s *Server) Config() *pandadocauth.Config {
 
 // IssueToken starts a new grant without the authorization dance and
 // returns its token as the token endpoint would: a fresh access token
-// with its Expiry, and a fresh refresh token.
+// with its Expiry, and a fresh refresh token. Expiry is when the server
+// stops accepting the access token, so with a lifetime of 0 or less
+// (WithExpiresIn, SetExpiresIn) the token has already expired: a client
+// refreshes it before sending it.
 func (s *Server) IssueToken() *oauth2.Token {
 	now := s.now()
 	s.mu.Lock()
@@ -240,8 +243,11 @@ func (s *Server) ExpireAll() {
 
 // SetExpiresIn sets the lifetime, in seconds, of the access tokens issued
 // from now on, which the token endpoint announces as expires_in. A
-// lifetime of 0 or less issues tokens that are expired at once (note that
-// golang.org/x/oauth2 reads expires_in 0 as "never expires").
+// lifetime of 0 or less issues tokens that are expired at once: the API
+// refuses them, and IssueToken returns them with an Expiry that has
+// passed. The token endpoint announces such a lifetime as it is, and
+// clients (golang.org/x/oauth2 and pandadocauth) read expires_in 0 as
+// "no expiry known": they find out from the API's 401.
 func (s *Server) SetExpiresIn(seconds int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -357,16 +363,17 @@ type tokenResponse struct {
 	RefreshToken string `json:"refresh_token"`
 }
 
-// oauth2Token converts r, issued at now, as golang.org/x/oauth2 would.
+// oauth2Token converts r, issued at now, as golang.org/x/oauth2 would,
+// but for a lifetime of 0 or less, which x/oauth2 would read as no
+// expiry: Expiry is when the server stops accepting the token, now or
+// before.
 func (r *tokenResponse) oauth2Token(now time.Time) *oauth2.Token {
 	t := &oauth2.Token{
 		AccessToken:  r.AccessToken,
 		TokenType:    r.TokenType,
 		RefreshToken: r.RefreshToken,
 		ExpiresIn:    int64(r.ExpiresIn),
-	}
-	if r.ExpiresIn != 0 {
-		t.Expiry = now.Add(time.Duration(r.ExpiresIn) * time.Second)
+		Expiry:       now.Add(time.Duration(r.ExpiresIn) * time.Second),
 	}
 	return t.WithExtra(map[string]any{
 		"access_token":  r.AccessToken,

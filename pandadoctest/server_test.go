@@ -1103,3 +1103,42 @@ func TestFaultKindString(t *testing.T) {
 		}
 	}
 }
+
+// TestIssueTokenExpiredAtOnce: with a lifetime of 0 or less, IssueToken
+// returns a token that has already expired by its Expiry, not one
+// without an Expiry (which reads as valid until a 401): a client
+// refreshes it before sending it.
+func TestIssueTokenExpiredAtOnce(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		srv  func(t *testing.T) *pandadoctest.Server
+	}{
+		{"WithExpiresIn(0)", func(t *testing.T) *pandadoctest.Server { return newServer(t, pandadoctest.WithExpiresIn(0)) }},
+		{"WithExpiresIn(-60)", func(t *testing.T) *pandadoctest.Server { return newServer(t, pandadoctest.WithExpiresIn(-60)) }},
+		{"SetExpiresIn(0)", func(t *testing.T) *pandadoctest.Server {
+			srv := newServer(t)
+			srv.SetExpiresIn(0)
+			return srv
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := tc.srv(t)
+			tok := srv.IssueToken()
+			if tok.Expiry.IsZero() || tok.Expiry.After(time.Now()) || tok.Valid() {
+				t.Fatalf("Expiry %v, Valid %v; want an Expiry that has passed", tok.Expiry, tok.Valid())
+			}
+			srv.SetExpiresIn(3600) // the refreshed token works
+			resp, err := srv.Config().Client(tok).Get(srv.URL + "/public/v1/documents")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 || srv.APIRequests(http.StatusUnauthorized) != 0 || srv.TokenRequests("refresh_token") != 1 {
+				t.Errorf("status %d after %d 401s and %d refreshes; want 200, the token refreshed before it was sent",
+					resp.StatusCode, srv.APIRequests(http.StatusUnauthorized), srv.TokenRequests("refresh_token"))
+			}
+		})
+	}
+}

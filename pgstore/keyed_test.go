@@ -229,7 +229,7 @@ func TestKeyedLockPerKey(t *testing.T) {
 		t.Fatal(r.err)
 	}
 	r.unlock()
-	waitFor(t, "connections to be returned", func() bool { return pool.Stat().AcquiredConns() == 0 })
+	waitConnsBack(t, pool)
 }
 
 // Each locked key's Load and Save run on its own lock's connection: with
@@ -275,7 +275,7 @@ func TestKeyedLockedKeysSmallPool(t *testing.T) {
 	}
 	unlockA()
 	unlockB()
-	waitFor(t, "connections to be returned", func() bool { return pool.Stat().AcquiredConns() == 0 })
+	waitConnsBack(t, pool)
 	if tok, err := k.Load(lctx, a); err != nil || tok.AccessToken != "at-"+a {
 		t.Errorf("Load of a after unlock = %v, %v; want what was saved under the lock", tok, err)
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gopandadoc/pandadocauth"
 )
 
 const (
@@ -55,6 +57,14 @@ func (r rows) lock(ctx context.Context, key string) (unlock func(), err error) {
 	conn, err := r.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: taking the lock: acquiring a connection: %w", err)
+	}
+	// The session is idle while the lock is held (the token endpoint is
+	// called meanwhile), and an idle_session_timeout set for the role or
+	// the database would end it, and the lock with it: another process
+	// would take the lock and refresh too.
+	if _, err := conn.Exec(ctx, disableIdleTimeoutsSQL); err != nil {
+		discard(conn)
+		return nil, fmt.Errorf("pgstore: taking the lock: %w", err)
 	}
 	id := lockID(key)
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, id); err != nil {
@@ -105,8 +115,26 @@ func (lt *lockTable) unlock(key string, h *holder, id int64) {
 		discard(conn)
 		return
 	}
+	// Back in the pool, the connection is subject to the timeouts again.
+	if _, err := conn.Exec(ctx, restoreIdleTimeoutsSQL); err != nil {
+		discard(conn)
+		return
+	}
 	conn.Release()
 }
+
+// The statements that turn off, on the lock's session, the timeouts that
+// end an idle session (idle_session_timeout, PostgreSQL 14 and later;
+// idle_in_transaction_session_timeout, 9.6), and restore them when it
+// goes back to the pool: to their values at the session's start (the
+// role's, the database's, the server's or the connection string's).
+// Reading the names from pg_settings sets only those the server has.
+const (
+	disableIdleTimeoutsSQL = `SELECT count(set_config(name, '0', false)) FROM pg_settings
+	WHERE name IN ('idle_session_timeout', 'idle_in_transaction_session_timeout')`
+	restoreIdleTimeoutsSQL = `SELECT count(set_config(name, reset_val, false)) FROM pg_settings
+	WHERE name IN ('idle_session_timeout', 'idle_in_transaction_session_timeout')`
+)
 
 // discard closes conn and gives it back to the pool, which drops it.
 func discard(conn *pgxpool.Conn) {
@@ -119,8 +147,10 @@ func discard(conn *pgxpool.Conn) {
 // ErrLockLost means the connection holding the lock closed while the
 // lock was held, for example because PostgreSQL terminated it: the lock
 // is gone, another process may hold it now, and Load and Save refuse to
-// run until unlock is called, rather than run without the lock.
-var ErrLockLost = errors.New("the lock's connection was lost")
+// run until unlock is called, rather than run without the lock. It wraps
+// pandadocauth.ErrLockLost, which the TokenSource answers by taking the
+// lock again before it writes.
+var ErrLockLost = fmt.Errorf("the lock's connection was closed: %w", pandadocauth.ErrLockLost)
 
 // do runs f on the connection holding key's lock while it is held
 // here, else on the pool. While the lock is held, f never runs on the

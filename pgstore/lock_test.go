@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,10 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/oauth2"
 
 	"github.com/gopandadoc/pandadocauth"
+	"github.com/gopandadoc/pandadocauth/internal/testserver"
+	"github.com/gopandadoc/pandadocauth/internal/testutil"
 )
 
 // advisoryLocks counts the advisory locks on key's lock number in the
@@ -47,7 +51,13 @@ func holderPID(t *testing.T, pool *pgxpool.Pool, key string) int32 {
 	return pid
 }
 
-// waitFor polls cond until it holds, failing the test after 10 s.
+// waitFor polls cond until it holds, failing the test after 10 s. It
+// is for the one thing PostgreSQL sends no signal about: a backend's
+// wait for a lock shows in pg_locks, and nothing tells a client when one
+// starts or ends (LISTEN/NOTIFY carries what sessions say, and a waiting
+// session says nothing). Everything else these tests wait for
+// has a signal: a channel, a connection that closes, or the pool's own
+// semaphore (waitConnsBack).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -56,6 +66,29 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitConnsBack returns once every connection of pool is back, none held
+// and none still being closed: it acquires MaxConns connections, which
+// waits on the pool's own semaphore (a closed connection gives its slot
+// back once the pool has destroyed it, in the background), and releases
+// them.
+func waitConnsBack(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	ctx := testContext(t)
+	var conns []*pgxpool.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Release()
+		}
+	}()
+	for range pool.Config().MaxConns {
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			t.Fatalf("waiting for the pool's connections to be back: %d still acquired: %v", pool.Stat().AcquiredConns()-int32(len(conns)), err)
+		}
+		conns = append(conns, c)
 	}
 }
 
@@ -261,7 +294,7 @@ func TestLockDiesWithConnection(t *testing.T) {
 	if n := advisoryLocks(t, pool, key, true); n != 0 {
 		t.Errorf("granted locks = %d; want 0", n)
 	}
-	waitFor(t, "connections to be returned", func() bool { return pool.Stat().AcquiredConns() == 0 })
+	waitConnsBack(t, pool)
 	// Once unlocked, the Store works on the pool again.
 	if err := holder.Save(ctx, &oauth2.Token{AccessToken: "at"}); err != nil {
 		t.Errorf("Save after unlock: %v", err)
@@ -308,7 +341,7 @@ func TestLockLostSmallPool(t *testing.T) {
 	}
 	unlock()
 	// The pool drops the dead connection in the background.
-	waitFor(t, "the lock's connection to return to the pool", func() bool { return pool.Stat().AcquiredConns() == 0 })
+	waitConnsBack(t, pool)
 	// Nothing was saved without the lock; the pool recovers.
 	unlock, err = s.Lock(ctx)
 	if err != nil {
@@ -367,7 +400,7 @@ func TestTokenSourceLockLostSmallPool(t *testing.T) {
 	}
 	t.Logf("TokenContext after the lock was lost: %v", err)
 	src.Wait()
-	waitFor(t, "the lock's connection to return to the pool", func() bool { return pool.Stat().AcquiredConns() == 0 })
+	waitConnsBack(t, pool)
 }
 
 // A refresh runs Load and Save while holding the lock: they must not
@@ -403,4 +436,93 @@ func TestLoadSaveWhileLockedSmallPool(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertToken(t, got, want)
+}
+
+// A lock's session is idle while the token endpoint is called, longer
+// than an idle_session_timeout set for the role or the database: the
+// lock does not end with it. Once unlocked, the connection goes back to
+// the pool with the timeouts it had.
+func TestLockOutlivesIdleSessionTimeout(t *testing.T) {
+	t.Parallel()
+	admin := testPool(t, 1)
+	ctx := testContext(t)
+	var have int
+	if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_settings WHERE name = 'idle_session_timeout'`).Scan(&have); err != nil {
+		t.Fatal(err)
+	}
+	if have == 0 {
+		t.Skip("idle_session_timeout is PostgreSQL 14's")
+	}
+	timeouts := map[string]string{"idle_session_timeout": "300ms", "idle_in_transaction_session_timeout": "400ms"}
+	pool := testPoolWith(t, 1, timeouts)
+	table := testTable(t, admin)
+	key := randomName("lock-")
+	s := &Store{Pool: pool, Table: table, Key: key}
+	unlock, err := s.Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(unlock)
+	holder := holderPID(t, admin, key)
+
+	// A session with the same timeout, idle from after the lock's
+	// session last ran a statement, is ended by the timeout: by then the
+	// lock's session has been idle longer than the timeout too.
+	waitIdleSessionTimeout(t, timeouts)
+
+	if err := s.Save(ctx, &oauth2.Token{AccessToken: "at", RefreshToken: "rt"}); err != nil {
+		t.Fatalf("Save under the lock, after the idle timeout: %v", err)
+	}
+	if got := holderPID(t, admin, key); got != holder {
+		t.Errorf("the lock is held by backend %d; want %d, the lock's session", got, holder)
+	}
+	unlock()
+	var idle, idleInTx string
+	if err := pool.QueryRow(ctx, `SELECT current_setting('idle_session_timeout'), current_setting('idle_in_transaction_session_timeout')`).Scan(&idle, &idleInTx); err != nil {
+		t.Fatal(err)
+	}
+	if idle != "300ms" || idleInTx != "400ms" {
+		t.Errorf("after unlock, the pool's connection has idle_session_timeout %s, idle_in_transaction_session_timeout %s; want 300ms, 400ms", idle, idleInTx)
+	}
+}
+
+// waitIdleSessionTimeout opens a session with settings, and returns once
+// PostgreSQL has ended it for being idle: the signal that the timeout has
+// passed for every session idle since before. (PostgreSQL tells a session
+// why it ends it, and closes it: the raw connection's read returns.)
+func waitIdleSessionTimeout(t *testing.T, settings map[string]string) {
+	t.Helper()
+	cfg, err := pgconn.ParseConfig(testserver.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range settings {
+		cfg.RuntimeParams[k] = v
+	}
+	ctx := testContext(t)
+	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, err := pc.Hijack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Conn.Close()
+	hc.Conn.SetReadDeadline(time.Now().Add(testutil.Watchdog))
+	said, err := io.ReadAll(hc.Conn)
+	if err != nil {
+		t.Fatalf("waiting for the idle session to be ended: %v", err)
+	}
+	if !strings.Contains(string(said), "idle-session timeout") {
+		t.Fatalf("the idle session ended with %q; want PostgreSQL's idle-session timeout", said)
+	}
+}
+
+// TestErrLockLostIsTheCores: a TokenSource recognises the lost lock and
+// takes the lock again before it writes.
+func TestErrLockLostIsTheCores(t *testing.T) {
+	if !errors.Is(ErrLockLost, pandadocauth.ErrLockLost) {
+		t.Fatal("ErrLockLost does not wrap pandadocauth.ErrLockLost")
+	}
 }

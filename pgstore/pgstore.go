@@ -83,9 +83,13 @@
 // lost while the lock is held (PostgreSQL terminated it, a failover), the
 // lock is gone too: Load and Save fail at once with ErrLockLost, instead
 // of running on another connection without the lock, until unlock gives
-// the connection back. Session-level locks need a session of their own:
-// connect directly or through a pooler in session mode, not in
-// transaction mode.
+// the connection back. The lock's session is idle while the token
+// endpoint is called: Lock turns off idle_session_timeout and
+// idle_in_transaction_session_timeout on it, so that a timeout set for
+// the role or the database does not end it, and unlock restores them.
+// Session-level locks need a session of their own: connect directly or
+// through a pooler in session mode, not in transaction mode, and a
+// pooler's own idle timeout must be longer than a refresh (one minute).
 //
 // # Encryption
 //

@@ -19,11 +19,13 @@ import (
 
 	"github.com/gopandadoc/pandadocauth"
 	"github.com/gopandadoc/pandadocauth/internal/fleettest"
+	"github.com/gopandadoc/pandadocauth/internal/testserver"
 )
 
 // dsnEnv names the variable holding the PostgreSQL connection string of
-// the tests; .ci/postgres.sh sets it.
-const dsnEnv = "PANDADOCAUTH_PG_DSN"
+// the tests: .ci/postgres.sh sets it, or testserver when it starts a
+// server of its own.
+const dsnEnv = testserver.PostgresEnv
 
 func TestMain(m *testing.M) {
 	if fleettest.IsWorker() {
@@ -35,26 +37,30 @@ func TestMain(m *testing.M) {
 	// After a connection dies, pgxpool starts a health check that
 	// sleeps 500 ms first, and Pool.Close does not wait for it: it ends
 	// on its own, so it is not a leak.
-	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).triggerHealthCheck.func1"))
+	goleak.VerifyTestMain(testserver.Main(m), goleak.IgnoreAnyFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).triggerHealthCheck.func1"))
 }
 
-// testPool connects to the test database. Without one the test is
-// skipped, except in CI, where that is a failure.
+// testPool connects to the test database: the one PANDADOCAUTH_PG_DSN
+// names, or a throw-away server (see testserver). Without either the test
+// is skipped, except in CI, where that is a failure.
 func testPool(t testing.TB, maxConns int32) *pgxpool.Pool {
 	t.Helper()
-	dsn := os.Getenv(dsnEnv)
-	if dsn == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not set: CI must start PostgreSQL (.ci/postgres.sh)", dsnEnv)
-		}
-		t.Skipf("%s is not set; run `source .ci/postgres.sh && pg_start` first", dsnEnv)
-	}
-	cfg, err := pgxpool.ParseConfig(dsn)
+	return testPoolWith(t, maxConns, nil)
+}
+
+// testPoolWith is testPool with settings for every session of the pool,
+// as a role's or a database's settings would be.
+func testPoolWith(t testing.TB, maxConns int32, settings map[string]string) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(testserver.Postgres(t))
 	if err != nil {
 		t.Fatalf("parsing %s: %v", dsnEnv, err)
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
+	}
+	for k, v := range settings {
+		cfg.ConnConfig.RuntimeParams[k] = v
 	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {

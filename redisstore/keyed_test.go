@@ -3,6 +3,8 @@ package redisstore
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/gopandadoc/pandadocauth"
 	"github.com/gopandadoc/pandadocauth/internal/fleettest"
+	"github.com/gopandadoc/pandadocauth/internal/testutil"
 )
 
 // testKeyed returns a Keyed whose Prefix no other test uses; its keys
@@ -176,6 +179,7 @@ func TestKeyedRedacted(t *testing.T) {
 func TestKeyedLockPerKey(t *testing.T) {
 	t.Parallel()
 	rdb := testClient(t)
+	extended := extensions(t, rdb)
 	ctx := testContext(t)
 	first := testKeyed(t, rdb)
 	first.LockTTL = 3 * time.Second
@@ -215,9 +219,10 @@ func TestKeyedLockPerKey(t *testing.T) {
 	// a's watchdog extends a's lock.
 	start := time.Now()
 	ttl := rdb.PTTL(ctx, lockA).Val()
-	waitFor(t, "a's lock TTL to be extended", func() bool {
-		return rdb.PTTL(ctx, lockA).Val() > ttl-time.Since(start)+200*time.Millisecond
-	})
+	waitExtended(t, extended, lockA)
+	if got := rdb.PTTL(ctx, lockA).Val(); got <= ttl-time.Since(start)+200*time.Millisecond {
+		t.Errorf("a's TTL %v after the extension; want more than %v", got, ttl-time.Since(start)+200*time.Millisecond)
+	}
 
 	waiting := make(chan lockResult, 1)
 	go func() {
@@ -245,7 +250,7 @@ func TestKeyedLockLostPerKey(t *testing.T) {
 	t.Parallel()
 	rdb := testClient(t)
 	ctx := testContext(t)
-	var logs syncBuffer
+	var logs testutil.Buffer
 	k := testKeyed(t, rdb)
 	k.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	for _, key := range []string{"a", "b"} {
@@ -308,5 +313,70 @@ func TestKeyedGrants(t *testing.T) {
 	// No lock is left behind.
 	if locks := seed.Client.Keys(testContext(t), seed.Prefix+"*:lock").Val(); len(locks) != 0 {
 		t.Errorf("locks left: %v", locks)
+	}
+}
+
+// hashedTagOf is the tag that stands for a key Redis cannot use as a tag,
+// worked out here from its definition: "sha256:" and the first 12 bytes
+// of the key's SHA-256, in hex.
+func hashedTagOf(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return "sha256:" + hex.EncodeToString(sum[:12])
+}
+
+// A grant key that is literally the hashed tag of another (an empty key,
+// or one with braces) gets keys of its own: no shared token, no shared
+// lock. Keys that were hashed before keep their tags, so that what they
+// stored is still found.
+func TestKeyedHashedTagsDoNotCollide(t *testing.T) {
+	t.Parallel()
+	rdb := testClient(t)
+	ctx := testContext(t)
+	k := &Keyed{Client: rdb, Prefix: randomName("test-") + ":"}
+	for _, hashed := range []string{"", "{acme}", "a}b", "{"} {
+		literal := hashedTagOf(hashed)
+		t.Run(fmt.Sprintf("%q and %q", hashed, literal), func(t *testing.T) {
+			hashedToken, hashedLock, _ := k.tokens().keys(hashed)
+			literalToken, literalLock, _ := k.tokens().keys(literal)
+			t.Cleanup(func() { rdb.Del(context.Background(), hashedToken, hashedLock, literalToken, literalLock) })
+			if want := k.Prefix + "{" + literal + "}:token"; hashedToken != want {
+				t.Errorf("token key of %q = %q; want %q, as before", hashed, hashedToken, want)
+			}
+			if literalToken == hashedToken || literalLock == hashedLock {
+				t.Fatalf("%q and %q share keys %q, %q", hashed, literal, literalToken, literalLock)
+			}
+			if slot(literalToken) != slot(literalLock) {
+				t.Errorf("the keys of %q are in two slots", literal)
+			}
+
+			for _, key := range []string{hashed, literal} {
+				if err := k.Save(ctx, key, &oauth2.Token{AccessToken: "at-" + key, RefreshToken: "rt-" + key}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, key := range []string{hashed, literal} {
+				if tok, err := k.Load(ctx, key); err != nil || tok.AccessToken != "at-"+key {
+					t.Errorf("Load(%q) = %v, %v; want its own token", key, tok, err)
+				}
+			}
+			unlock, err := k.Lock(ctx, hashed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unlock()
+			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			u, err := k.Lock(lctx, literal)
+			if err != nil {
+				t.Fatalf("Lock(%q) while %q is locked: %v; want a lock of its own", literal, hashed, err)
+			}
+			u()
+		})
+	}
+	// Keys that only look a little like a hashed tag stay their own tag.
+	for _, key := range []string{"sha256:", "sha256:abc", "sha256:" + strings.ToUpper(strings.TrimPrefix(hashedTagOf("x"), "sha256:")), hashedTagOf("x") + "0", "x" + hashedTagOf("x")} {
+		if tokenKey, _, _ := k.tokens().keys(key); tokenKey != k.Prefix+"{"+key+"}:token" {
+			t.Errorf("token key of %q = %q; want the key as its tag", key, tokenKey)
+		}
 	}
 }

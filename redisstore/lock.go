@@ -21,15 +21,32 @@ const (
 	// unlockTimeout bounds the script that releases the lock. If it
 	// fails, the lock expires after its TTL.
 	unlockTimeout = 10 * time.Second
+
+	// abandonTimeout bounds the release of a lock that a failed Lock may
+	// have taken, so that a Lock failing on an unreachable Redis returns
+	// soon.
+	abandonTimeout = 2 * time.Second
 )
 
 var (
+	// lockScript takes the lock for ARGV[1] for ARGV[2] milliseconds and
+	// returns 1 if it is free, or if it holds ARGV[1] already (the
+	// client retried a request whose reply was lost, and the first one
+	// took the lock; then the TTL starts again); it returns 0 if another
+	// token holds it.
+	lockScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+	redis.call('PEXPIRE', KEYS[1], ARGV[2])
+	return 1
+end
+if v then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1`)
+
 	// extendScript resets the lock's TTL to ARGV[2] milliseconds and
 	// returns 1 if the lock holds ARGV[1], else returns 0.
-	extendScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1`)
+	extendScript = redis.NewScript(extendScriptSource)
 
 	// unlockScript deletes the lock and returns 1 if it holds ARGV[1],
 	// else returns 0.
@@ -38,6 +55,11 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 return 1`)
 )
+
+const extendScriptSource = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1`
 
 // heldLock is a lock a Store holds.
 type heldLock struct {
@@ -89,8 +111,14 @@ func (r tokens) lock(ctx context.Context, key string) (unlock func(), err error)
 		stop: make(chan struct{}), finished: make(chan struct{})}
 	pause := 5 * time.Millisecond
 	for {
-		ok, err := r.client.SetNX(ctx, lockKey, h.token, h.ttl).Result()
+		// Not SET NX: go-redis retries a command whose reply was lost,
+		// and the retry of a SET NX that took the lock would find it
+		// taken, by this very Lock, which would then wait for it until
+		// it expires. The script recognises the token.
+		ok, err := lockScript.Run(ctx, r.client, []string{lockKey}, h.token, h.ttl.Milliseconds()).Bool()
 		if err != nil {
+			// The request may have taken the lock all the same.
+			r.abandon(lockKey, h.token)
 			if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 				return nil, fmt.Errorf("redisstore: waiting for the lock: %w (%w)", cerr, err)
 			}
@@ -118,6 +146,15 @@ func (r tokens) lock(ctx context.Context, key string) (unlock func(), err error)
 	go r.watchdog(h)
 	var once sync.Once
 	return func() { once.Do(func() { r.unlock(key, h) }) }, nil
+}
+
+// abandon releases the lock of lockKey if token holds it: the lock that a
+// Lock whose request failed may have taken nonetheless, which would
+// otherwise block the grant until it expires.
+func (r tokens) abandon(lockKey, token string) {
+	ctx, cancel := context.WithTimeout(context.Background(), abandonTimeout)
+	defer cancel()
+	unlockScript.Run(ctx, r.client, []string{lockKey}, token)
 }
 
 // watchdog extends h's TTL every third of it until unlock stops it, or

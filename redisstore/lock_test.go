@@ -3,12 +3,17 @@ package redisstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/oauth2"
+
+	"github.com/gopandadoc/pandadocauth"
+	"github.com/gopandadoc/pandadocauth/internal/testutil"
 )
 
 type lockResult struct {
@@ -26,15 +31,47 @@ func lockAsync(ctx context.Context, s *Store) <-chan lockResult {
 	return ch
 }
 
-// waitFor polls cond until it holds, failing the test after 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+// extensions returns a channel that receives the lock key of every lock
+// that the watchdog of a Store or Keyed on rdb extended: a signal, from
+// a hook on the client, that a test waits on instead of polling the TTL.
+func extensions(t *testing.T, rdb *redis.Client) <-chan string {
+	ch := make(chan string, 16)
+	rdb.AddHook(extendHook{ch})
+	return ch
+}
+
+// extendHook sends to ch the key of each extension of a lock that
+// succeeded.
+type extendHook struct{ ch chan<- string }
+
+func (extendHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (extendHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h extendHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		args := cmd.Args()
+		isExtend := len(args) > 3 && (args[0] == "evalsha" && args[1] == extendScript.Hash() ||
+			args[0] == "eval" && args[1] == extendScriptSource)
+		if c, ok := cmd.(*redis.Cmd); ok && isExtend && err == nil {
+			if n, err := c.Int(); err == nil && n == 1 {
+				select {
+				case h.ch <- fmt.Sprint(args[3]):
+				default:
+				}
+			}
 		}
-		time.Sleep(5 * time.Millisecond)
+		return err
+	}
+}
+
+// waitExtended waits until the watchdog has extended lockKey's lock.
+func waitExtended(t *testing.T, ch <-chan string, lockKey string) {
+	t.Helper()
+	for testutil.Recv(t, ch, "the watchdog to extend "+lockKey) != lockKey {
 	}
 }
 
@@ -107,6 +144,7 @@ func TestWatchdogExtends(t *testing.T) {
 	t.Parallel()
 	rdb := testClient(t)
 	ctx := testContext(t)
+	extended := extensions(t, rdb)
 	s := testStore(t, rdb)
 	s.LockTTL = 3 * time.Second
 	_, lockKey, _ := s.keys()
@@ -120,9 +158,10 @@ func TestWatchdogExtends(t *testing.T) {
 	// puts it well above.
 	start := time.Now()
 	first := rdb.PTTL(ctx, lockKey).Val()
-	waitFor(t, "the lock's TTL to be extended", func() bool {
-		return rdb.PTTL(ctx, lockKey).Val() > first-time.Since(start)+200*time.Millisecond
-	})
+	waitExtended(t, extended, lockKey)
+	if ttl := rdb.PTTL(ctx, lockKey).Val(); ttl <= first-time.Since(start)+200*time.Millisecond {
+		t.Errorf("TTL %v after the extension; want more than %v", ttl, first-time.Since(start)+200*time.Millisecond)
+	}
 	if err := s.Save(ctx, &oauth2.Token{AccessToken: "at"}); err != nil {
 		t.Errorf("Save under the extended lock: %v", err)
 	}
@@ -135,7 +174,7 @@ func TestLockLost(t *testing.T) {
 	t.Parallel()
 	rdb := testClient(t)
 	ctx := testContext(t)
-	var logs syncBuffer
+	var logs testutil.Buffer
 	s := testStore(t, rdb)
 	s.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	tokenKey, lockKey, _ := s.keys()
@@ -181,7 +220,7 @@ func TestWatchdogNoticesLoss(t *testing.T) {
 	t.Parallel()
 	rdb := testClient(t)
 	ctx := testContext(t)
-	var logs syncBuffer
+	var logs testutil.Buffer
 	s := testStore(t, rdb)
 	s.LockTTL = 300 * time.Millisecond
 	s.Logger = slog.New(slog.NewTextHandler(&logs, nil))
@@ -192,8 +231,16 @@ func TestWatchdogNoticesLoss(t *testing.T) {
 	}
 	defer unlock()
 	rdb.Del(ctx, lockKey)
-	waitFor(t, "the watchdog to log the lost lock", func() bool { return strings.Contains(logs.String(), "noticed_by=watchdog") })
+	logs.WaitFor(t, "the watchdog to log the lost lock", func(s string) bool { return strings.Contains(s, "noticed_by=watchdog") })
 	if err := s.Save(ctx, &oauth2.Token{AccessToken: "at"}); !errors.Is(err, ErrLockLost) {
 		t.Errorf("Save after the lock was lost: %v; want ErrLockLost", err)
+	}
+}
+
+// TestErrLockLostIsTheCores: a TokenSource recognises the lost lock and
+// takes the lock again before it writes.
+func TestErrLockLostIsTheCores(t *testing.T) {
+	if !errors.Is(ErrLockLost, pandadocauth.ErrLockLost) {
+		t.Fatal("ErrLockLost does not wrap pandadocauth.ErrLockLost")
 	}
 }

@@ -42,11 +42,15 @@
 // set). The braces are a Redis Cluster hash tag: both keys land in the
 // same slot, so that the scripts that touch both run on one node. A Key
 // that is empty or contains a brace is replaced in the tag by a hash of
-// it, because Redis would not read it as a tag.
+// it, because Redis would not read it as a tag ("sha256:" and 24 hex
+// digits); so is a Key of that very form, so that two grant keys never
+// share a tag.
 //
 // # Lock
 //
-// Lock sets the lock key to a random token with SET NX PX, for LockTTL
+// Lock sets the lock key to a random token if it is free (SET NX PX, in
+// a script that also takes a lock already holding this Lock's token as
+// its own: go-redis retries a request whose reply was lost), for LockTTL
 // (DefaultLockTTL, two minutes, unless set: longer than a refresh may
 // take, one minute). While the lock is held, a watchdog extends its TTL
 // every third of LockTTL with a script that checks the token first. If
@@ -215,8 +219,9 @@ type tokens struct {
 // held was lost before it was released: its key expired or was deleted,
 // and another process may hold it now. Load and Save refuse to run until
 // unlock is called, so that a refresh without the lock cannot overwrite
-// a newer token.
-var ErrLockLost = errors.New("the lock was lost")
+// a newer token. It wraps pandadocauth.ErrLockLost, which the TokenSource
+// answers by taking the lock again before it writes.
+var ErrLockLost = fmt.Errorf("the lock's key expired or was deleted: %w", pandadocauth.ErrLockLost)
 
 // stored is the JSON document kept at the token key.
 type stored struct {
@@ -243,18 +248,36 @@ func (r tokens) keys(key string) (token, lock string, err error) {
 	return base + "token", base + "lock", nil
 }
 
-// hashTag returns the Redis Cluster hash tag of a grant key: every key
-// of the grant (token, lock, rate limits) carries it, so that they land
-// in one slot.
+// hashedTag starts the hash tag that stands for a key that cannot be its
+// own tag; 24 lowercase hex digits follow.
+const hashedTag = "sha256:"
+
+// hashTag is the hash tag of key: the key itself, or a hash of it for a
+// key that Redis would not read as a tag (an empty one, or one with a
+// brace, which ends the tag early), the same in every process, so that
+// both keys stay in one slot. A key that has the form of such a hash is
+// hashed too, so that no key's tag is another's: the tags that are keys
+// never have that form, and the hashed ones always do.
 func hashTag(key string) string {
-	if key == "" || strings.ContainsAny(key, "{}") {
-		// Redis would not read these as a hash tag (an empty tag, or one
-		// that ends early): a hash of the key, the same in every
-		// process, keeps the keys in one slot.
-		sum := sha256.Sum256([]byte(key))
-		return "sha256:" + hex.EncodeToString(sum[:12])
+	if key != "" && !strings.ContainsAny(key, "{}") && !isHashedTag(key) {
+		return key
 	}
-	return key
+	sum := sha256.Sum256([]byte(key))
+	return hashedTag + hex.EncodeToString(sum[:12])
+}
+
+// isHashedTag reports whether s has the form of a hashed tag.
+func isHashedTag(s string) bool {
+	hexPart, ok := strings.CutPrefix(s, hashedTag)
+	if !ok || len(hexPart) != 24 {
+		return false
+	}
+	for i := 0; i < len(hexPart); i++ {
+		if c := hexPart[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func (r tokens) load(ctx context.Context, key string) (*oauth2.Token, error) {

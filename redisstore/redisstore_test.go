@@ -1,13 +1,11 @@
 package redisstore
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,12 +15,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/gopandadoc/pandadocauth/internal/fleettest"
-)
-
-// The variables naming the test server; .ci/redis.sh sets them.
-const (
-	addrEnv     = "PANDADOCAUTH_REDIS_ADDR"
-	passwordEnv = "PANDADOCAUTH_REDIS_PASSWORD"
+	"github.com/gopandadoc/pandadocauth/internal/testserver"
 )
 
 func TestMain(m *testing.M) {
@@ -30,21 +23,17 @@ func TestMain(m *testing.M) {
 		// A fleet worker process: the parent test checks for leaks.
 		os.Exit(m.Run())
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(testserver.Main(m))
 }
 
-// testOptions returns the test server's options. Without a server the
-// test is skipped, except in CI, where that is a failure.
+// testOptions returns the test server's options: the server that
+// PANDADOCAUTH_REDIS_ADDR names, or a throw-away one (see testserver).
+// Without either the test is skipped, except in CI, where that is a
+// failure.
 func testOptions(t testing.TB) *redis.Options {
 	t.Helper()
-	addr := os.Getenv(addrEnv)
-	if addr == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not set: CI must start Redis (.ci/redis.sh)", addrEnv)
-		}
-		t.Skipf("%s is not set; run `source .ci/redis.sh && redis_start` first", addrEnv)
-	}
-	return &redis.Options{Addr: addr, Password: os.Getenv(passwordEnv), MaintNotificationsConfig: noMaint}
+	srv := testserver.Redis(t)
+	return &redis.Options{Network: srv.Network, Addr: srv.Addr, Password: srv.Password, MaintNotificationsConfig: noMaint}
 }
 
 // noMaint turns off go-redis's maintenance notifications, whose
@@ -237,24 +226,6 @@ func TestKeysShareSlot(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer for a logger written from goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex // guards buf
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestErrors(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
@@ -294,7 +265,8 @@ func TestErrors(t *testing.T) {
 	t.Run("wrong password", func(t *testing.T) {
 		opts := testOptions(t)
 		if opts.Password == "" {
-			t.Skip("the test server has no password")
+			// The servers testserver starts have one.
+			t.Skip("the Redis that " + testserver.RedisAddrEnv + " names has no password")
 		}
 		wrong := "wrong-" + opts.Password[:8] + "-pw"
 		opts.Password = wrong

@@ -68,7 +68,7 @@ func (c *cli) api(ctx context.Context, args []string) int {
 	f.register(fs)
 	data := fs.String("d", "", "request `body`, sent as application/json; @FILE reads a file, - reads standard input")
 	var headers headerFlag
-	fs.Var(&headers, "H", "extra request `header` \"Name: value\" (repeatable)")
+	fs.Var(&headers, "H", "extra request `header` \"Name: value\" (repeatable); not Authorization, which the command sets")
 	apiKey := fs.String("api-key", "", "authenticate with this PandaDoc API `key` instead of the OAuth token (default $"+envAPIKey+")")
 	timeout := fs.Duration("timeout", time.Minute, "give up on the request after this `duration`")
 	verbose := fs.Bool("v", false, "log token refreshes to standard error")
@@ -110,9 +110,20 @@ func (c *cli) api(ctx context.Context, args []string) int {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	key := cmp.Or(*apiKey, c.getenv(envAPIKey))
 	for _, h := range headers {
 		name, value, _ := strings.Cut(h, ":")
-		req.Header.Add(strings.TrimSpace(name), strings.TrimSpace(value))
+		name = strings.TrimSpace(name)
+		if strings.EqualFold(name, "Authorization") {
+			// Never echo the value: it is a credential.
+			auth := "the saved OAuth token"
+			if key != "" {
+				auth = "the API key"
+			}
+			fmt.Fprintf(c.stderr, "%s: warning: -H %s is not sent: the request is authenticated with %s, which replaces it\n", fs.Name(), name, auth)
+			continue
+		}
+		req.Header.Add(name, strings.TrimSpace(value))
 	}
 
 	tr := newHTTPTransport()
@@ -122,7 +133,8 @@ func (c *cli) api(ctx context.Context, args []string) int {
 		rt    http.RoundTripper
 		store *recordingStore
 	)
-	if key := cmp.Or(*apiKey, c.getenv(envAPIKey)); key != "" {
+	noCredentials := false
+	if key != "" {
 		rt = &pandadocauth.APIKeyTransport{Key: key, Base: tr}
 	} else {
 		path, err := f.storePath()
@@ -142,7 +154,14 @@ func (c *cli) api(ctx context.Context, args []string) int {
 		if _, err := freshToken(ctx, src, false); err != nil {
 			return c.fail(fs, explain(err, cfg))
 		}
-		rt = &pandadocauth.Transport{Source: src, Base: tr}
+		if missingCredentials(cfg) != nil {
+			// A refresh after a 401 would be refused (invalid_client):
+			// the 401 comes back as it is.
+			noCredentials = true
+			rt = &pandadocauth.Transport{Source: noRefresh{src}, Base: tr}
+		} else {
+			rt = &pandadocauth.Transport{Source: src, Base: tr}
+		}
 	}
 	client := &http.Client{Transport: rt, Timeout: *timeout}
 
@@ -168,7 +187,9 @@ func (c *cli) api(ctx context.Context, args []string) int {
 	}
 	if resp.StatusCode/100 != 2 {
 		if resp.StatusCode == http.StatusUnauthorized {
-			if store != nil {
+			if noCredentials {
+				fmt.Fprintf(c.stderr, "%s: the API rejected the token, and %v\n", fs.Name(), missingCredentials(cfg))
+			} else if store != nil {
 				fmt.Fprintf(c.stderr, "%s: the API rejected the token even after a refresh: run pandadoc-oauth login again\n", fs.Name())
 			} else {
 				fmt.Fprintf(c.stderr, "%s: the API rejected the API key\n", fs.Name())

@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/gopandadoc/pandadocauth/internal/testutil"
 	"github.com/gopandadoc/pandadocauth/pandadoctest"
 )
 
@@ -60,6 +62,7 @@ func TestAPIFailures(t *testing.T) {
 		wantStatus string
 		wantOut    string
 		wantErr    string
+		wantLogin  bool // stderr says to log in again
 	}{
 		{
 			name:       "not found",
@@ -79,10 +82,11 @@ func TestAPIFailures(t *testing.T) {
 				srv.Revoke(srv.RefreshTokens()[0])
 				srv.ExpireAll()
 			},
+			// The API's 401 is not printed: the refresh's failure is.
 			args:       []string{"GET", "/public/v1/documents"},
-			wantStatus: "401 Unauthorized",
-			wantOut:    `"type": "authentication_error"`,
-			wantErr:    "run pandadoc-oauth login again",
+			wantStatus: "the API answered 401 Unauthorized, and no new token could be had",
+			wantErr:    `"invalid_grant"`,
+			wantLogin:  true,
 		},
 	}
 	for _, tt := range tests {
@@ -102,6 +106,12 @@ func TestAPIFailures(t *testing.T) {
 			}
 			if !strings.Contains(stdout, tt.wantOut) {
 				t.Errorf("stdout lacks %q:\n%s", tt.wantOut, stdout)
+			}
+			if tt.wantLogin && !strings.Contains(stderr, "run pandadoc-oauth login again") {
+				t.Errorf("stderr does not say to log in again:\n%s", stderr)
+			}
+			if tt.wantOut == "" && stdout != "" {
+				t.Errorf("stdout = %q, want nothing", stdout)
 			}
 		})
 	}
@@ -234,4 +244,62 @@ func TestAPIRequest(t *testing.T) {
 	if !strings.Contains(stdout, "Content-Type: \nX-Test: \nBody: ") {
 		t.Errorf("the server saw:\n%s", stdout)
 	}
+}
+
+// TestAPIAuthorizationHeader: a -H Authorization is not sent (the
+// command's credential replaces it), and the user is told so, without
+// the value being printed.
+func TestAPIAuthorizationHeader(t *testing.T) {
+	t.Parallel()
+	srv, store, _ := grant(t)
+	for _, h := range []string{"Authorization: Bearer mine-SECRET", "authorization:Basic mine-SECRET"} {
+		code, stdout, stderr := runCmd(t, nil, "api", "-store", store, "-base-url", srv.URL, "-H", h, "GET", "/public/v1/documents")
+		if code != exitOK {
+			t.Fatalf("%q: exit status %d; stderr:\n%s", h, code, stderr)
+		}
+		if !strings.Contains(stderr, "warning: -H") || !strings.Contains(stderr, "is not sent: the request is authenticated with the saved OAuth token") {
+			t.Errorf("%q: no warning:\n%s", h, stderr)
+		}
+		testutil.AssertNoSecret(t, "output", stdout+stderr, "mine-SECRET")
+	}
+	// The same with an API key.
+	keySrv := pandadoctest.NewServer(pandadoctest.WithAPIKey("k"))
+	defer keySrv.Close()
+	code, _, stderr := runCmd(t, map[string]string{envAPIKey: "k"}, "api", "-base-url", keySrv.URL, "-H", "Authorization: x", "GET", "/public/v1/documents")
+	if code != exitOK || !strings.Contains(stderr, "authenticated with the API key") {
+		t.Errorf("exit status %d; stderr:\n%s", code, stderr)
+	}
+}
+
+// TestAPIWithoutCredentials: without the client credentials, a stored
+// token that is still valid is used, and no refresh is sent: not before
+// the request when the token has expired, nor after a 401. The error
+// says which credential is missing.
+func TestAPIWithoutCredentials(t *testing.T) {
+	t.Parallel()
+	t.Run("token valid, then a 401", func(t *testing.T) {
+		t.Parallel()
+		srv, store, old := grant(t)
+		srv.Revoke(old.AccessToken)
+		code, _, stderr := runCmd(t, nil, "api", "-store", store, "-base-url", srv.URL, "GET", "/public/v1/documents")
+		if code != exitFail || !strings.Contains(stderr, "401 Unauthorized") || !strings.Contains(stderr, "the API rejected the token, and missing client credentials") || !strings.Contains(stderr, envClientID) {
+			t.Errorf("exit status %d; stderr:\n%s", code, stderr)
+		}
+		if n := srv.TotalTokenRequests(); n != 0 {
+			t.Errorf("%d token requests without client credentials", n)
+		}
+	})
+	t.Run("token expired", func(t *testing.T) {
+		t.Parallel()
+		srv, store, tok := grant(t)
+		tok.Expiry = time.Now().Add(-time.Minute)
+		saveToken(t, store, tok)
+		code, _, stderr := runCmd(t, map[string]string{envClientSecret: pandadoctest.DefaultClientSecret}, "api", "-store", store, "-base-url", srv.URL, "GET", "/public/v1/documents")
+		if code != exitFail || !strings.Contains(stderr, "the client ID (-client-id or $"+envClientID+") is not set") {
+			t.Errorf("exit status %d; stderr:\n%s", code, stderr)
+		}
+		if n := srv.TotalTokenRequests() + srv.TotalAPIRequests(); n != 0 {
+			t.Errorf("%d requests sent without client credentials", n)
+		}
+	})
 }

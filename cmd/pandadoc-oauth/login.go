@@ -171,12 +171,16 @@ func (c *cli) login(ctx context.Context, args []string) int {
 	}
 	fmt.Fprintf(c.stderr, "Logged in. The token is saved in %s", path)
 	if !res.tok.Expiry.IsZero() {
-		fmt.Fprintf(c.stderr, "; the access token expires %s", res.tok.Expiry.Local().Format(time.DateTime))
+		fmt.Fprintf(c.stderr, "; the access token expires %s", res.tok.Expiry.Local().Format(expiryLayout))
 	}
 	fmt.Fprintln(c.stderr, ".")
 	fmt.Fprintf(c.stderr, "To use it from Go, give a TokenSource this Store:\n\n    &pandadocauth.FileStore{Path: %q}\n\n", path)
 	return exitOK
 }
+
+// expiryLayout is how login prints the access token's expiry: local
+// time, with its zone's abbreviation and offset.
+const expiryLayout = "2006-01-02 15:04:05 MST (UTC-07:00)"
 
 // parseRedirectURL checks that u is an http URL on a loopback host with
 // an explicit port, where login can listen.

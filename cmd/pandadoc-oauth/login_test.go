@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/oauth2"
 
@@ -135,6 +136,15 @@ func TestLogin(t *testing.T) {
 	tok := loadToken(t, ls.store)
 	if refresh := ls.srv.RefreshTokens(); len(refresh) != 1 || refresh[0] != tok.RefreshToken {
 		t.Errorf("stored refresh token is not the server's only live one")
+	}
+	// The expiry is printed with its time zone.
+	_, printed, _ := strings.Cut(inv.stderr.String(), "; the access token expires ")
+	printed, _, _ = strings.Cut(printed, ".\n")
+	if expiry, err := time.Parse(expiryLayout, printed); err != nil || !expiry.Equal(tok.Expiry.Truncate(time.Second)) {
+		t.Errorf("printed expiry %q (%v), want %v with its zone", printed, err, tok.Expiry)
+	}
+	if !strings.Contains(printed, "UTC+") && !strings.Contains(printed, "UTC-") {
+		t.Errorf("printed expiry %q has no UTC offset", printed)
 	}
 	fi, err := os.Stat(ls.store)
 	if err != nil {

@@ -20,6 +20,7 @@
 //	token   print a valid access token, refreshing it if needed
 //	api     send one authenticated request to the PandaDoc API
 //	demo    run concurrent traffic against an in-process fake PandaDoc
+//	webhook-verify  check a saved webhook body against its signature and a shared key
 //
 // The application's credentials come from -client-id and -client-secret,
 // or from PANDADOC_CLIENT_ID and PANDADOC_CLIENT_SECRET. The token is kept
@@ -116,6 +117,7 @@ var commands = []command{
 	{"token", "print a valid access token, refreshing it if needed", (*cli).token},
 	{"api", "send one authenticated request to the PandaDoc API", (*cli).api},
 	{"demo", "run concurrent traffic against an in-process fake PandaDoc", (*cli).demo},
+	{"webhook-verify", "check a saved webhook body against its signature and a shared key", (*cli).webhookVerify},
 }
 
 const mainUsage = `pandadoc-oauth logs in to PandaDoc with OAuth 2.0 and makes authenticated
@@ -139,7 +141,7 @@ kept in pandadoc-oauth/token.json under the user's configuration directory
 func (c *cli) usage(w io.Writer) {
 	var b strings.Builder
 	for _, cmd := range commands {
-		fmt.Fprintf(&b, "\t%-6s  %s\n", cmd.name, cmd.summary)
+		fmt.Fprintf(&b, "\t%-14s  %s\n", cmd.name, cmd.summary)
 	}
 	fmt.Fprintf(w, mainUsage, b.String())
 }
@@ -164,6 +166,9 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		}
 		fmt.Fprintf(c.stderr, "pandadoc-oauth help: unknown command %q\n", strings.Join(args[1:], " "))
 		return exitUsage
+	}
+	if len(name) > 1 && name[0] == '-' {
+		return c.flagsFirst(ctx, args)
 	}
 	cmd := lookup(name)
 	if cmd == nil {
@@ -386,6 +391,11 @@ func storedSource(ctx context.Context, cfg *pandadocauth.Config, store *recordin
 // force). The Store is read before a refresh, so a token that another
 // process saved meanwhile is adopted instead.
 func freshToken(ctx context.Context, src *pandadocauth.TokenSource, force bool) (*oauth2.Token, error) {
+	if needsRefresh(src.Initial, force) {
+		if err := missingCredentials(src.Config); err != nil {
+			return nil, err
+		}
+	}
 	tok, err := src.TokenContext(ctx)
 	if err != nil {
 		return nil, err
@@ -400,7 +410,7 @@ func freshToken(ctx context.Context, src *pandadocauth.TokenSource, force bool) 
 func explain(err error, cfg *pandadocauth.Config) error {
 	var re *oauth2.RetrieveError
 	switch {
-	case errors.Is(err, errNotLoggedIn):
+	case errors.Is(err, errNotLoggedIn), errors.Is(err, errMissingCredentials):
 		return err
 	case cfg.ClientID == "" || cfg.ClientSecret == "":
 		return fmt.Errorf("%w\n(a refresh needs the client credentials: set -client-id and -client-secret, or %s and %s)", err, envClientID, envClientSecret)

@@ -231,6 +231,42 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// TestFlagBeforeCommand: a flag before the command is a usage error
+// that the flag package words and that says where flags go, not an
+// unknown command; "--" ends the flags.
+func TestFlagBeforeCommand(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-x"}, "flag provided but not defined: -x\n"},
+		{[]string{"--x"}, "flag provided but not defined: -x\n"},
+		{[]string{"-store", "token.json", "token"}, "flag provided but not defined: -store\n"},
+		{[]string{"--"}, "Usage:"},
+	} {
+		code, stdout, stderr := runCmd(t, nil, tt.args...)
+		if code != exitUsage {
+			t.Errorf("%q: exit status %d, want %d", tt.args, code, exitUsage)
+		}
+		if !strings.Contains(stderr, tt.want) || strings.Contains(stderr, "unknown command") {
+			t.Errorf("%q: stderr lacks %q, or says unknown command:\n%s", tt.args, tt.want, stderr)
+		}
+		if tt.args[0] != "--" && !strings.Contains(stderr, "flags go after the command") {
+			t.Errorf("%q: stderr does not say where flags go:\n%s", tt.args, stderr)
+		}
+		if stdout != "" {
+			t.Errorf("%q: stdout not empty:\n%s", tt.args, stdout)
+		}
+	}
+	if code, stdout, _ := runCmd(t, nil, "--", "help"); code != exitOK || !strings.Contains(stdout, "Usage:") {
+		t.Errorf("-- help: exit status %d, stdout:\n%s", code, stdout)
+	}
+	if code, stdout, _ := runCmd(t, nil, "-help=true"); code != exitOK || !strings.Contains(stdout, "Usage:") {
+		t.Errorf("-help=true: exit status %d, stdout:\n%s", code, stdout)
+	}
+}
+
 func TestParseInterspersed(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -314,7 +350,7 @@ func TestREADMEFirstSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"go install github.com/gopandadoc/pandadocauth/cmd/pandadoc-oauth@latest",
+		"go install ./cmd/pandadoc-oauth", // from a checkout, before the first release
 		`&pandadocauth.FileStore{Path: filepath.Join(dir, "` + storeDir + `", "` + storeFile + `")}`,
 		"dir, err := os.UserConfigDir()",
 		"pandadoc-oauth login",

@@ -148,7 +148,13 @@ func TestTokenErrors(t *testing.T) {
 			name:  "refresh without credentials",
 			env:   nil,
 			setup: func(_ *pandadoctest.Server, store string) string { return store },
-			want:  []string{"invalid_client", envClientID, envClientSecret},
+			want:  []string{"missing client credentials", "-client-id", envClientID, "-client-secret", envClientSecret},
+		},
+		{
+			name:  "refresh without client secret",
+			env:   map[string]string{envClientID: pandadoctest.DefaultClientID},
+			setup: func(_ *pandadoctest.Server, store string) string { return store },
+			want:  []string{"the client secret (-client-secret or $" + envClientSecret + ") is not set"},
 		},
 		{
 			name: "refresh token revoked",
@@ -188,6 +194,9 @@ func TestTokenErrors(t *testing.T) {
 				}
 			}
 			testutil.AssertNoSecret(t, "stderr", stderr, tok.AccessToken, tok.RefreshToken, pandadoctest.DefaultClientSecret)
+			if strings.Contains(tt.name, "without") && srv.TotalTokenRequests() != 0 {
+				t.Errorf("%d token requests without client credentials, want 0", srv.TotalTokenRequests())
+			}
 		})
 	}
 }

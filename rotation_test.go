@@ -1,0 +1,489 @@
+package pandadocauth
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jarcoal/httpmock"
+	"golang.org/x/oauth2"
+)
+
+// The tests of this file hold the promise that a refresh token that may
+// have been rotated is never lost, and one rotated away is never
+// presented again, under the faults that once broke it. Their server
+// revokes a grant whose spent refresh token is presented.
+
+// sharedStore is a Store and Locker that replicas share: one token, one
+// lock. Load and Save fail while their error is set.
+type sharedStore struct {
+	mem     *memStore
+	lock    chan struct{} // holds a value while locked
+	mu      sync.Mutex    // guards the fields below
+	waiting int           // Lock calls waiting
+	cond    sync.Cond     // signalled when waiting or saves change
+	saves   int
+	locks   int // Lock calls that took the lock
+	lockErr error
+	saveErr error // returned by the next Save, which stores nothing
+}
+
+func newSharedStore(tok *oauth2.Token) *sharedStore {
+	s := &sharedStore{mem: &memStore{tok: tok}, lock: make(chan struct{}, 1)}
+	s.cond.L = &s.mu
+	s.mem.onSave = func(*oauth2.Token) {
+		s.mu.Lock()
+		s.saves++
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	}
+	return s
+}
+
+func (s *sharedStore) Load(ctx context.Context) (*oauth2.Token, error) { return s.mem.Load(ctx) }
+func (s *sharedStore) Save(ctx context.Context, t *oauth2.Token) error {
+	s.mu.Lock()
+	err := s.saveErr
+	s.saveErr = nil
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return s.mem.Save(ctx, t)
+}
+
+func (s *sharedStore) Lock(ctx context.Context) (func(), error) {
+	s.mu.Lock()
+	if err := s.lockErr; err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	s.waiting++
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.waiting--
+		s.mu.Unlock()
+	}()
+	select {
+	case s.lock <- struct{}{}:
+		s.mu.Lock()
+		s.locks++
+		s.mu.Unlock()
+		var once sync.Once
+		return func() { once.Do(func() { <-s.lock }) }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// waitFor blocks until cond holds of the store.
+func (s *sharedStore) waitFor(cond func(s *sharedStore) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for !cond(s) {
+		s.cond.Wait()
+	}
+}
+
+// replica is one process's TokenSource on store, with a clock of its own
+// that moves only when the test advances it.
+func replica(t *testing.T, store Store, srv *grantServer) (*TokenSource, *fakeClock) {
+	t.Helper()
+	mt := httpmock.NewMockTransport()
+	mt.RegisterResponder("POST", TokenURL, srv.responder())
+	clock := newFakeClock()
+	ts := &TokenSource{Config: testConfig(mt), Store: store, clk: &clockRef{clock}}
+	t.Cleanup(ts.Wait)
+	return ts, clock
+}
+
+func expiredToken(clock *fakeClock, rt string) *oauth2.Token {
+	return &oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: rt, Expiry: clock.Now().Add(-time.Minute), ExpiresIn: 3600}
+}
+
+// TestFailedLoadUnderLockFailsTheRefresh: a Load that fails under the
+// Locker's lock (a lost lock, a wrong key) fails the refresh as
+// transient: nothing is POSTed with the refresh token in memory, which
+// the Store may have replaced.
+func TestFailedLoadUnderLockFailsTheRefresh(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
+	ts, _ := replica(t, store, srv)
+	ts.clk = &clockRef{clock}
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	store.mem.mu.Lock()
+	store.mem.loadErr = errors.New("cipher: message authentication failed")
+	store.mem.mu.Unlock()
+	clock.Advance(2 * time.Hour)
+	_, err := ts.Token()
+	if err == nil || isPermanent(err) || !strings.Contains(err.Error(), "loading token from store") {
+		t.Fatalf("got %v, want a transient failure to load", err)
+	}
+	if n := srv.postCount(); n != 1 {
+		t.Errorf("%d POSTs, want 1 (none after the failed Load)", n)
+	}
+}
+
+// TestUnsavedTokenKeepsTheLock: after a refresh whose Save failed, the
+// lock is kept while the Store still holds the refresh token just
+// rotated away, so another replica waits instead of presenting it, and
+// then adopts the token once it is saved.
+func TestUnsavedTokenKeepsTheLock(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clockA := newFakeClock()
+	store := newSharedStore(expiredToken(clockA, "g-rt-SECRET-0"))
+	store.mem.saveErrs = 1
+	a, _ := replica(t, store, srv)
+	a.clk = &clockRef{clockA}
+	b, _ := replica(t, store, srv)
+	if _, err := a.Token(); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		tok, err := b.Token()
+		if err == nil && tok.RefreshToken != srv.newest("g") {
+			err = errors.New("replica b serves " + tok.RefreshToken)
+		}
+		got <- err
+	}()
+	store.waitFor(func(s *sharedStore) bool { return s.waiting == 1 }) // b waits for the lock
+	clockA.Advance(saveRetryInterval)                                  // a's Save retry
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if n, r := srv.postCount(), srv.reuses(); n != 1 || r != 0 {
+		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
+	}
+}
+
+// TestAdoptedTokenNeverFallsBack: after adopting a token another replica
+// stored, the refresh token it replaced is spent: a later failure of any
+// kind (here a 200 HTML page) never makes it presented again.
+func TestAdoptedTokenNeverFallsBack(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	store := newSharedStore(&oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600})
+	ts, _ := replica(t, store, srv)
+	ts.clk = &clockRef{clock}
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	other := srv.rotate("g") // another replica refreshed and stored
+	other.Expiry = clock.Now().Add(time.Hour)
+	store.mem.mu.Lock()
+	store.mem.tok = other
+	store.mem.mu.Unlock()
+	if tok, err := ts.Refresh(context.Background()); err != nil || tok.RefreshToken != other.RefreshToken {
+		t.Fatalf("%v, %v; want the stored token adopted", tok, err)
+	}
+	srv.answerNext(func() *http.Response {
+		r := httpmock.NewStringResponse(200, "<html>maintenance</html>")
+		r.Header.Set("Content-Type", "text/html")
+		return r
+	})
+	if _, err := ts.Refresh(context.Background()); !errors.Is(err, ErrMalformedResponse) {
+		t.Fatalf("got %v, want the HTML page's error", err)
+	}
+	if n, r := srv.postCount(), srv.reuses(); n != 1 || r != 0 {
+		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
+	}
+}
+
+// TestRotatedTokenInRefusedAnswerIsKept: a 200 refused as malformed
+// (expires_in out of range) still carries the rotated refresh token: it
+// is saved, and the next refresh presents it, not the one it replaced.
+func TestRotatedTokenInRefusedAnswerIsKept(t *testing.T) {
+	t.Parallel()
+	for name, answer := range map[string]func(rt string) *http.Response{
+		"expires_in out of range": func(rt string) *http.Response {
+			return httpmock.NewStringResponse(200, `{"access_token":"g-at-SECRET-x","refresh_token":"`+rt+`","expires_in":2147483647}`)
+		},
+		"500 with a token": func(rt string) *http.Response {
+			return httpmock.NewStringResponse(500, `{"error":"server_error","refresh_token":"`+rt+`"}`)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+			clock := newFakeClock()
+			store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
+			ts, _ := replica(t, store, srv)
+			ts.clk = &clockRef{clock}
+			srv.answerNext(func() *http.Response {
+				return answer(srv.rotateLocked("g").RefreshToken) // rotated, then refused
+			})
+			if _, err := ts.Token(); err == nil {
+				t.Fatal("want the refused answer's error")
+			}
+			if s := store.mem.stored(); s.RefreshToken != srv.newest("g") || s.AccessToken != "" {
+				t.Errorf("stored %+v, want the rotated refresh token alone", s)
+			}
+			clock.Advance(time.Minute) // past the back-off
+			tok, err := ts.Token()
+			if err != nil || tok.RefreshToken != srv.newest("g") {
+				t.Fatalf("%v, %v; want a token from the rotated refresh token", tok, err)
+			}
+			if r := srv.reuses(); r != 0 {
+				t.Errorf("%d spent refresh tokens presented", r)
+			}
+		})
+	}
+}
+
+// TestFailedSaveRetriedWithoutRequests: a failed Save is retried on a
+// timer, not only when a later request comes by, so an idle replica
+// does not keep the only copy of the rotated token.
+func TestFailedSaveRetriedWithoutRequests(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
+	store.mem.saveErrs = 2
+	ts, _ := replica(t, store, srv)
+	ts.clk = &clockRef{clock}
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	for i, wait := range []time.Duration{saveRetryInterval, 2 * saveRetryInterval} {
+		clock.WaitTimers(1)
+		clock.Advance(wait)
+		store.waitFor(func(s *sharedStore) bool { return s.saves == i+2 })
+	}
+	settle(ts)
+	if s := store.mem.stored(); s.RefreshToken != srv.newest("g") {
+		t.Errorf("the Store holds %q, want %q", s.RefreshToken, srv.newest("g"))
+	}
+	if ts.busy() {
+		t.Error("saved, yet the retry timer or the lock is kept")
+	}
+}
+
+// TestStoreRollbackIsNotAdopted: a Store that goes back to a token whose
+// refresh token this process spent (a Redis restart from its snapshot)
+// is not believed: the newer token is saved again and refreshed.
+func TestStoreRollbackIsNotAdopted(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	old := expiredToken(clock, "g-rt-SECRET-0")
+	store := newSharedStore(old)
+	ts, _ := replica(t, store, srv)
+	ts.clk = &clockRef{clock}
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	store.mem.mu.Lock()
+	store.mem.tok = old // rolled back
+	store.mem.mu.Unlock()
+	clock.Advance(2 * time.Hour)
+	tok, err := ts.Token()
+	if err != nil || tok.RefreshToken != srv.newest("g") {
+		t.Fatalf("%v, %v", tok, err)
+	}
+	if n, r := srv.postCount(), srv.reuses(); n != 2 || r != 0 {
+		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 2, 0", n, r)
+	}
+	if s := store.mem.stored(); s.RefreshToken != srv.newest("g") {
+		t.Errorf("the Store holds %q, want %q", s.RefreshToken, srv.newest("g"))
+	}
+}
+
+// TestDeadlineFailureIsTransient: a token request cut by the flight's own
+// deadline is an outage, not a refusal.
+func TestDeadlineFailureIsTransient(t *testing.T) {
+	t.Parallel()
+	mt := httpmock.NewMockTransport()
+	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
+		<-req.Context().Done()
+		return nil, req.Context().Err()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Nanosecond)
+	defer cancel()
+	<-ctx.Done()
+	_, aerr := testConfig(mt).refreshAttempt(ctx, testRefresh, time.Now)
+	if aerr == nil || !aerr.transient {
+		t.Fatalf("got %+v, want a transient failure", aerr)
+	}
+	if isPermanent(classify(aerr)) {
+		t.Error("classified as permanent")
+	}
+}
+
+// TestRefreshReportsFailedSave: Refresh says so when the token it
+// returns could not be saved.
+func TestRefreshReportsFailedSave(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	store := newSharedStore(&oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600})
+	store.mem.saveErrs = 1
+	ts, _ := replica(t, store, srv)
+	ts.clk = &clockRef{clock}
+	tok, err := ts.Refresh(context.Background())
+	if !errors.Is(err, ErrNotSaved) || tok == nil || tok.RefreshToken != srv.newest("g") {
+		t.Fatalf("%v, %v; want the new token and ErrNotSaved", tok, err)
+	}
+	assertNoSecret(t, "error", err.Error())
+}
+
+// TestErrorBodyRedactedThenCut: a secret echoed across the read limit is
+// redacted whole before the body is cut, and a failure keeps only a
+// bounded excerpt of the answer.
+func TestErrorBodyRedactedThenCut(t *testing.T) {
+	t.Parallel()
+	for name, body := range map[string]string{
+		"secret across the read limit": strings.Repeat("x", maxBodyBytes-8) + testRefresh + strings.Repeat("y", 100),
+		"secret across the excerpt":    strings.Repeat("x", maxErrorBody-8) + testClientSecret + strings.Repeat("y", 100),
+		"a whole error page":           `{"error":"server_error"}` + strings.Repeat(" ", 2*maxBodyBytes),
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			mt := httpmock.NewMockTransport()
+			mt.RegisterResponder("POST", TokenURL, httpmock.NewStringResponder(400, body))
+			_, aerr := testConfig(mt).refreshAttempt(context.Background(), testRefresh, time.Now)
+			var re *oauth2.RetrieveError
+			if aerr == nil || !errors.As(aerr.err, &re) {
+				t.Fatalf("got %+v, want a RetrieveError", aerr)
+			}
+			if len(re.Body) > maxErrorBody {
+				t.Errorf("the error keeps %d bytes of the answer, want at most %d", len(re.Body), maxErrorBody)
+			}
+			for _, secret := range []string{testRefresh, testClientSecret} {
+				if bytes.Contains(re.Body, []byte(secret[:8])) {
+					t.Errorf("part of a secret survived in the body's excerpt")
+				}
+			}
+		})
+	}
+}
+
+// TestStoredTokenEndsRememberedRevocation: after invalid_grant, a token
+// newly saved in the Store (the customer connected again) is used on the
+// next request, not refused from memory for the back-off.
+func TestStoredTokenEndsRememberedRevocation(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-live"})
+	clock := newFakeClock()
+	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-revoked"))
+	ts, _ := replica(t, store, srv)
+	ts.clk = &clockRef{clock}
+	if _, err := ts.Token(); !isInvalidGrant(err) {
+		t.Fatalf("got %v, want invalid_grant", err)
+	}
+	if _, err := ts.Token(); !isInvalidGrant(err) {
+		t.Fatalf("got %v, want invalid_grant remembered", err)
+	}
+	posts := srv.postCount()
+	store.mem.mu.Lock()
+	store.mem.tok = &oauth2.Token{AccessToken: "g-at-SECRET-new", RefreshToken: "g-rt-SECRET-live", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600}
+	store.mem.mu.Unlock()
+	tok, err := ts.Token()
+	if err != nil || tok.AccessToken != "g-at-SECRET-new" {
+		t.Fatalf("%v, %v; want the newly stored token", tok, err)
+	}
+	if n := srv.postCount(); n != posts {
+		t.Errorf("%d POSTs after the new token was stored, want none", n-posts)
+	}
+}
+
+// TestLostLockIsTakenAgain: a Save refused because the lock was lost
+// (its lease expired) is retried under the lock taken again, never under
+// the lost one.
+func TestLostLockIsTakenAgain(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
+	store.saveErr = fmt.Errorf("store: %w", ErrLockLost)
+	ts, _ := replica(t, store, srv)
+	ts.clk = &clockRef{clock}
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	clock.WaitTimers(1)
+	clock.Advance(saveRetryInterval)
+	store.waitFor(func(s *sharedStore) bool { return s.saves == 1 })
+	settle(ts)
+	if s := store.mem.stored(); s.RefreshToken != srv.newest("g") {
+		t.Errorf("the Store holds %q, want %q", s.RefreshToken, srv.newest("g"))
+	}
+	store.mu.Lock()
+	locks := store.locks
+	store.mu.Unlock()
+	if locks != 2 {
+		t.Errorf("%d locks taken, want 2 (the lost one, then the one the retry saved under)", locks)
+	}
+	if ts.busy() {
+		t.Error("saved, yet the lock is kept")
+	}
+}
+
+// TestRepairSaveLosingLockStops: when the Store went back to a spent
+// token and saving the current one again fails for a lost lock, the step
+// ends: no refresh runs without the lock.
+func TestRepairSaveLosingLockStops(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	old := expiredToken(clock, "g-rt-SECRET-0")
+	store := newSharedStore(old)
+	ts, _ := replica(t, store, srv)
+	ts.clk = &clockRef{clock}
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	store.mem.mu.Lock()
+	store.mem.tok = old // rolled back
+	store.mem.mu.Unlock()
+	store.mu.Lock()
+	store.saveErr = fmt.Errorf("store: %w", ErrLockLost)
+	store.mu.Unlock()
+	clock.Advance(2 * time.Hour)
+	if _, err := ts.Token(); !errors.Is(err, ErrLockLost) || isPermanent(err) {
+		t.Fatalf("got %v, want a transient failure for the lost lock", err)
+	}
+	if n, r := srv.postCount(), srv.reuses(); n != 1 || r != 0 {
+		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
+	}
+}
+
+// TestInitialFallbackOnlyForOlderLeftover: a Store never read before
+// that holds a token issued after Initial holds its successor, not an
+// older grant's leftover: when that token's refresh is refused,
+// Initial's refresh token, spent by the process that stored it, is not
+// tried.
+func TestInitialFallbackOnlyForOlderLeftover(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	initial := expiredToken(clock, "g-rt-SECRET-0")
+	successor := srv.rotate("g") // another process refreshed Initial's
+	successor.Expiry = initial.Expiry.Add(30 * time.Second)
+	store := newSharedStore(successor)
+	ts, _ := replica(t, store, srv)
+	ts.clk, ts.Initial = &clockRef{clock}, initial
+	srv.answerNext(func() *http.Response {
+		return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`)
+	})
+	if _, err := ts.Token(); !isInvalidGrant(err) {
+		t.Fatalf("got %v, want invalid_grant", err)
+	}
+	if n, r := srv.postCount(), srv.reuses(); n != 1 || r != 0 {
+		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
+	}
+}
