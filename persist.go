@@ -109,8 +109,8 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 	if c.recheck {
 		// A permanent failure is remembered: only a token stored since
 		// (the customer connected again) is worth a refresh.
-		news, _, err := s.loadNews(ctx, cur)
-		if err != nil || news == nil {
+		newer, _, err := s.loadNewer(ctx, cur)
+		if err != nil || newer == nil {
 			return got{}, c.remind
 		}
 		c.recheck = false
@@ -120,7 +120,7 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 	if err != nil {
 		return got{}, err
 	}
-	news, stale, err := s.loadNews(ctx, cur)
+	newer, stale, err := s.loadNewer(ctx, cur)
 	if err != nil {
 		if errors.Is(err, ErrLockLost) {
 			s.unlock(c)
@@ -133,10 +133,10 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 		}
 		s.logWarn("pandadocauth: loading token from store failed; using the cached token", slog.Any("error", err))
 	}
-	if news != nil {
+	if newer != nil {
 		// Another process stored a token since this source last read or
 		// wrote the Store: it is newer.
-		return s.adopt(ctx, c, cur, news)
+		return s.adopt(ctx, c, cur, newer)
 	}
 	if cur == nil {
 		return got{}, fmt.Errorf("pandadocauth: %w", ErrNoToken)
@@ -178,7 +178,7 @@ func (s *TokenSource) lock(ctx context.Context, c *flightCall) (bool, error) {
 	r := &s.flight
 	r.mu.Lock()
 	if c.unlock == nil {
-		if t := r.trouble; t != nil && t.held != nil {
+		if t := r.failures; t != nil && t.held != nil {
 			c.unlock, t.held = t.held, nil
 		}
 	}
@@ -190,7 +190,7 @@ func (s *TokenSource) lock(ctx context.Context, c *flightCall) (bool, error) {
 	start := s.mono()
 	unlock, err := l.Lock(ctx)
 	if o := s.Observer; o != nil && o.LockWaited != nil {
-		o.LockWaited(c.ctx, LockWaitedInfo{Grant: s.grant(), Duration: s.mono() - start, Err: err})
+		o.LockWaited(c.ctx, LockWaitedInfo{Grant: s.grantName(), Duration: s.mono() - start, Err: err})
 	}
 	if err != nil {
 		return false, transientError{error: fmt.Errorf("pandadocauth: taking the refresh lock: %w", err), backoff: transientFailureBackoff}
@@ -216,12 +216,12 @@ func (s *TokenSource) unlock(c *flightCall) {
 	}
 }
 
-// adopt serves news, a token another process stored, if it is usable;
+// adopt serves newer, a token another process stored, if it is usable;
 // otherwise it refreshes with its refresh token.
-func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, news *oauth2.Token) (got, error) {
+func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, newer *oauth2.Token) (got, error) {
 	p := &s.store
-	if cur != nil && cur.tok.RefreshToken != news.RefreshToken {
-		if cur.from == fromInitial && p.synced == nil && news.Expiry.Before(cur.tok.Expiry) {
+	if cur != nil && cur.tok.RefreshToken != newer.RefreshToken {
+		if cur.from == fromInitial && p.synced == nil && newer.Expiry.Before(cur.tok.Expiry) {
 			// The Store, never read before, holds a token issued before
 			// Initial: an older grant's leftover rather than a successor
 			// of Initial, which would have been issued after it.
@@ -230,17 +230,17 @@ func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, n
 			p.spend(cur.tok.RefreshToken) // another process rotated it
 		}
 	}
-	g := got{tok: news, from: fromStore, outcome: OutcomeAdopted}
+	g := got{tok: newer, from: fromStore, outcome: OutcomeAdopted}
 	if cur == nil {
 		g.outcome = OutcomeLoaded
 	}
-	ct := s.newSnapshot(news, fromStore)
-	if cur != nil && cur.invalid && news.AccessToken == cur.tok.AccessToken {
+	ct := s.newSnapshot(newer, fromStore)
+	if cur != nil && cur.invalid && newer.AccessToken == cur.tok.AccessToken {
 		g.invalid = true // the API rejected it already
 	}
 	now := s.mono()
 	if ct.usable(now) && !g.invalid {
-		p.synced = news
+		p.synced = newer
 		if cur != nil {
 			s.logInfo("pandadocauth: adopted a token from the store")
 		}
@@ -249,14 +249,14 @@ func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, n
 	if !cur.usable(now) {
 		// Served, though unusable, so that its refresh token is the one
 		// in memory from now on; the next step refreshes it.
-		p.synced = news
+		p.synced = newer
 		return g, nil
 	}
-	// Otherwise the token in memory is still served, and news is not
+	// Otherwise the token in memory is still served, and newer is not
 	// marked as read: if this refresh fails for a while, the next flight
 	// finds it in the Store again, rather than falling back to the
-	// refresh token in memory, which news has rotated away.
-	return s.refresh(ctx, c, cur, news.RefreshToken)
+	// refresh token in memory, which newer has rotated away.
+	return s.refresh(ctx, c, cur, newer.RefreshToken)
 }
 
 // refresh obtains a new token with the refresh token rt and saves it;
@@ -269,7 +269,7 @@ func (s *TokenSource) refresh(ctx context.Context, c *flightCall, cur *snapshot,
 	g := got{}
 	tok, err := s.present(ctx, c, rt, &g)
 	if err != nil && g.rotated == "" && isPermanent(err) && !errors.Is(err, ErrNoRefreshToken) && !errors.Is(err, errSpent) {
-		again, _, lerr := s.loadNews(ctx, nil)
+		again, _, lerr := s.loadNewer(ctx, nil)
 		if lerr != nil {
 			if errors.Is(lerr, ErrLockLost) {
 				s.unlock(c)
@@ -316,7 +316,7 @@ func (s *TokenSource) present(ctx context.Context, c *flightCall, rt string, g *
 	if s.store.isSpent(rt) {
 		return nil, errSpent
 	}
-	return s.refreshToken(ctx, c, rt, g)
+	return s.refreshWithRetries(ctx, c, rt, g)
 }
 
 // keepRotated keeps the refresh token found in a refused answer to a
@@ -347,7 +347,7 @@ func (s *TokenSource) save(ctx context.Context, c *flightCall, g *got, failed st
 	g.saveErr = s.saveToken(ctx, c, g.tok, false)
 	if errors.Is(g.saveErr, ErrLockLost) {
 		if locked, err := s.lock(ctx, c); err == nil && locked {
-			if newer, _, lerr := s.loadNews(ctx, nil); lerr == nil && newer == nil {
+			if newer, _, lerr := s.loadNewer(ctx, nil); lerr == nil && newer == nil {
 				g.saveErr = s.saveToken(ctx, c, g.tok, true)
 			}
 		}
@@ -364,12 +364,12 @@ func isInvalidGrant(err error) bool {
 	return errors.As(err, &re) && re.ErrorCode == "invalid_grant"
 }
 
-// loadNews reads the Store. It returns the stored token if another
+// loadNewer reads the Store. It returns the stored token if another
 // process stored it since this source last read or wrote the Store, and
 // it is neither cur's token nor one whose refresh token was rotated away;
 // stale reports a stored token whose refresh token this source has seen
 // rotated away (a Store that went back).
-func (s *TokenSource) loadNews(ctx context.Context, cur *snapshot) (news *oauth2.Token, stale bool, err error) {
+func (s *TokenSource) loadNewer(ctx context.Context, cur *snapshot) (newer *oauth2.Token, stale bool, err error) {
 	if s.Store == nil {
 		return nil, false, nil
 	}
@@ -406,7 +406,7 @@ func (s *TokenSource) saveToken(ctx context.Context, c *flightCall, t *oauth2.To
 			s.unlock(c) // taken again before the next try
 		}
 		if o := s.Observer; o != nil && o.SaveFailed != nil {
-			o.SaveFailed(c.ctx, SaveFailedInfo{Grant: s.grant(), Retry: retry, Err: err})
+			o.SaveFailed(c.ctx, SaveFailedInfo{Grant: s.grantName(), Retry: retry, Err: err})
 		}
 		return err
 	}
