@@ -785,24 +785,29 @@ func BenchmarkClock(b *testing.B) {
 	})
 }
 
-// BenchmarkFootprint is what a used grant costs: per op, 100,000 grants
-// are set up and each sends one request with a valid token, then the
+// BenchmarkFootprint: 100,000 grants, each sends one request; then the
 // heap is measured after a GC with every grant still reachable.
-// B/grant is the heap retained per grant, allocs/grant the allocations
-// of setting one up and using it once, goroutines/grant what is left
-// running at rest. The tokens, and one Config, exist before the
-// measurement and are not counted:
+// B/grant is the heap retained per grant, the grant's tokens included,
+// as a user's heap holds them: each grant's token is made during the
+// run, as a Store's Load or a login would make it. allocs/grant counts
+// the allocations of making the token, setting the grant up and using
+// it once; goroutines/grant what is left running at rest.
 //
 //	pandadocauth  a TokenSource (Initial: the token) and a Transport per grant
 //	xoauth2       Config.TokenSource(ctx, token) and an oauth2.Transport per grant
-//	grants        one Grants and its Transport; a KeyedStore hands out the tokens
+//	grants        one Grants and its Transport; a KeyedStore decodes each
+//	              grant's token on Load and keeps nothing on Save, as a
+//	              database does
+//
+// state=valid: the token is valid. state=refreshed: it has expired, so
+// the request first refreshes it, at an in-process token endpoint that
+// answers as PandaDoc does (with a scope and a rotated refresh token):
+// what is retained then is what a grant keeps of a refresh.
 func BenchmarkFootprint(b *testing.B) {
 	const grants = 100000
-	toks := make([]oauth2.Token, grants)
 	keys := make([]string, grants)
 	reqs := make([]*http.Request, grants)
-	for i := range toks {
-		toks[i] = oauth2.Token{AccessToken: fmt.Sprintf("at-%08d-0123456789abcdef", i), TokenType: "Bearer", RefreshToken: fmt.Sprintf("rt-%08d-0123456789abcdef", i), Expiry: time.Now().Add(time.Hour), ExpiresIn: 3600}
+	for i := range keys {
 		keys[i] = fmt.Sprintf("workspace-%06d", i)
 		req, err := http.NewRequestWithContext(pandadocauth.WithGrant(context.Background(), keys[i]), http.MethodGet, benchAPIURL, nil)
 		if err != nil {
@@ -810,68 +815,112 @@ func BenchmarkFootprint(b *testing.B) {
 		}
 		reqs[i] = req
 	}
-	conf := &pandadocauth.Config{ClientID: benchClientID, ClientSecret: benchClientSecret, TokenURL: deadTokenURL}
-	xconf := &oauth2.Config{ClientID: benchClientID, ClientSecret: benchClientSecret, Endpoint: oauth2.Endpoint{TokenURL: deadTokenURL, AuthStyle: oauth2.AuthStyleInParams}}
+	endpoint := &http.Client{Transport: footprintEndpoint{}}
+	conf := &pandadocauth.Config{ClientID: benchClientID, ClientSecret: benchClientSecret, TokenURL: benchTokenURL, HTTPClient: endpoint}
+	xconf := &oauth2.Config{ClientID: benchClientID, ClientSecret: benchClientSecret, Endpoint: oauth2.Endpoint{TokenURL: benchTokenURL, AuthStyle: oauth2.AuthStyleInParams}}
+	xctx := context.WithValue(context.Background(), oauth2.HTTPClient, endpoint)
 	nop := newNopTransport()
-	sides := []struct {
-		name  string
-		setup func() (use func(i int) (http.RoundTripper, *http.Request), keep func() any)
-	}{
-		{"pandadocauth", func() (func(int) (http.RoundTripper, *http.Request), func() any) {
-			rts := make([]http.RoundTripper, grants)
-			return func(i int) (http.RoundTripper, *http.Request) {
-				rts[i] = &pandadocauth.Transport{Source: &pandadocauth.TokenSource{Config: conf, Initial: &toks[i]}, Base: nop}
-				return rts[i], reqs[i]
-			}, func() any { return rts }
-		}},
-		{"xoauth2", func() (func(int) (http.RoundTripper, *http.Request), func() any) {
-			rts := make([]http.RoundTripper, grants)
-			ctx := context.Background()
-			return func(i int) (http.RoundTripper, *http.Request) {
-				rts[i] = &oauth2.Transport{Source: xconf.TokenSource(ctx, &toks[i]), Base: nop}
-				return rts[i], reqs[i]
-			}, func() any { return rts }
-		}},
-		{"grants", func() (func(int) (http.RoundTripper, *http.Request), func() any) {
-			store := &sharedKeyedStore{m: make(map[string]*oauth2.Token, grants)}
-			for i := range toks {
-				store.m[keys[i]] = &toks[i]
-			}
-			g := &pandadocauth.Grants{Config: conf, Store: store}
-			rt := g.Transport(nop)
-			return func(i int) (http.RoundTripper, *http.Request) { return rt, reqs[i] }, func() any { return g }
-		}},
-	}
-	for _, side := range sides {
-		b.Run(fmt.Sprintf("grants=%d/impl=%s", grants, side.name), func(b *testing.B) {
-			var retained, allocs, goroutines float64
-			var ms runtime.MemStats
-			for i := 0; i < b.N; i++ {
-				use, keep := side.setup()
-				runtime.GC()
-				runtime.ReadMemStats(&ms)
-				h0, m0, g0 := ms.HeapAlloc, ms.Mallocs, runtime.NumGoroutine()
-				for j := range grants {
-					rt, req := use(j)
-					if _, err := rt.RoundTrip(req); err != nil {
-						b.Fatal(err)
+	for _, state := range []string{"valid", "refreshed"} {
+		expiry := time.Now().Add(time.Hour)
+		if state == "refreshed" {
+			expiry = time.Now().Add(-time.Minute)
+		}
+		sides := []struct {
+			name  string
+			setup func() (use func(i int) (http.RoundTripper, *http.Request), keep func() any)
+		}{
+			{"pandadocauth", func() (func(int) (http.RoundTripper, *http.Request), func() any) {
+				rts := make([]http.RoundTripper, grants)
+				return func(i int) (http.RoundTripper, *http.Request) {
+					rts[i] = &pandadocauth.Transport{Source: &pandadocauth.TokenSource{Config: conf, Initial: footprintToken(i, expiry)}, Base: nop}
+					return rts[i], reqs[i]
+				}, func() any { return rts }
+			}},
+			{"xoauth2", func() (func(int) (http.RoundTripper, *http.Request), func() any) {
+				rts := make([]http.RoundTripper, grants)
+				return func(i int) (http.RoundTripper, *http.Request) {
+					rts[i] = &oauth2.Transport{Source: xconf.TokenSource(xctx, footprintToken(i, expiry)), Base: nop}
+					return rts[i], reqs[i]
+				}, func() any { return rts }
+			}},
+			{"grants", func() (func(int) (http.RoundTripper, *http.Request), func() any) {
+				g := &pandadocauth.Grants{Config: conf, Store: decodingKeyedStore{expiry: expiry}}
+				rt := g.Transport(nop)
+				return func(i int) (http.RoundTripper, *http.Request) { return rt, reqs[i] }, func() any { return g }
+			}},
+		}
+		for _, side := range sides {
+			b.Run(fmt.Sprintf("grants=%d/state=%s/impl=%s", grants, state, side.name), func(b *testing.B) {
+				var retained, allocs, goroutines float64
+				var ms runtime.MemStats
+				for i := 0; i < b.N; i++ {
+					use, keep := side.setup()
+					runtime.GC()
+					runtime.ReadMemStats(&ms)
+					h0, m0, g0 := ms.HeapAlloc, ms.Mallocs, runtime.NumGoroutine()
+					for j := range grants {
+						rt, req := use(j)
+						if _, err := rt.RoundTrip(req); err != nil {
+							b.Fatal(err)
+						}
 					}
+					runtime.ReadMemStats(&ms)
+					m1 := ms.Mallocs
+					runtime.GC()
+					runtime.ReadMemStats(&ms)
+					h1 := ms.HeapAlloc
+					goroutines += float64(runtime.NumGoroutine() - g0)
+					runtime.KeepAlive(keep())
+					retained += (float64(h1) - float64(h0)) / grants
+					allocs += float64(m1-m0) / grants
 				}
-				runtime.ReadMemStats(&ms)
-				m1 := ms.Mallocs
-				runtime.GC()
-				runtime.ReadMemStats(&ms)
-				h1 := ms.HeapAlloc
-				goroutines += float64(runtime.NumGoroutine() - g0)
-				runtime.KeepAlive(keep())
-				retained += (float64(h1) - float64(h0)) / grants
-				allocs += float64(m1-m0) / grants
-			}
-			b.ReportMetric(retained/float64(b.N), "B/grant")
-			b.ReportMetric(allocs/float64(b.N), "allocs/grant")
-			b.ReportMetric(goroutines/float64(b.N)/grants, "goroutines/grant")
-		})
+				b.ReportMetric(retained/float64(b.N), "B/grant")
+				b.ReportMetric(allocs/float64(b.N), "allocs/grant")
+				b.ReportMetric(goroutines/float64(b.N)/grants, "goroutines/grant")
+			})
+		}
 	}
+}
+
+// benchTokenURL is the footprint's in-process token endpoint.
+const benchTokenURL = "https://auth.example/oauth2/access_token"
+
+// footprintToken is grant i's token, made as a Store's Load makes one.
+func footprintToken(i int, expiry time.Time) *oauth2.Token {
+	return &oauth2.Token{AccessToken: fmt.Sprintf("at-%08d-0123456789abcdef", i), TokenType: "Bearer", RefreshToken: fmt.Sprintf("rt-%08d-0123456789abcdef", i), Expiry: expiry, ExpiresIn: 3600}
+}
+
+// decodingKeyedStore makes each grant's token on Load, from its key, and
+// keeps nothing on Save, as a database does.
+type decodingKeyedStore struct{ expiry time.Time }
+
+func (s decodingKeyedStore) Load(ctx context.Context, key string) (*oauth2.Token, error) {
+	i, err := strconv.Atoi(strings.TrimPrefix(key, "workspace-"))
+	if err != nil {
+		return nil, err
+	}
+	return footprintToken(i, s.expiry), nil
+}
+
+func (decodingKeyedStore) Save(ctx context.Context, key string, t *oauth2.Token) error { return nil }
+
+// footprintEndpoint answers a refresh as PandaDoc does: a new access
+// token and a rotated refresh token, named after the grant's.
+type footprintEndpoint struct{}
+
+func (footprintEndpoint) RoundTrip(req *http.Request) (*http.Response, error) {
+	body, err := io.ReadAll(req.Body)
+	req.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, err
+	}
+	n := strings.TrimPrefix(strings.TrimSuffix(form.Get("refresh_token"), "-0123456789abcdef"), "rt-")
+	answer := `{"access_token":"at-` + n + `-fedcba9876543210","token_type":"Bearer","expires_in":31535999,"refresh_token":"rt-` + n + `-fedcba9876543210","scope":"read+write"}`
+	return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(strings.NewReader(answer)), Request: req}, nil
 }
 
 // BenchmarkGrantsColdStart: 1,000 grants whose tokens expired together

@@ -60,5 +60,7 @@
 //
 // Grants serves many grants (one per customer workspace) from one
 // process, with the same guarantees per grant. Observer reports
-// refreshes, 401s and Store problems for metrics and tracing.
+// refreshes, 401s and Store problems for metrics and tracing. Limiter,
+// below the authenticating RoundTripper, keeps requests under PandaDoc's
+// rate limits, and retries only what is safe to send again.
 package pandadocauth

@@ -42,6 +42,22 @@ type Observer struct {
 
 	// LockWaited is called when the Store's Locker has answered a Lock.
 	LockWaited func(ctx context.Context, info LockWaitedInfo)
+
+	// LimitWait is called when a Limiter makes a request wait for its
+	// slot, before the wait; LimitWaited when the wait ends. Set the
+	// Observer as Limiter.Observer for these and the two below.
+	LimitWait func(ctx context.Context, info LimitWaitInfo)
+
+	// LimitWaited is called when a wait that LimitWait announced ends.
+	LimitWaited func(ctx context.Context, info LimitWaitedInfo)
+
+	// Throttled is called when PandaDoc answered 429 to a request sent
+	// through a Limiter, retried or not.
+	Throttled func(ctx context.Context, info ThrottledInfo)
+
+	// Retried is called when a Limiter sends a request again: after a
+	// 429, a 5xx or a network error.
+	Retried func(ctx context.Context, info RetriedInfo)
 }
 
 // RefreshReason is why a flight started.

@@ -109,17 +109,18 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 	if c.recheck {
 		// A permanent failure is remembered: only a token stored since
 		// (the customer connected again) is worth a refresh.
-		news, _, err := s.loadNews(ctx, cur)
-		if err != nil || news == nil {
+		newer, _, err := s.loadNewer(ctx, cur)
+		if err != nil || newer == nil {
 			return got{}, c.remind
 		}
 		c.recheck = false
+		s.reportStart(c)
 	}
 	locked, err := s.lock(ctx, c)
 	if err != nil {
 		return got{}, err
 	}
-	news, stale, err := s.loadNews(ctx, cur)
+	newer, stale, err := s.loadNewer(ctx, cur)
 	if err != nil {
 		if errors.Is(err, ErrLockLost) {
 			s.unlock(c)
@@ -132,10 +133,10 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 		}
 		s.logWarn("pandadocauth: loading token from store failed; using the cached token", slog.Any("error", err))
 	}
-	if news != nil {
+	if newer != nil {
 		// Another process stored a token since this source last read or
 		// wrote the Store: it is newer.
-		return s.adopt(ctx, c, cur, news)
+		return s.adopt(ctx, c, cur, newer)
 	}
 	if cur == nil {
 		return got{}, fmt.Errorf("pandadocauth: %w", ErrNoToken)
@@ -163,7 +164,7 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 			return g, transientError{error: fmt.Errorf("pandadocauth: saving the token again: %w", g.saveErr), backoff: transientFailureBackoff}
 		}
 	}
-	return s.refresh(ctx, c, cur.tok.RefreshToken)
+	return s.refresh(ctx, c, cur, cur.tok.RefreshToken)
 }
 
 // lock takes the Locker's lock for flight c, if the Store is a Locker
@@ -177,7 +178,7 @@ func (s *TokenSource) lock(ctx context.Context, c *flightCall) (bool, error) {
 	r := &s.flight
 	r.mu.Lock()
 	if c.unlock == nil {
-		if t := r.trouble; t != nil && t.held != nil {
+		if t := r.failures; t != nil && t.held != nil {
 			c.unlock, t.held = t.held, nil
 		}
 	}
@@ -189,7 +190,7 @@ func (s *TokenSource) lock(ctx context.Context, c *flightCall) (bool, error) {
 	start := s.mono()
 	unlock, err := l.Lock(ctx)
 	if o := s.Observer; o != nil && o.LockWaited != nil {
-		o.LockWaited(c.ctx, LockWaitedInfo{Grant: s.grant(), Duration: s.mono() - start, Err: err})
+		o.LockWaited(c.ctx, LockWaitedInfo{Grant: s.grantName(), Duration: s.mono() - start, Err: err})
 	}
 	if err != nil {
 		return false, transientError{error: fmt.Errorf("pandadocauth: taking the refresh lock: %w", err), backoff: transientFailureBackoff}
@@ -215,12 +216,12 @@ func (s *TokenSource) unlock(c *flightCall) {
 	}
 }
 
-// adopt serves news, a token another process stored, if it is usable;
+// adopt serves newer, a token another process stored, if it is usable;
 // otherwise it refreshes with its refresh token.
-func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, news *oauth2.Token) (got, error) {
+func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, newer *oauth2.Token) (got, error) {
 	p := &s.store
-	if cur != nil && cur.tok.RefreshToken != news.RefreshToken {
-		if cur.from == fromInitial && p.synced == nil && news.Expiry.Before(cur.tok.Expiry) {
+	if cur != nil && cur.tok.RefreshToken != newer.RefreshToken {
+		if cur.from == fromInitial && p.synced == nil && newer.Expiry.Before(cur.tok.Expiry) {
 			// The Store, never read before, holds a token issued before
 			// Initial: an older grant's leftover rather than a successor
 			// of Initial, which would have been issued after it.
@@ -229,17 +230,17 @@ func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, n
 			p.spend(cur.tok.RefreshToken) // another process rotated it
 		}
 	}
-	g := got{tok: news, from: fromStore, outcome: OutcomeAdopted}
+	g := got{tok: newer, from: fromStore, outcome: OutcomeAdopted}
 	if cur == nil {
 		g.outcome = OutcomeLoaded
 	}
-	ct := s.newSnapshot(news, fromStore)
-	if cur != nil && cur.invalid && news.AccessToken == cur.tok.AccessToken {
+	ct := s.newSnapshot(newer, fromStore)
+	if cur != nil && cur.invalid && newer.AccessToken == cur.tok.AccessToken {
 		g.invalid = true // the API rejected it already
 	}
 	now := s.mono()
 	if ct.usable(now) && !g.invalid {
-		p.synced = news
+		p.synced = newer
 		if cur != nil {
 			s.logInfo("pandadocauth: adopted a token from the store")
 		}
@@ -248,41 +249,27 @@ func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, n
 	if !cur.usable(now) {
 		// Served, though unusable, so that its refresh token is the one
 		// in memory from now on; the next step refreshes it.
-		p.synced = news
+		p.synced = newer
 		return g, nil
 	}
-	// Otherwise the token in memory is still served, and news is not
+	// Otherwise the token in memory is still served, and newer is not
 	// marked as read: if this refresh fails for a while, the next flight
 	// finds it in the Store again, rather than falling back to the
-	// refresh token in memory, which news has rotated away.
-	return s.refresh(ctx, c, news.RefreshToken)
+	// refresh token in memory, which newer has rotated away.
+	return s.refresh(ctx, c, cur, newer.RefreshToken)
 }
 
-// refresh obtains a new token with the refresh token rt and saves it.
-// When rt is refused for good, it may be stale: another process may have
-// rotated it since the Store was read, so the Store is read once more;
-// failing that, and only for invalid_grant, the fallback is tried.
-func (s *TokenSource) refresh(ctx context.Context, c *flightCall, rt string) (got, error) {
+// refresh obtains a new token with the refresh token rt and saves it;
+// cur is the token served (nil before the first). When rt is refused for
+// good, it may be stale: another process may have rotated it since the
+// Store was read, so the Store is read once more; failing that, and only
+// for invalid_grant, the fallback is tried.
+func (s *TokenSource) refresh(ctx context.Context, c *flightCall, cur *snapshot, rt string) (got, error) {
 	p := &s.store
-	if p.isSpent(rt) {
-		return got{}, errSpent
-	}
 	g := got{}
-	tok, err := s.refreshToken(ctx, c, rt, &g)
-	if err != nil && g.rotated != "" {
-		// Refused, yet with a new refresh token in the answer: rt may
-		// be spent. The new one is kept (and saved), never thrown away
-		// with the answer.
-		p.spend(rt)
-		g.tok, g.from, g.invalid = &oauth2.Token{RefreshToken: g.rotated}, fromEndpoint, true
-		g.rotated = ""
-		if g.saveErr = s.saveToken(ctx, c, g.tok, false); g.saveErr != nil {
-			s.logError("pandadocauth: saving the refresh token of a refused answer failed; retrying the save", slog.Any("error", g.saveErr))
-		}
-		return g, err
-	}
-	if err != nil && isPermanent(err) && !errors.Is(err, ErrNoRefreshToken) {
-		again, _, lerr := s.loadNews(ctx, nil)
+	tok, err := s.present(ctx, c, rt, &g)
+	if err != nil && g.rotated == "" && isPermanent(err) && !errors.Is(err, ErrNoRefreshToken) && !errors.Is(err, errSpent) {
+		again, _, lerr := s.loadNewer(ctx, nil)
 		if lerr != nil {
 			if errors.Is(lerr, ErrLockLost) {
 				s.unlock(c)
@@ -298,15 +285,19 @@ func (s *TokenSource) refresh(ctx context.Context, c *flightCall, rt string) (go
 				g.tok, g.from, g.outcome = again, fromStore, OutcomeAdopted
 				return g, nil
 			}
-			tok, err = s.refreshToken(ctx, c, again.RefreshToken, &g)
+			rt = again.RefreshToken
+			tok, err = s.present(ctx, c, rt, &g)
 		case isInvalidGrant(err) && p.fallback != nil && p.fallback.RefreshToken != rt && !p.isSpent(p.fallback.RefreshToken):
 			s.logInfo("pandadocauth: the stored refresh token was refused; trying the one in memory")
-			fb := p.fallback
+			rt = p.fallback.RefreshToken
 			p.fallback = nil
-			tok, err = s.refreshToken(ctx, c, fb.RefreshToken, &g)
+			tok, err = s.present(ctx, c, rt, &g)
 		}
 	}
 	if err != nil {
+		if g.rotated != "" {
+			s.keepRotated(ctx, c, cur, rt, &g)
+		}
 		return g, err
 	}
 	p.fallback = nil
@@ -315,11 +306,55 @@ func (s *TokenSource) refresh(ctx context.Context, c *flightCall, rt string) (go
 	}
 	tok, g.header = compact(tok)
 	g.tok, g.from, g.outcome = tok, fromEndpoint, OutcomeRefreshed
-	if g.saveErr = s.saveToken(ctx, c, tok, false); g.saveErr != nil {
-		s.logError("pandadocauth: saving the new token failed; using it and retrying the save", slog.Any("error", g.saveErr))
-	}
+	s.save(ctx, c, &g, "pandadocauth: saving the new token failed; using it and retrying the save")
 	s.logInfo("pandadocauth: token refreshed", slog.Time("expiry", tok.Expiry), slog.Int("attempts", g.tries))
 	return g, nil
+}
+
+// present refreshes with rt, unless rt is known to be spent.
+func (s *TokenSource) present(ctx context.Context, c *flightCall, rt string, g *got) (*oauth2.Token, error) {
+	if s.store.isSpent(rt) {
+		return nil, errSpent
+	}
+	return s.refreshWithRetries(ctx, c, rt, g)
+}
+
+// keepRotated keeps the refresh token found in a refused answer to a
+// refresh with rt: rt may be spent, and the new one must never be thrown
+// away with the answer. It is saved, and served with cur's access token
+// while that is still valid (an early refresh refused so), else alone.
+func (s *TokenSource) keepRotated(ctx context.Context, c *flightCall, cur *snapshot, rt string, g *got) {
+	s.store.spend(rt)
+	tok := &oauth2.Token{RefreshToken: g.rotated}
+	g.invalid = true
+	if cur != nil && cur.usable(s.mono()) {
+		t := *cur.tok
+		t.RefreshToken = g.rotated
+		tok, g.header = compact(&t)
+		g.invalid = false
+	}
+	g.tok, g.from, g.rotated = tok, fromEndpoint, ""
+	s.save(ctx, c, g, "pandadocauth: saving the refresh token of a refused answer failed; retrying the save")
+}
+
+// save saves g.tok, a token just obtained, before it is served. A Save
+// refused for a lost lock is tried once more under the lock taken again,
+// at once: until it passes, the Store holds the refresh token just
+// rotated away, and another process could take the free lock and present
+// it. A failed Save is logged; the token is served all the same, and
+// saved later.
+func (s *TokenSource) save(ctx context.Context, c *flightCall, g *got, failed string) {
+	g.saveErr = s.saveToken(ctx, c, g.tok, false)
+	if errors.Is(g.saveErr, ErrLockLost) {
+		if locked, err := s.lock(ctx, c); err == nil && locked {
+			if newer, _, lerr := s.loadNewer(ctx, nil); lerr == nil && newer == nil {
+				g.saveErr = s.saveToken(ctx, c, g.tok, true)
+			}
+		}
+	}
+	if g.saveErr != nil {
+		s.logError(failed, slog.Any("error", g.saveErr))
+	}
 }
 
 // isInvalidGrant reports whether err is the endpoint's invalid_grant:
@@ -329,12 +364,12 @@ func isInvalidGrant(err error) bool {
 	return errors.As(err, &re) && re.ErrorCode == "invalid_grant"
 }
 
-// loadNews reads the Store. It returns the stored token if another
+// loadNewer reads the Store. It returns the stored token if another
 // process stored it since this source last read or wrote the Store, and
 // it is neither cur's token nor one whose refresh token was rotated away;
 // stale reports a stored token whose refresh token this source has seen
 // rotated away (a Store that went back).
-func (s *TokenSource) loadNews(ctx context.Context, cur *snapshot) (news *oauth2.Token, stale bool, err error) {
+func (s *TokenSource) loadNewer(ctx context.Context, cur *snapshot) (newer *oauth2.Token, stale bool, err error) {
 	if s.Store == nil {
 		return nil, false, nil
 	}
@@ -371,7 +406,7 @@ func (s *TokenSource) saveToken(ctx context.Context, c *flightCall, t *oauth2.To
 			s.unlock(c) // taken again before the next try
 		}
 		if o := s.Observer; o != nil && o.SaveFailed != nil {
-			o.SaveFailed(c.ctx, SaveFailedInfo{Grant: s.grant(), Retry: retry, Err: err})
+			o.SaveFailed(c.ctx, SaveFailedInfo{Grant: s.grantName(), Retry: retry, Err: err})
 		}
 		return err
 	}

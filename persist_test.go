@@ -264,8 +264,9 @@ func TestWaitRetriesFailedSave(t *testing.T) {
 	}
 }
 
-// TestWaitGivesUpOnFailingSave: Wait is bounded when Save keeps failing,
-// and stops the Save retries when it gives up.
+// TestWaitGivesUpOnFailingSave: Wait is bounded when Save keeps failing;
+// it gives up waiting, not saving: the lock stays held and the timer
+// retries until the Store takes the token.
 func TestWaitGivesUpOnFailingSave(t *testing.T) {
 	t.Parallel()
 	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
@@ -285,14 +286,21 @@ func TestWaitGivesUpOnFailingSave(t *testing.T) {
 	if d := clock.Mono() - start; d < flushTimeout || d > flushTimeout+maxSaveRetryInterval {
 		t.Errorf("Wait took %v of fake time, want about %v", d, flushTimeout)
 	}
-	if !strings.Contains(logs.String(), "giving up saving") {
-		t.Errorf("no log of the lost Save: %s", logs)
+	if !strings.Contains(logs.String(), "still not saved") {
+		t.Errorf("no log of the unsaved token: %s", logs)
 	}
-	ts.flight.mu.Lock()
-	retrying := ts.flight.trouble != nil && ts.flight.trouble.retry != nil
-	ts.flight.mu.Unlock()
-	if retrying {
-		t.Error("the Save-retry timer still runs after Wait gave up")
+	if !ts.busy() {
+		t.Error("Wait gave up, and the Save retries and the lock went with it")
+	}
+	store.mu.Lock()
+	store.saveErrs = 0 // the Store is back
+	store.mu.Unlock()
+	ts.Wait()
+	if ts.busy() {
+		t.Error("saved, yet the Save retries go on")
+	}
+	if s := store.stored(); s.RefreshToken != srv.newest("g") {
+		t.Errorf("the Store holds %q, want %q", s.RefreshToken, srv.newest("g"))
 	}
 	assertNoSecret(t, "log", logs.String())
 }

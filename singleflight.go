@@ -37,7 +37,7 @@ import (
 // under the lock a caller records the generation it needs
 // (want = max(want, seen.gen+1)) and either joins the flight under way,
 // which runs until the served generation reaches the highest want, or
-// starts the next one. The flight decides to end (it "lands") under the
+// starts the next one. The flight decides to end under the
 // same lock and forgets its key then, so a caller either is counted by
 // the flight it joins or starts a new one: none is handed an answer to an
 // older question.
@@ -56,42 +56,43 @@ var sourceSeq atomic.Uint64
 // refresher is a TokenSource's flight state. It is small: a Grants holds
 // one per grant.
 type refresher struct {
-	mu      sync.Mutex  // guards the fields below it
-	want    uint32      // the highest generation a caller waits for
-	id      uint64      // the source's number in flight keys; 0 until the first flight
-	call    *flightCall // the flight under way, or landing; nil when none
-	trouble *trouble    // what failures left; nil when there is nothing to remember
+	mu       sync.Mutex  // guards the fields below it
+	want     uint32      // the highest generation a caller waits for
+	id       uint64      // the source's number in flight keys; 0 until the first flight
+	call     *flightCall // the flight under way, or ending; nil when none
+	failures *failures   // what failures left; nil when there is nothing to remember
 
-	// quiet is a Mono reading before which no background flight (early
+	// backgroundAfter is a Mono reading before which no background flight (early
 	// refresh, Save retry) starts: a flight is under way (the maximum),
 	// or the last one failed. It is read without the lock on requests
 	// inside the early-refresh window.
-	quiet atomic.Int64
+	backgroundAfter atomic.Int64
 }
 
 // flightCall is one flight. The flight's goroutine owns the fields from
 // unlock on; the others are set under the refresher's lock.
 type flightCall struct {
-	key     string              // the singleflight key
-	fn      func() (any, error) // runs the flight; joiners pass it to DoChan too
-	landed  bool                // it has decided to end: callers start a new one
-	done    chan struct{}       // closed when the flight has ended, reported and let go
-	ctx     context.Context     // the Observer's flight context
-	reason  RefreshReason       // why it started
-	start   time.Duration       // a Mono reading
-	end     time.Duration       // the flight's deadline, a Mono reading
-	waiters int                 // callers waiting for it
-	recheck bool                // started while a permanent failure is remembered: read the Store, refresh only if it holds news
-	remind  error               // the failure remembered, for recheck
-	unlock  func()              // releases the Locker's lock, held from the first step that needed it
-	outcome RefreshOutcome      // what it did, the most of its steps
-	tries   int                 // token-endpoint requests made
+	key      string              // the singleflight key
+	fn       func() (any, error) // runs the flight; joiners pass it to DoChan too
+	ended    bool                // it has decided to end: callers start a new one
+	done     chan struct{}       // closed when the flight has ended, reported and let go
+	ctx      context.Context     // the Observer's flight context
+	reason   RefreshReason       // why it started
+	start    time.Duration       // a Mono reading
+	end      time.Duration       // the flight's deadline, a Mono reading
+	waiters  int                 // callers waiting for it
+	recheck  bool                // started while a permanent failure is remembered: read the Store, refresh only if it holds newer
+	reported bool                // the Observer was told of its start
+	remind   error               // the failure remembered, for recheck
+	unlock   func()              // releases the Locker's lock, held from the first step that needed it
+	outcome  RefreshOutcome      // what it did, the most of its steps
+	tries    int                 // token-endpoint requests made
 }
 
-// trouble is what failed flights and Saves leave behind. It is allocated
+// failures is what failed flights and Saves leave behind. It is allocated
 // when something fails, so a grant with nothing to remember pays one
 // pointer.
-type trouble struct {
+type failures struct {
 	err        error         // the last flight's failure, served until until
 	until      time.Duration // a Mono reading
 	background time.Duration // the wait before the next early refresh
@@ -133,7 +134,7 @@ func (s *TokenSource) await(ctx context.Context, want uint32, reason RefreshReas
 		return ct, nil
 	}
 	var remind error
-	if t := r.trouble; t != nil && t.err != nil && now < t.until {
+	if t := r.failures; t != nil && t.err != nil && now < t.until {
 		// A permanent failure (a revoked grant) is served from memory,
 		// unless the Store may hold a token saved since (the customer
 		// connected again): a flight reads it, and refreshes only if it
@@ -146,7 +147,7 @@ func (s *TokenSource) await(ctx context.Context, want uint32, reason RefreshReas
 		remind = t.err
 	}
 	r.want = max(r.want, want)
-	c := s.fly(ctx, reason, true, remind)
+	c := s.join(ctx, reason, true, remind)
 	ch := flights.DoChan(c.key, c.fn)
 	r.mu.Unlock()
 	if testHookJoined != nil {
@@ -195,7 +196,7 @@ func (s *TokenSource) loadInitial() bool {
 // failed one has not ended.
 func (s *TokenSource) background(ctx context.Context, ct *snapshot, now time.Duration) {
 	r := &s.flight
-	if int64(now) < r.quiet.Load() {
+	if int64(now) < r.backgroundAfter.Load() {
 		return
 	}
 	early := now >= ct.early
@@ -206,14 +207,14 @@ func (s *TokenSource) background(ctx context.Context, ct *snapshot, now time.Dur
 			r.want = max(r.want, ct.gen+1)
 			reason = ReasonEarly
 		}
-		c := s.fly(ctx, reason, false, nil)
+		c := s.join(ctx, reason, false, nil)
 		flights.DoChan(c.key, c.fn)
 	}
 	r.mu.Unlock()
 }
 
 // busy reports whether s has work that Wait would wait for: a flight
-// under way or landing, or a token whose Save failed.
+// under way or ending, or a token whose Save failed.
 func (s *TokenSource) busy() bool {
 	if ct := s.cache.Load(); ct != nil && ct.unsaved {
 		return true
@@ -221,26 +222,26 @@ func (s *TokenSource) busy() bool {
 	r := &s.flight
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.call != nil || r.trouble != nil && (r.trouble.saveNext != 0 || r.trouble.held != nil || r.trouble.retry != nil)
+	return r.call != nil || r.failures != nil && (r.failures.saveNext != 0 || r.failures.held != nil || r.failures.retry != nil)
 }
 
 // saveDue reports whether a failed Save is due for a retry at now. r.mu
 // must be held.
 func (r *refresher) saveDue(now time.Duration) bool {
-	t := r.trouble
+	t := r.failures
 	return t != nil && (t.flush || t.saveNext != 0 && now >= t.saveNext)
 }
 
 // fly returns the flight under way, counting the caller in when wait
 // says it waits, or sets up the next one, which the caller's DoChan
 // starts. r.mu must be held.
-func (s *TokenSource) fly(ctx context.Context, reason RefreshReason, wait bool, remind error) *flightCall {
+func (s *TokenSource) join(ctx context.Context, reason RefreshReason, wait bool, remind error) *flightCall {
 	r := &s.flight
 	o := s.Observer
-	if c := r.call; c != nil && !c.landed {
+	if c := r.call; c != nil && !c.ended {
 		if wait {
 			c.waiters++
-			if o != nil && o.RefreshJoin != nil {
+			if o != nil && o.RefreshJoin != nil && c.reported {
 				o.RefreshJoin(c.ctx, ctx)
 			}
 		}
@@ -264,20 +265,18 @@ func (s *TokenSource) fly(ctx context.Context, reason RefreshReason, wait bool, 
 	if wait {
 		c.waiters = 1
 	}
-	if o != nil && o.RefreshStart != nil {
-		if fctx := o.RefreshStart(ctx, RefreshStartInfo{Grant: s.grant(), Reason: reason}); fctx != nil {
-			c.ctx = fctx
-		}
+	if remind == nil {
+		s.reportStart(c)
 	}
 	r.call = c
-	r.quiet.Store(int64(maxDuration))
+	r.backgroundAfter.Store(int64(maxDuration))
 	return c
 }
 
 // run is the flight. It takes steps until a usable token of the highest
 // generation wanted is served (and saved, when a Save retry is due), or
 // a step fails. The steps return what they got; run alone serves it and
-// records it. It decides to end, and lands, under the lock at which
+// records it. It decides to end under the lock at which
 // callers record their want.
 func (s *TokenSource) run(c *flightCall) (any, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), refreshTimeout)
@@ -292,7 +291,7 @@ func (s *TokenSource) run(c *flightCall) (any, error) {
 		saveDue := cur != nil && cur.unsaved && r.saveDue(now)
 		if cur.usable(now) && cur.gen >= r.want && !saveDue {
 			if unlock := c.unlock; unlock != nil && !cur.unsaved {
-				// Release the Locker's lock before landing, and look
+				// Release the Locker's lock before ending, and look
 				// again: the token may be rejected meanwhile, and the
 				// callers of this flight want a usable one.
 				c.unlock = nil
@@ -304,12 +303,12 @@ func (s *TokenSource) run(c *flightCall) (any, error) {
 			if c.outcome >= OutcomeLoaded {
 				r.recovered()
 			}
-			s.land(c, cur, now, 0)
+			s.endFlight(c, cur, now, 0)
 			r.mu.Unlock()
 			return s.finish(c, cur, nil)
 		}
 		want := r.want
-		if t := r.trouble; t != nil {
+		if t := r.failures; t != nil {
 			t.flush = false
 		}
 		r.mu.Unlock()
@@ -331,16 +330,16 @@ func (s *TokenSource) run(c *flightCall) (any, error) {
 			// The callers of this flight get its error: their wants are
 			// answered, and a later flight must not refresh for them.
 			r.want = s.cache.Load().next() - 1
-			var quiet time.Duration
+			var resume time.Duration
 			if err == c.remind {
-				quiet = r.trouble.until // nothing new in the Store: the back-off goes on
+				resume = r.failures.until // nothing new in the Store: the back-off goes on
 			} else {
-				quiet = r.remember(err, now)
+				resume = r.remember(err, now)
 			}
-			s.land(c, s.cache.Load(), now, quiet)
+			s.endFlight(c, s.cache.Load(), now, resume)
 			r.mu.Unlock()
 			if ct := s.cache.Load(); c.reason == ReasonEarly && ct.usable(now) {
-				s.logWarn("pandadocauth: early refresh failed; serving the current token", slog.Any("error", err), slog.Duration("retry_in", quiet-now))
+				s.logWarn("pandadocauth: early refresh failed; serving the current token", slog.Any("error", err), slog.Duration("retry_in", resume-now))
 			}
 			return s.finish(c, nil, err)
 		}
@@ -370,11 +369,11 @@ func (s *TokenSource) record(c *flightCall, cur *snapshot, g got) {
 	r.mu.Lock()
 	switch {
 	case g.saveErr != nil:
-		t := r.troubled()
+		t := r.failuresOrNew()
 		t.saveWait = min(max(2*t.saveWait, saveRetryInterval), maxSaveRetryInterval)
 		t.saveNext = now + t.saveWait
 	case g.saved || g.tok != nil:
-		if t := r.trouble; t != nil {
+		if t := r.failures; t != nil {
 			t.saveNext, t.saveWait = 0, 0
 			s.stopSaveRetry(t)
 			if t.held != nil && c.unlock == nil {
@@ -385,32 +384,34 @@ func (s *TokenSource) record(c *flightCall, cur *snapshot, g got) {
 	r.mu.Unlock()
 }
 
-// land ends flight c: later callers start a new one. cur is the snapshot
+// endFlight ends flight c: later callers start a new one. cur is the snapshot
 // served. While it is unsaved, the Locker's lock is kept and a timer
-// retries the Save; no background flight starts before quiet. r.mu must
+// retries the Save; no background flight starts before resume. r.mu must
 // be held.
-func (s *TokenSource) land(c *flightCall, cur *snapshot, now, quiet time.Duration) {
+func (s *TokenSource) endFlight(c *flightCall, cur *snapshot, now, resume time.Duration) {
 	r := &s.flight
-	c.landed = true
+	c.ended = true
 	flights.Forget(c.key)
 	if cur != nil && cur.unsaved {
-		t := r.troubled()
+		t := r.failuresOrNew()
 		if c.unlock != nil && t.held == nil {
 			t.held, c.unlock = c.unlock, nil
 		}
-		if t.saveNext == 0 {
-			t.saveWait = saveRetryInterval
+		if t.saveNext <= now {
+			// Due, yet still unsaved: this flight could not even try
+			// (its Load or Lock failed). Back off as after a failed Save.
+			t.saveWait = min(max(2*t.saveWait, saveRetryInterval), maxSaveRetryInterval)
 			t.saveNext = now + t.saveWait
 		}
-		quiet = max(quiet, t.saveNext) // no lock per request until the Save retry is due
+		resume = max(resume, t.saveNext) // no lock per request until the Save retry is due
 		s.armSaveRetry(t, now)
 	}
-	r.quiet.Store(int64(quiet))
+	r.backgroundAfter.Store(int64(resume))
 }
 
-// finish lets go of flight c once it has landed: it releases the
+// finish lets go of flight c once it has ended: it releases the
 // Locker's lock unless the unsaved token keeps it, reports to the
-// Observer, and closes done, so that Wait, which waits for a landing
+// Observer, and closes done, so that Wait, which waits for an ending
 // flight too, returns only when all of it is done.
 func (s *TokenSource) finish(c *flightCall, val *snapshot, err error) (any, error) {
 	r := &s.flight
@@ -421,7 +422,7 @@ func (s *TokenSource) finish(c *flightCall, val *snapshot, err error) (any, erro
 	if unlock != nil {
 		unlock()
 	}
-	s.done(c, err)
+	s.reportDone(c, err)
 	r.mu.Lock()
 	if r.call == c {
 		r.call = nil
@@ -434,13 +435,25 @@ func (s *TokenSource) finish(c *flightCall, val *snapshot, err error) (any, erro
 	return val, nil
 }
 
+// reportStart reports the start of flight c to the Observer. A flight
+// that only reads the Store for a token saved since a permanent failure
+// is not a refresh: it is reported only if it goes on to one.
+func (s *TokenSource) reportStart(c *flightCall) {
+	c.reported = true
+	if o := s.Observer; o != nil && o.RefreshStart != nil {
+		if fctx := o.RefreshStart(c.ctx, RefreshStartInfo{Grant: s.grantName(), Reason: c.reason}); fctx != nil {
+			c.ctx = fctx
+		}
+	}
+}
+
 // done reports the end of flight c to the Observer.
-func (s *TokenSource) done(c *flightCall, err error) {
+func (s *TokenSource) reportDone(c *flightCall, err error) {
 	o := s.Observer
-	if o == nil || o.RefreshDone == nil {
+	if o == nil || o.RefreshDone == nil || !c.reported {
 		return
 	}
-	info := RefreshDoneInfo{Grant: s.grant(), Reason: c.reason, Outcome: c.outcome, Attempts: c.tries, Duration: s.mono() - c.start, Err: err}
+	info := RefreshDoneInfo{Grant: s.grantName(), Reason: c.reason, Outcome: c.outcome, Attempts: c.tries, Duration: s.mono() - c.start, Err: err}
 	if err != nil {
 		info.Outcome = OutcomePermanent
 		if !isPermanent(err) {
@@ -456,7 +469,7 @@ func (s *TokenSource) done(c *flightCall, err error) {
 // armSaveRetry starts the timer that retries the Save of the unsaved
 // token at t.saveNext, unless it runs already: the one timer a source
 // keeps at rest, and only while a token is unsaved. r.mu must be held.
-func (s *TokenSource) armSaveRetry(t *trouble, now time.Duration) {
+func (s *TokenSource) armSaveRetry(t *failures, now time.Duration) {
 	s.stopSaveRetry(t) // a timer that fired already must not start a second Save
 	if t.waits > 0 {
 		return // Wait retries the Save itself
@@ -479,7 +492,7 @@ func (s *TokenSource) armSaveRetry(t *trouble, now time.Duration) {
 		t.retry, t.retryStop = nil, nil
 		if !r.flying() {
 			t.flush = true
-			c := s.fly(context.Background(), ReasonSave, false, nil)
+			c := s.join(context.Background(), ReasonSave, false, nil)
 			flights.DoChan(c.key, c.fn)
 		}
 	}()
@@ -487,7 +500,7 @@ func (s *TokenSource) armSaveRetry(t *trouble, now time.Duration) {
 
 // stopSaveRetry stops the Save-retry timer, if one runs. r.mu must be
 // held.
-func (s *TokenSource) stopSaveRetry(t *trouble) {
+func (s *TokenSource) stopSaveRetry(t *failures) {
 	if t.retry != nil {
 		close(t.retry)
 		t.retryStop()
@@ -495,35 +508,35 @@ func (s *TokenSource) stopSaveRetry(t *trouble) {
 	}
 }
 
-// flying reports whether a flight is under way and not landing. r.mu
+// flying reports whether a flight is under way and not ending. r.mu
 // must be held.
 func (r *refresher) flying() bool {
-	return r.call != nil && !r.call.landed
+	return r.call != nil && !r.call.ended
 }
 
 // recovered forgets the failures after a flight that obtained a token.
 // r.mu must be held.
 func (r *refresher) recovered() {
-	if t := r.trouble; t != nil {
+	if t := r.failures; t != nil {
 		t.err, t.until, t.background, t.throttle = nil, 0, 0, 0
 		if t.saveNext == 0 && t.held == nil && t.retry == nil {
-			r.trouble = nil
+			r.failures = nil
 		}
 	}
 }
 
-// troubled returns r.trouble, allocating it. r.mu must be held.
-func (r *refresher) troubled() *trouble {
-	if r.trouble == nil {
-		r.trouble = &trouble{}
+// failuresOrNew returns r.failures, allocating it. r.mu must be held.
+func (r *refresher) failuresOrNew() *failures {
+	if r.failures == nil {
+		r.failures = &failures{}
 	}
-	return r.trouble
+	return r.failures
 }
 
 // remember records a failed flight at now and returns the Mono reading
 // before which no background flight starts. r.mu must be held.
-func (r *refresher) remember(err error, now time.Duration) (quiet time.Duration) {
-	t := r.troubled()
+func (r *refresher) remember(err error, now time.Duration) (resume time.Duration) {
+	t := r.failuresOrNew()
 	d := permanentFailureBackoff
 	var te transientError
 	if errors.As(err, &te) {
@@ -538,7 +551,7 @@ func (r *refresher) remember(err error, now time.Duration) (quiet time.Duration)
 	return now + max(d, t.background)
 }
 
-// flush is Wait: it waits for the flight under way, landing ones too,
+// flush is Wait: it waits for the flight under way, ending ones too,
 // and saves an unsaved token, retrying every saveRetryInterval for up to
 // flushTimeout. When it gives up, it stops the Save retries and releases
 // the Locker's lock they kept.
@@ -561,23 +574,19 @@ func (s *TokenSource) flush() {
 			return
 		}
 		if clk.Mono() >= deadline {
-			var unlock func()
-			if t := r.trouble; t != nil {
-				s.stopSaveRetry(t)
-				unlock, t.held = t.held, nil
-			}
+			// Wait gives up waiting, not saving: the token is still
+			// served, and until it is saved the lock stays held and the
+			// timer retries, so that no other process presents the
+			// refresh token it replaced.
 			r.mu.Unlock()
-			if unlock != nil {
-				unlock()
-			}
-			s.logError("pandadocauth: giving up saving the token; the newest refresh token is in memory only")
+			s.logError("pandadocauth: the token is still not saved; the newest refresh token is in memory only, and the Save is retried")
 			return
 		}
-		t := r.troubled()
+		t := r.failuresOrNew()
 		t.flush = true
 		t.waits++
 		s.stopSaveRetry(t)
-		c := s.fly(context.Background(), ReasonSave, true, nil)
+		c := s.join(context.Background(), ReasonSave, true, nil)
 		flights.DoChan(c.key, c.fn)
 		r.mu.Unlock()
 		<-c.done

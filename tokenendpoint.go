@@ -477,7 +477,7 @@ var testRetryBase atomic.Int64
 // transient failures, for flight c. It counts its requests in g, and
 // stops at the first answer that, refused, carries a new refresh token
 // (g.rotated): rt may be spent then.
-func (s *TokenSource) refreshToken(ctx context.Context, c *flightCall, rt string, g *got) (*oauth2.Token, error) {
+func (s *TokenSource) refreshWithRetries(ctx context.Context, c *flightCall, rt string, g *got) (*oauth2.Token, error) {
 	if rt == "" {
 		return nil, fmt.Errorf("pandadocauth: token expired or rejected: %w", ErrNoRefreshToken)
 	}

@@ -136,7 +136,7 @@ func withSource(base http.RoundTripper, req *http.Request, ts *TokenSource, ct *
 	retry, invalidated := ts.rejected(ct)
 	resp, replay, err := replay(base, req, ts, ct, resp, retry)
 	if o := ts.Observer; o != nil && o.Rejected != nil {
-		o.Rejected(req.Context(), RejectedInfo{Grant: ts.grant(), Invalidated: invalidated, Replay: replay})
+		o.Rejected(req.Context(), RejectedInfo{Grant: ts.grantName(), Invalidated: invalidated, Replay: replay})
 	}
 	return resp, err
 }

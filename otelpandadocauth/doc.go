@@ -1,6 +1,7 @@
 // Package otelpandadocauth reports the work of pandadocauth token sources
 // to OpenTelemetry: metrics of refreshes, 401s, Store failures and token
-// lifetimes, and a span per refresh.
+// lifetimes, and a span per refresh; and the work of a Limiter: waits
+// for a slot, 429s and retries.
 //
 // NewObserver returns a pandadocauth.Observer; set it on a TokenSource
 // (or a Grants, for every grant). ObserveExpiry registers the gauge of
@@ -31,6 +32,19 @@
 // Each carries the attribute grant too with WithGrantAttribute. The
 // values of reason and outcome are those of pandadocauth.RefreshReason,
 // RefreshOutcome and ReplayOutcome's String methods.
+//
+// Set the same Observer as a pandadocauth.Limiter's Observer for the
+// metrics of PandaDoc's rate limits:
+//
+//	pandadocauth.ratelimit.wait       histogram  s          class, outcome (sent, canceled)
+//	pandadocauth.ratelimit.queued     updown     {request}  class
+//	pandadocauth.ratelimit.throttled  counter    {response} class, hint_source, retried
+//	pandadocauth.retries              counter    {retry}    class, reason
+//
+// class is a pandadocauth.Class's String, hint_source a HintSource's,
+// reason a RetryReason's. These never carry the grant, even with
+// WithGrantAttribute: a Limiter counts per PandaDoc user, and each user
+// would be a time series of its own.
 //
 // A refresh's span, pandadocauth.refresh, is a child of the span of the
 // caller that started the refresh, when it has one, and links to the

@@ -158,17 +158,21 @@ func NewObserver(opts ...Option) (*pandadocauth.Observer, error) {
 		metric.WithDescription("Time spent waiting for the Store's Locker."),
 		metric.WithExplicitBucketBoundaries(durationBuckets...))
 	err = errors.Join(err, e)
+	limits, e := newLimitMetrics(m) // limiter.go
+	err = errors.Join(err, e)
 	if err != nil {
 		return nil, fmt.Errorf("otelpandadocauth: creating instruments: %w", err)
 	}
-	return &pandadocauth.Observer{
+	obs := &pandadocauth.Observer{
 		RefreshStart: o.refreshStart,
 		RefreshJoin:  o.refreshJoin,
 		RefreshDone:  o.refreshDone,
 		Rejected:     o.rejected,
 		SaveFailed:   o.saveFailed,
 		LockWaited:   o.lockWaited,
-	}, nil
+	}
+	limits.install(obs)
+	return obs, nil
 }
 
 // spanKey is the context key of a refresh's span. The span is kept under

@@ -34,8 +34,8 @@ type apiError struct {
 	Detail string `json:"detail"`
 }
 
-// serveAPI is /public/v1/. Like PandaDoc, it checks the credentials
-// before anything else.
+// serveAPI is /public/v1/ and /public/v2/. Like PandaDoc, it checks the
+// credentials before anything else, then the rate limits.
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	if !s.authenticated(r.Header.Get("Authorization")) {
 		// Read the body as PandaDoc's front end would, so that a client
@@ -49,8 +49,12 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if s.throttled(w, r, s.userOf(r.Header.Get("Authorization"))) {
+		return
+	}
 	path := strings.TrimSuffix(r.URL.Path, "/")
 	switch {
+	case s.serveRoute(w, r, path): // routes.go
 	case path == "/public/v1/documents" && r.Method == http.MethodGet:
 		s.listDocuments(w)
 	case path == "/public/v1/documents" && r.Method == http.MethodPost:

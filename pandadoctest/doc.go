@@ -34,7 +34,15 @@
 //     invalid_grant).
 //   - /public/v1/...: GET and POST /public/v1/documents, for a current
 //     Bearer access token or the configured API key, else 401 with
-//     PandaDoc's authentication_error body.
+//     PandaDoc's authentication_error body; and a route of every class
+//     of PandaDoc's rate limits (routes.go): a document's status,
+//     details, send, downloads and delete, an upload (?upload),
+//     templates, content-library items, and POST
+//     /public/v2/notary/notarization-requests.
+//   - Rate limits as PandaDoc's, when asked (WithRateLimits): per user,
+//     per class, over a sliding window, with PandaDoc's 429; and, always,
+//     MaxInWindow, the most requests of a class that arrived from one
+//     user in any window.
 //
 // Tests wait on signals, not on time: HoldTokenRequests holds token
 // POSTs at a gate until ReleaseTokenRequests, and WaitTokenRequests,

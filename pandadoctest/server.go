@@ -76,6 +76,8 @@ type Server struct {
 	gate    chan struct{} // closed by ReleaseTokenRequests; nil while token POSTs are not held
 	held    int           // token POSTs waiting at gate
 	changed chan struct{} // closed and replaced when a counter or held changes
+
+	throttle *throttle // the rate limits and their logs; see throttle.go
 }
 
 // A grant is one authorization: a chain of refresh tokens, each replacing
@@ -95,7 +97,8 @@ type authCode struct {
 // accessGrant is the state of one access token.
 type accessGrant struct {
 	expiry  time.Time
-	expired bool // set by ExpireAll
+	expired bool   // set by ExpireAll
+	user    *grant // the grant it was issued for: the user rate limits count
 }
 
 // NewServer starts and returns a new Server, by default over plain HTTP
@@ -126,6 +129,7 @@ func NewServer(opts ...Option) *Server {
 	mux.HandleFunc("GET /oauth2/authorize", s.serveAuthorize)
 	mux.HandleFunc("POST /oauth2/access_token", s.serveToken)
 	mux.HandleFunc("/public/v1/", s.serveAPI)
+	mux.HandleFunc("/public/v2/", s.serveAPI)
 	s.ts = httptest.NewUnstartedServer(mux)
 	s.ts.Config.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
 		return context.WithValue(ctx, connKey{}, c)
@@ -389,7 +393,7 @@ func (s *Server) mintLocked(refreshToken string, now time.Time) *tokenResponse {
 		refreshToken = s.newRefreshLocked(&grant{})
 	}
 	at := randomToken()
-	s.access[at] = &accessGrant{expiry: now.Add(time.Duration(s.expiresIn) * time.Second)}
+	s.access[at] = &accessGrant{expiry: now.Add(time.Duration(s.expiresIn) * time.Second), user: s.grants[refreshToken]}
 	return &tokenResponse{
 		AccessToken:  at,
 		TokenType:    "Bearer",

@@ -46,16 +46,25 @@ the same state, and compares what its name says:
 	            x/oauth2 client per workspace against one
 	            pandadocauth.Grants: token POSTs, the most in flight at
 	            once, wall time, heap retained per workspace
+	ratelimits  -creates creates from a template from one grant, -workers
+	            at a time, against a fake that throttles like PandaDoc
+	            (500 per minute; here five sixths of -creates per
+	            -rate-window) and loses the first 201 of every 50th
+	            create (a 502, the document created): go-pandadoc's style of
+	            retry (429 twice within 0.6 s, POST on 5xx) against a
+	            pandadocauth.Limiter: 429s met and returned, duplicate
+	            documents, wall time
 
 With -v, the demo also prints what a pandadocauth.Observer counted for
 each phase's pandadocauth client: refreshes by outcome and reason,
 token-endpoint attempts, callers that waited for a refresh, 401s by what
 became of the replay, Save failures and lock waits.
 
-The report is a table of the single-grant phases and one of the
-workspaces phase, with the numbers of this run. Requests, token POSTs and
-failures are the same on every run; times and memory vary with the
-machine.
+The report is a table of the single-grant phases, one of the workspaces
+phase and one of the ratelimits phase, with the numbers of this run.
+Requests, token POSTs and failures are the same on every run, and so
+are the Limiter's counts; times, memory and go-pandadoc's counts vary
+with the machine.
 `
 
 // Demo limits.
@@ -219,6 +228,8 @@ func (c *cli) demo(ctx context.Context, args []string) int {
 	workers := fs.Int("workers", 16, "`number` of concurrent requests in a burst")
 	latency := fs.Duration("latency", 50*time.Millisecond, "`duration` the token endpoint takes to answer, in the phases that slow it down")
 	workspaces := fs.Int("workspaces", demoDefaultWorkspaces, "`number` of workspaces in the workspaces phase (0: skip it)")
+	creates := fs.Int("creates", demoDefaultCreates, "`number` of creates in the ratelimits phase (0: skip it)")
+	rateWindow := fs.Duration("rate-window", demoRateWindow, "the fake's rate-limit window in the ratelimits phase (PandaDoc's is 1m)")
 	verbose := fs.Bool("v", false, "also print the metrics of the pandadocauth clients, counted with a pandadocauth.Observer")
 	pos, code, ok := c.parse(fs, demoUsage, args, false)
 	if !ok {
@@ -236,6 +247,12 @@ func (c *cli) demo(ctx context.Context, args []string) int {
 	if *workspaces < 0 || *workspaces > demoMaxWorkspaces {
 		return c.usageError(fs, "-workspaces must be between 0 and %d", demoMaxWorkspaces)
 	}
+	if *creates < 0 || *creates > demoMaxCreates {
+		return c.usageError(fs, "-creates must be between 0 and %d", demoMaxCreates)
+	}
+	if *rateWindow < 10*time.Millisecond || *rateWindow > time.Minute {
+		return c.usageError(fs, "-rate-window must be between 10ms and 1m")
+	}
 
 	fmt.Fprintf(c.stdout, "Fake PandaDoc in this process, refresh-token rotation on; bursts of %d concurrent requests; token endpoint latency %v.\n\n",
 		*workers, *latency)
@@ -246,6 +263,11 @@ func (c *cli) demo(ctx context.Context, args []string) int {
 	if err == nil && *workspaces > 0 {
 		wsResults, err = runWorkspaces(ctx, *workspaces, *latency)
 		printWorkspaces(c.stdout, wsResults, *latency)
+	}
+	if err == nil && *creates > 0 {
+		var rl []rateStats
+		rl, err = runRateLimits(ctx, *creates, *workers, *rateWindow) // ratelimits.go
+		printRateLimits(c.stdout, rl, *rateWindow)
 	}
 	if *verbose {
 		var rows []metricsRow

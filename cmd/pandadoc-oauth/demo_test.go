@@ -270,3 +270,47 @@ func TestDemoVerbose(t *testing.T) {
 		t.Errorf("demo -workspaces -1: exit %d, stderr %q; want a usage error", code, stderr)
 	}
 }
+
+// TestDemoRateLimits checks the rate-limits phase in the numbers that do
+// not depend on timing. The Limiter: no 429 reaches the caller, no
+// document is created twice, and the caller hears of every lost answer
+// (a 5xx). Either way, the documents the fake holds beyond the creates
+// that succeeded are the lost answers: go-pandadoc's caller sees them as
+// duplicates, or as creates that failed but happened (when its retries
+// met 429s).
+func TestDemoRateLimits(t *testing.T) {
+	t.Parallel()
+	const n = 120
+	results, err := runRateLimits(context.Background(), n, 6, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != len(rateContenders) {
+		t.Fatalf("%d results, want %d", len(results), len(rateContenders))
+	}
+	lost := n / demoLostEvery
+	for i, r := range results {
+		t.Logf("%+v", r)
+		if r.client != rateContenders[i].name || r.creates != n || r.lost > lost {
+			t.Errorf("result %d: %+v", i, r)
+		}
+		if r.documents-r.created != r.lost {
+			t.Errorf("%s: %d documents, %d created: want %d more, the lost answers", r.client, r.documents, r.created, r.lost)
+		}
+	}
+	lim := results[1]
+	if lim.lost != lost {
+		t.Errorf("Limiter: %d answers lost, want %d: every create gets its 201", lim.lost, lost)
+	}
+	if lim.to429 != 0 || lim.dupes != 0 || lim.to5xx != lost || lim.created != n-lost || lim.documents != n {
+		t.Errorf("Limiter: %+v; want no 429 to the caller, no duplicate, the %d lost answers returned", lim, lost)
+	}
+	if gp := results[0]; gp.to5xx != 0 {
+		t.Errorf("go-pandadoc style: %d 5xx to the caller, want none: it retries them", gp.to5xx)
+	}
+	var buf strings.Builder
+	printRateLimits(&buf, results, time.Second)
+	if !strings.Contains(buf.String(), "pandadocauth.Limiter") || !strings.Contains(buf.String(), "duplicates") {
+		t.Errorf("table:\n%s", buf.String())
+	}
+}

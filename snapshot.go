@@ -8,7 +8,7 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// The cache: the snapshot of the token served, which requests read
+// The snapshot of the token served, which requests read
 // without locks (TokenSource.cache), and what the files above it share to
 // build and publish snapshots, read the clock and log.
 
@@ -126,7 +126,7 @@ func (s *snapshot) next() uint32 {
 
 // grant is s's key in its Grants, for the Observer's events; empty for a
 // TokenSource of its own.
-func (s *TokenSource) grant() string {
+func (s *TokenSource) grantName() string {
 	if g, ok := s.Store.(grantKeyer); ok {
 		return g.grantKey()
 	}
@@ -172,7 +172,7 @@ func (s *TokenSource) logError(msg string, attrs ...slog.Attr) {
 
 func (s *TokenSource) log(level slog.Level, msg string, attrs []slog.Attr) {
 	if s.Logger != nil {
-		if g := s.grant(); g != "" {
+		if g := s.grantName(); g != "" {
 			attrs = append(attrs, slog.String("grant", g))
 		}
 		s.Logger.LogAttrs(context.Background(), level, msg, attrs...)

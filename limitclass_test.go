@@ -1,0 +1,178 @@
+package pandadocauth
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestClassOf is the table of PandaDoc's limits, row by row: which
+// requests count in which class.
+func TestClassOf(t *testing.T) {
+	const base = "https://api.pandadoc.com"
+	tests := []struct {
+		method, path string
+		contentType  string
+		body         string // with GetBody unless noGetBody
+		noGetBody    bool
+		want         Class
+	}{
+		// Create from PDF: an upload, or a JSON body with "url".
+		{method: "POST", path: "/public/v1/documents?upload", contentType: "multipart/form-data; boundary=x", want: ClassCreateFromPDF},
+		{method: "POST", path: "/public/v1/documents?upload", want: ClassCreateFromPDF},
+		{method: "POST", path: "/public/v1/documents", contentType: "multipart/form-data; boundary=x", body: "--x--", want: ClassCreateFromPDF},
+		{method: "POST", path: "/public/v1/documents", contentType: "application/json", body: `{"name":"n","url":"https://example.com/a.pdf"}`, want: ClassCreateFromPDF},
+		{method: "POST", path: "/public/v1/documents", body: `{"name":"n"}`, want: ClassCreateFromPDF},
+		{method: "POST", path: "/public/v1/documents", body: `{"template_uuid":"x"}`, noGetBody: true, want: ClassCreateFromPDF},
+		{method: "POST", path: "/public/v1/documents", body: `not json`, want: ClassCreateFromPDF},
+		// Create from template: a JSON body with "template_uuid", at the top level only.
+		{method: "POST", path: "/public/v1/documents", contentType: "application/json", body: `{"name":"n","template_uuid":"hryJY9mqYZHjQCYQuSjRQg"}`, want: ClassCreateFromTemplate},
+		{method: "POST", path: "/public/v1/documents/", body: `{"recipients":[{"email":"a@b.c"}],"tokens":{"a":[1,{"b":2}]},"template_uuid":"t"}`, want: ClassCreateFromTemplate},
+		{method: "POST", path: "/public/v1/documents", body: `{"metadata":{"template_uuid":"t"},"url":"u"}`, want: ClassCreateFromPDF},
+		{method: "POST", path: "/public/v1/documents", body: `{"name":"` + strings.Repeat("x", maxClassifyBytes) + `","template_uuid":"t"}`, want: ClassCreateFromPDF},
+		// Send.
+		{method: "POST", path: "/public/v1/documents/abc/send", want: ClassSend},
+		{method: "POST", path: "/public/v1/documents/abc/send/", want: ClassSend},
+		{method: "GET", path: "/public/v1/documents/abc/send", want: ClassOther},
+		// Details of documents, templates and content-library items.
+		{method: "GET", path: "/public/v1/documents/abc/details", want: ClassDetails},
+		{method: "GET", path: "/public/v1/templates/abc/details", want: ClassDetails},
+		{method: "GET", path: "/public/v1/content-library-items/abc/details", want: ClassDetails},
+		{method: "HEAD", path: "/public/v1/documents/abc/details", want: ClassDetails},
+		// List, status, delete.
+		{method: "GET", path: "/public/v1/documents", want: ClassListStatusDelete},
+		{method: "GET", path: "/public/v1/documents?metadata_request_id=42", want: ClassListStatusDelete},
+		{method: "", path: "/public/v1/documents/", want: ClassListStatusDelete},
+		{method: "GET", path: "/public/v1/documents/abc", want: ClassListStatusDelete},
+		{method: "DELETE", path: "/public/v1/documents/abc", want: ClassListStatusDelete},
+		{method: "GET", path: "/public/v1/templates", want: ClassListStatusDelete},
+		{method: "GET", path: "/public/v1/templates/abc", want: ClassListStatusDelete},
+		{method: "DELETE", path: "/public/v1/templates/abc", want: ClassListStatusDelete},
+		{method: "GET", path: "/public/v1/content-library-items", want: ClassListStatusDelete},
+		{method: "GET", path: "/public/v1/content-library-items/abc", want: ClassListStatusDelete},
+		// Downloads.
+		{method: "GET", path: "/public/v1/documents/abc/download", want: ClassDownload},
+		{method: "GET", path: "/public/v1/documents/abc/download-protected", want: ClassDownloadProtected},
+		// Notarization.
+		{method: "POST", path: "/public/v2/notary/notarization-requests", want: ClassNotarization},
+		{method: "GET", path: "/public/v2/notary/notarization-requests", want: ClassOther},
+		// Everything else.
+		{method: "PATCH", path: "/public/v1/documents/abc", want: ClassOther},
+		{method: "PUT", path: "/public/v1/documents", want: ClassOther},
+		{method: "POST", path: "/public/v1/documents/abc/fields", want: ClassOther},
+		{method: "GET", path: "/public/v1/documents/abc/fields", want: ClassOther},
+		{method: "GET", path: "/public/v1/contacts", want: ClassOther},
+		{method: "POST", path: "/public/v1/templates", want: ClassOther},
+		{method: "GET", path: "/public/v1/webhook-subscriptions", want: ClassOther},
+		{method: "GET", path: "/public/v2/documents", want: ClassOther},
+		{method: "POST", path: "/oauth2/access_token", want: ClassOther},
+		{method: "GET", path: "/", want: ClassOther},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path+" "+tt.body[:min(len(tt.body), 30)], func(t *testing.T) {
+			var body io.Reader
+			if tt.body != "" {
+				body = &trackedBody{Reader: strings.NewReader(tt.body)}
+			}
+			req, err := http.NewRequest(tt.method, base+tt.path, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.contentType != "" {
+				req.Header.Set("Content-Type", tt.contentType)
+			}
+			if tt.noGetBody {
+				req.GetBody = nil
+			} else if tt.body != "" {
+				req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(tt.body)), nil }
+			}
+			if got := ClassOf(req); got != tt.want {
+				t.Errorf("ClassOf = %v, want %v", got, tt.want)
+			}
+			if tb, ok := body.(*trackedBody); ok {
+				// ClassOf must not touch req.Body.
+				if n := tb.closes.Load(); n != 0 {
+					t.Errorf("req.Body closed %d times by ClassOf", n)
+				}
+				if b, _ := io.ReadAll(tb); string(b) != tt.body {
+					t.Errorf("req.Body was read by ClassOf: %q left", b)
+				}
+			}
+		})
+	}
+}
+
+// TestClassOfGetBodyFails: a GetBody that fails counts the create as
+// the lower limit, Create from PDF.
+func TestClassOfGetBodyFails(t *testing.T) {
+	req, _ := http.NewRequest("POST", apiURL, strings.NewReader(`{"template_uuid":"t"}`))
+	req.GetBody = func() (io.ReadCloser, error) { return nil, errors.New("gone") }
+	if got := ClassOf(req); got != ClassCreateFromPDF {
+		t.Errorf("ClassOf = %v, want %v", got, ClassCreateFromPDF)
+	}
+}
+
+// TestWithClass overrides ClassOf for one request.
+func TestWithClass(t *testing.T) {
+	req, _ := http.NewRequestWithContext(WithClass(context.Background(), ClassSend), "GET", apiURL, nil)
+	if got := classFor(req); got != ClassSend {
+		t.Errorf("classFor = %v, want %v", got, ClassSend)
+	}
+	if got := ClassOf(req); got != ClassListStatusDelete {
+		t.Errorf("ClassOf = %v, want %v: WithClass is the Limiter's override, not ClassOf's", got, ClassListStatusDelete)
+	}
+}
+
+// TestClassString: every class has a name, for metrics.
+func TestClassString(t *testing.T) {
+	want := []string{"other", "create_from_pdf", "create_from_template", "send", "details", "list_status_delete", "download", "download_protected", "notarization"}
+	for c := Class(0); c < numClasses; c++ {
+		if got := c.String(); got != want[c] {
+			t.Errorf("Class(%d).String() = %q, want %q", c, got, want[c])
+		}
+	}
+	if got := Class(200).String(); got != "unknown" {
+		t.Errorf("Class(200).String() = %q", got)
+	}
+}
+
+// TestLimiterLimits: zero fields take DefaultLimits (the changelog of
+// 2025-06-11, the limits page for the rest), or SandboxLimit with
+// Sandbox; negative ones mean no limit.
+func TestLimiterLimits(t *testing.T) {
+	want := map[Class]int{
+		ClassCreateFromPDF: 300, ClassCreateFromTemplate: 500, ClassSend: 400, ClassDetails: 600,
+		ClassListStatusDelete: 2000, ClassDownload: 100, ClassDownloadProtected: 300, ClassNotarization: 100,
+		ClassOther: 0,
+	}
+	var zero Limiter
+	sandbox := Limiter{Sandbox: true, Limits: Limits{Send: 3}}
+	custom := Limiter{Limits: Limits{CreateFromTemplate: 2000, Download: -1, Other: 50}}
+	for c := Class(0); c < numClasses; c++ {
+		if got := zero.limit(c); got != want[c] {
+			t.Errorf("default limit of %v = %d, want %d", c, got, want[c])
+		}
+		wantSandbox := SandboxLimit
+		if c == ClassSend {
+			wantSandbox = 3
+		}
+		if got := sandbox.limit(c); got != wantSandbox {
+			t.Errorf("sandbox limit of %v = %d, want %d", c, got, wantSandbox)
+		}
+		wantCustom := want[c]
+		switch c {
+		case ClassCreateFromTemplate:
+			wantCustom = 2000
+		case ClassDownload:
+			wantCustom = 0
+		case ClassOther:
+			wantCustom = 50
+		}
+		if got := custom.limit(c); got != wantCustom {
+			t.Errorf("custom limit of %v = %d, want %d", c, got, wantCustom)
+		}
+	}
+}

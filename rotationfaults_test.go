@@ -1,0 +1,289 @@
+package pandadocauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/jarcoal/httpmock"
+	"golang.org/x/oauth2"
+)
+
+// TestSaveRetryBacksOffWhileLoadFails: the Save retry of an unsaved
+// token reads the Store first; when that read fails (the Store is down,
+// as it often is when a Save has just failed), the next retry still
+// waits, instead of being armed with no wait and running again at once,
+// a flight and a Store read after another with no time passing.
+func TestSaveRetryBacksOffWhileLoadFails(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
+	store.mem.saveErrs = 1
+	ts, _ := replica(t, store, srv)
+	ts.clk = &clockRef{clock}
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	setLoadErr(store, errors.New("dial tcp 10.0.0.7:6379: connect: connection refused"))
+	defer setLoadErr(store, nil) // before the cleanup's Wait, which saves then
+
+	clock.WaitTimers(1)
+	clock.Advance(saveRetryInterval) // the first Save retry; its Load fails
+	clock.WaitTimers(1)              // the next retry is armed
+	if w := lastWait(clock); w < saveRetryInterval {
+		t.Errorf("after a Save retry whose Load failed, the next is armed %v later, want at least %v", w, saveRetryInterval)
+	}
+	before := loadsOf(store)
+	const rounds = 20
+	for range rounds {
+		clock.Advance(0) // fires only what is due now
+		clock.WaitTimers(1)
+	}
+	if n := loadsOf(store) - before; n != 0 {
+		t.Errorf("%d Store reads (each its own flight) while no time passed; want 0", n)
+	}
+}
+
+// TestRotatedTokenInRefusedAnswerAfterReloadIsKept: when a refresh is
+// refused for good and the Store, read again, holds another process's
+// token, the refresh with that token's refresh token may be refused too,
+// with a new refresh token in the answer. That one is kept and saved, as
+// on the first try, and never thrown away; the refresh token it replaced
+// is never presented again.
+func TestRotatedTokenInRefusedAnswerAfterReloadIsKept(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	store := &memStore{tok: expiredToken(clock, "g-rt-SECRET-0")}
+	ts, _ := newStoreSource(t, store, srv.responder())
+	ts.clk = &clockRef{clock}
+	srv.answerNext(func() *http.Response {
+		// Another process's refresh is answered first: it rotates the
+		// refresh token and stores a token that this process's clock
+		// (skewed) finds expired. This process gets a maintenance page.
+		other := srv.rotateLocked("g")
+		other.Expiry = clock.Now().Add(-time.Minute)
+		store.mu.Lock()
+		store.tok = other
+		store.mu.Unlock()
+		// The refresh with the other process's refresh token is rotated,
+		// then refused as malformed.
+		srv.next = func() *http.Response {
+			rt := srv.rotateLocked("g").RefreshToken
+			return httpmock.NewStringResponse(200, `{"access_token":"g-at-SECRET-x","refresh_token":"`+rt+`","expires_in":2147483647}`)
+		}
+		r := httpmock.NewStringResponse(200, "<html>maintenance</html>")
+		r.Header.Set("Content-Type", "text/html")
+		return r
+	})
+	if _, err := ts.Token(); !errors.Is(err, ErrMalformedResponse) {
+		t.Fatalf("got %v, want the refused answer's error", err)
+	}
+	if n := srv.postCount(); n != 2 {
+		t.Fatalf("%d POSTs, want 2 (the first refresh token, then the stored one)", n)
+	}
+	if s := store.stored(); s.RefreshToken != srv.newest("g") {
+		t.Errorf("the Store holds %q, want the rotated %q from the refused answer", s.RefreshToken, srv.newest("g"))
+	}
+	clock.Advance(time.Minute) // past the back-off
+	tok, err := ts.Token()
+	if err != nil || tok.RefreshToken != srv.newest("g") {
+		t.Errorf("%v, %v; want a token from the rotated refresh token", tok, err)
+	}
+	if r := srv.reuses(); r != 0 {
+		t.Errorf("%d spent refresh tokens presented; the grant is revoked", r)
+	}
+}
+
+// TestStoreRollbackIsNotAdoptedAfterRotations: a Store that goes back to
+// a snapshot taken some rotations ago (a Redis restart from an old RDB
+// file) hands back a refresh token this process spent. However many
+// rotations ago that was, up to the four spent refresh tokens a source
+// remembers (persister.spent), the token is not adopted: the refresh
+// token in memory, the newest, is not given up, and the spent one is
+// never presented. A rollback further back than that is not recognised.
+func TestStoreRollbackIsNotAdoptedAfterRotations(t *testing.T) {
+	t.Parallel()
+	for _, rotations := range []int{1, 2, 3, len(persister{}.spent)} {
+		t.Run(fmt.Sprintf("rotations=%d", rotations), func(t *testing.T) {
+			t.Parallel()
+			srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+			clock := newFakeClock()
+			snap := &oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600}
+			store := newSharedStore(snap)
+			ts, _ := replica(t, store, srv)
+			ts.clk = &clockRef{clock}
+			if _, err := ts.Token(); err != nil {
+				t.Fatal(err)
+			}
+			for range rotations {
+				if _, err := ts.Refresh(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			old := *snap
+			store.mem.mu.Lock()
+			store.mem.tok = &old // rolled back
+			store.mem.mu.Unlock()
+			clock.Advance(2 * time.Hour)
+			tok, err := ts.Token()
+			if err != nil || tok.RefreshToken != srv.newest("g") {
+				t.Errorf("%v, %v; want a token from the newest refresh token", tok, err)
+			}
+			if r := srv.reuses(); r != 0 {
+				t.Errorf("%d spent refresh tokens presented; the grant is revoked", r)
+			}
+		})
+	}
+}
+
+// TestLostLockOnSaveIsTakenAgainAtOnce: a Save refused because the lock
+// was lost (its lease ran out during a slow POST, and nobody took it) is
+// retried under the lock taken again before the flight ends. Until then
+// the Store holds the refresh token just rotated away, and a replica that
+// takes the free lock meanwhile presents it.
+func TestLostLockOnSaveIsTakenAgainAtOnce(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clockA := newFakeClock()
+	store := newSharedStore(expiredToken(clockA, "g-rt-SECRET-0"))
+	store.saveErr = fmt.Errorf("store: %w", ErrLockLost)
+	a, _ := replica(t, store, srv)
+	a.clk = &clockRef{clockA}
+	b, _ := replica(t, store, srv)
+	if _, err := a.Token(); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := b.Token()
+	if err != nil || tok.RefreshToken != srv.newest("g") {
+		t.Errorf("replica b: %v, %v; want the token replica a obtained", tok, err)
+	}
+	if r := srv.reuses(); r != 0 {
+		t.Errorf("%d spent refresh tokens presented; the grant is revoked", r)
+	}
+}
+
+// TestRecheckIsNotAReportedRefresh: while a revoked grant's failure is
+// remembered, each call reads the Store for a token saved since (none
+// here). Those reads are not refreshes: the Observer is told of the one
+// refresh that failed, not of a failed refresh per call.
+func TestRecheckIsNotAReportedRefresh(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-live"})
+	clock := newFakeClock()
+	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-revoked"))
+	ts, _ := replica(t, store, srv)
+	ts.clk = &clockRef{clock}
+	rec := &recorder{}
+	ts.Observer = rec.observer()
+	const calls = 5
+	for range 1 + calls {
+		if _, err := ts.Token(); !isInvalidGrant(err) {
+			t.Fatalf("got %v, want invalid_grant", err)
+		}
+	}
+	if n := srv.postCount(); n != 1 {
+		t.Errorf("%d POSTs, want 1", n)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.starts) != 1 || len(rec.dones) != 1 {
+		t.Errorf("%d refresh starts and %d refresh failures reported for 1 refresh and %d calls that found nothing new; want 1 and 1", len(rec.starts), len(rec.dones), calls)
+	}
+}
+
+// setLoadErr makes store's Load fail with err (nil: succeed).
+func setLoadErr(store *sharedStore, err error) {
+	store.mem.mu.Lock()
+	store.mem.loadErr = err
+	store.mem.mu.Unlock()
+}
+
+// loadsOf is how many times store's Load was called.
+func loadsOf(store *sharedStore) int {
+	store.mem.mu.Lock()
+	defer store.mem.mu.Unlock()
+	return store.mem.loads
+}
+
+// lastWait is the duration of the timer clock started last.
+func lastWait(clock *fakeClock) time.Duration {
+	w := clock.Waits()
+	return w[len(w)-1]
+}
+
+// TestWaitGivingUpKeepsTheLock: Wait gives up saving after 30 seconds of
+// failed Saves, but the source goes on serving the unsaved token (Wait
+// may be called while requests go on, between batches say), and the
+// Store still holds the refresh token it replaced. The lock stays held
+// and the Save goes on being retried, so that a replica that needs a
+// refresh waits and then adopts the saved token, instead of taking a
+// free lock and presenting the spent refresh token.
+func TestWaitGivingUpKeepsTheLock(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clockA := newPumpedClock(t)
+	store := newSharedStore(expiredToken(clockA, "g-rt-SECRET-0"))
+	store.mem.saveErrs = 1 << 30 // the Store refuses every Save for now
+	a, _ := replica(t, store, srv)
+	a.clk = &clockRef{clockA}
+	b, _ := replica(t, store, srv)
+	if _, err := a.Token(); err != nil {
+		t.Fatal(err)
+	}
+	a.Wait() // gives up after 30 s of failed Saves; a goes on serving
+	store.mem.mu.Lock()
+	store.mem.saveErrs = 0 // the Store is back
+	store.mem.mu.Unlock()
+	tok, err := b.Token()
+	if err != nil || tok.RefreshToken != srv.newest("g") {
+		t.Errorf("replica b: %v, %v; want the token replica a obtained", tok, err)
+	}
+	if r := srv.reuses(); r != 0 {
+		t.Errorf("%d spent refresh tokens presented; the grant is revoked", r)
+	}
+}
+
+// TestEarlyRefreshRefusedWithRotatedTokenKeepsServing: an early refresh
+// whose answer is refused but carries a new refresh token keeps that
+// refresh token without throwing away the access token still being
+// served: requests go on with it until it expires, as after any failed
+// early refresh, and the next refresh presents the new refresh token.
+func TestEarlyRefreshRefusedWithRotatedTokenKeepsServing(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	store := newSharedStore(&oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(10 * time.Minute), ExpiresIn: 3600})
+	ts, _ := replica(t, store, srv)
+	ts.clk = &clockRef{clock}
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	srv.answerNext(func() *http.Response {
+		rt := srv.rotateLocked("g").RefreshToken
+		return httpmock.NewStringResponse(200, `{"access_token":"g-at-SECRET-x","refresh_token":"`+rt+`","expires_in":2147483647}`)
+	})
+	clock.Advance(6 * time.Minute) // inside the early-refresh window
+	if tok, err := ts.Token(); err != nil || tok.AccessToken != "g-at-SECRET-0" {
+		t.Fatalf("%v, %v", tok, err)
+	}
+	settle(ts) // the early refresh, refused
+	if n := srv.postCount(); n != 1 {
+		t.Fatalf("%d POSTs, want the early refresh's 1", n)
+	}
+	if tok, err := ts.Token(); err != nil || tok.AccessToken != "g-at-SECRET-0" {
+		t.Errorf("after the refused early refresh: %v, %v; want the access token still valid", tok, err)
+	}
+	clock.Advance(10 * time.Minute) // it expires
+	tok, err := ts.Token()
+	if err != nil || tok.RefreshToken != srv.newest("g") {
+		t.Errorf("%v, %v; want a token from the rotated refresh token", tok, err)
+	}
+	if r := srv.reuses(); r != 0 {
+		t.Errorf("%d spent refresh tokens presented", r)
+	}
+}
