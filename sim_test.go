@@ -165,7 +165,7 @@ func runSchedule(seed uint64) simResult {
 	rnd := newSimRand(seed)
 	cfg := drawConfig(seed, rnd)
 	w := &simWorld{cfg: cfg, rnd: rnd, st: map[string]*simKey{}, windows: map[string]int{}, revokedBy: map[string]string{},
-		gkeys: map[uint64]simSrc{}, retryWoken: map[simSrc]int{}, drainStarts: map[simSrc]int{}}
+		gkeys: map[uint64]simSrc{}, retryWoken: map[simSrc]int{}, drainStarts: map[simSrc]int{}, rechecks: map[simSrc]int{}}
 	w.cond = sync.NewCond(&w.mu)
 	w.mono.Store(int64(simMonoBase))
 	w.srv = &simServer{grants: map[string]*simGrant{}}
@@ -222,6 +222,7 @@ func (w *simWorld) newInc(rep, gen int) *simInc {
 		seen:      map[string]map[int]bool{},
 		rotated:   map[string]map[int]bool{},
 		alive:     map[*simFlight]bool{},
+		current:   map[string]*simFlight{},
 		got:       map[string]int{},
 		lastTok:   map[string]*oauth2.Token{},
 		flights:   map[string]int{},

@@ -8,6 +8,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"runtime"
 	"sort"
 	"time"
 
@@ -23,6 +25,21 @@ func (w *simWorld) settle() bool {
 	defer w.mu.Unlock()
 	if !ok {
 		w.violate("stuck: a goroutine neither parked nor returned within %v of real time (active %d)", simWatchdog, w.active)
+		if os.Getenv("PANDADOCAUTH_SIM_STACKS") != "" {
+			buf := make([]byte, 1<<20)
+			w.pending = append(w.pending, string(buf[:runtime.Stack(buf, true)]))
+			for src, n := range w.retryWoken {
+				if n != 0 {
+					w.pending = append(w.pending, fmt.Sprintf("retry woken %s/%q: %d", src.inc.name, src.key, n))
+				}
+			}
+			for _, op := range w.ops {
+				if op.state != opDone {
+					w.pending = append(w.pending, fmt.Sprintf("op%d %s state %d", op.id, op.kind, op.state))
+				}
+			}
+			w.pending = append(w.pending, fmt.Sprintf("flights alive %d, parked %d, timers %d, dead timers %d", w.flightsAlive, len(w.parked), len(w.timers), len(w.deadTimers)))
+		}
 		w.flushNotesLocked()
 		return false
 	}
@@ -596,7 +613,7 @@ func (w *simWorld) drain() {
 		return w.flightsAlive == 0
 	}
 	if !w.driveUntil(done, 2000) || !w.waitAll(5) {
-		w.teardown()
+		w.finish()
 		return
 	}
 	for _, inc := range w.incs {
@@ -623,10 +640,19 @@ func (w *simWorld) drain() {
 			inc.grants.Wait()
 		}
 	}
+	unsaved := map[simSrc]bool{}
+	for _, inc := range w.incs {
+		for _, key := range w.sourceKeys(inc) {
+			if simUnsaved(inc.source(key)) {
+				unsaved[simSrc{inc, key}] = true
+			}
+		}
+	}
 	w.mu.Lock()
-	w.checkEndLocked()
+	w.checkEndLocked(unsaved)
 	w.flushNotesLocked()
 	w.mu.Unlock()
+	w.finish()
 }
 
 // waitAll runs Wait for each source with work left, one at a time: all
@@ -656,19 +682,36 @@ func (w *simWorld) waitAll(faults int) bool {
 	return true
 }
 
-// teardown ends a schedule that made no progress: every process crashes,
-// and the crashed processes' Save retries end, so that no goroutine is
-// left behind.
-func (w *simWorld) teardown() {
-	w.logf("teardown")
+// finish ends the schedule: every process crashes, and the Save
+// retries that a process keeps while a token is unsaved (which a real
+// process's exit would end) run once more against a Store that accepts
+// them, so that no goroutine or timer is left behind.
+func (w *simWorld) finish() {
+	w.logf("finish")
 	for _, inc := range w.reps {
 		if !inc.dead.Load() {
 			w.kill(inc)
 		}
 	}
-	if w.settle() {
-		w.waitAll(0)
+	for _, inc := range w.incs {
+		inc.zombie.Store(true)
 	}
+	for i := 0; w.settle(); i++ {
+		w.mu.Lock()
+		if len(w.deadTimers) == 0 || i > 1000 {
+			w.mu.Unlock()
+			break
+		}
+		t := w.deadTimers[0]
+		w.deadTimers = w.deadTimers[1:]
+		w.timers = append(w.timers, t)
+		w.fireLocked(t)
+		w.mu.Unlock()
+	}
+	for _, inc := range w.incs {
+		inc.grants.Wait() // the OnRevoked calls
+	}
+	w.settle()
 }
 
 // sourceKeys returns the grants inc has a source for, sorted.

@@ -31,7 +31,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/http"
+	"os"
 	"runtime"
 	"sort"
 	"strconv"
@@ -98,6 +100,8 @@ type simWorld struct {
 	retryWoken map[simSrc]int
 	deadTimers []*simTimer
 
+	rechecks map[simSrc]int // Loads answered at once, by source
+
 	ops      []*simOp // every caller started, by id
 	returned []*simOp // callers returned since the driver last looked
 
@@ -135,6 +139,7 @@ type simInc struct {
 	name string // "r1.0": replica 1, first incarnation
 
 	dead     atomic.Bool
+	zombie   atomic.Bool // dead, at the end of the schedule: its calls succeed and change nothing
 	deadMono atomic.Int64 // the dead clock's own time: its timers fire at once
 	skew     time.Duration
 	clk      *simClock
@@ -153,6 +158,7 @@ type simInc struct {
 	via       map[string]string        // grant -> how it saw its highest refresh token
 	sess      map[string]*simSession   // grant -> the lock this process holds for it
 	alive     map[*simFlight]bool      // its flights under way
+	current   map[string]*simFlight    // grant -> its flight under way that the Observer reported
 	got       map[string]int           // grant -> the highest refresh token it got from the endpoint
 	lastTok   map[string]*oauth2.Token // grant -> the last token a caller got
 	flights   map[string]int           // grant -> flights started, to name them
@@ -288,8 +294,15 @@ func (w *simWorld) quiesce() bool {
 }
 
 // simWatchdog bounds one wait for quiescence in real time. It is a
-// generous bound: a step takes microseconds.
-var simWatchdog = 60 * time.Second
+// generous bound: a step takes microseconds. PANDADOCAUTH_SIM_WATCHDOG
+// shortens it when hunting a schedule that gets stuck, and
+// PANDADOCAUTH_SIM_STACKS adds every goroutine's stack to its trace.
+var simWatchdog = func() time.Duration {
+	if v, err := time.ParseDuration(os.Getenv("PANDADOCAUTH_SIM_WATCHDOG")); err == nil {
+		return v
+	}
+	return 60 * time.Second
+}()
 
 func (w *simWorld) logf(format string, args ...any) {
 	w.trace = append(w.trace, fmt.Sprintf("%d ", w.stats.steps)+fmt.Sprintf(format, args...))
@@ -365,6 +378,7 @@ func (c *simClock) NewTimer(d time.Duration) (<-chan time.Time, func() bool) {
 	case detached && c.inc.dead.Load():
 		// A crashed process's timers never fire; Wait, at the end,
 		// stops it.
+		t.key = w.gkeys[simGoid()].key
 		w.deadTimers = append(w.deadTimers, t)
 	case detached:
 		t.key = w.gkeys[simGoid()].key
@@ -481,19 +495,74 @@ type simReply struct {
 // driver's answer. A crashed process's calls fail at once.
 func (w *simWorld) park(p *simPark) simReply {
 	w.mu.Lock()
+	w.gkeys[simGoid()] = simSrc{p.inc, p.key}
+	w.mu.Unlock()
+	if p.inc.zombie.Load() {
+		return w.zombie(p)
+	}
+	w.mu.Lock()
 	if p.inc.dead.Load() {
 		w.mu.Unlock()
 		return simReply{err: errSimDead}
 	}
+	if p.f == nil {
+		// A flight reported late (it went on from a Store check after a
+		// permanent failure) calls with its first caller's context.
+		p.f = p.inc.current[p.key]
+	}
+	if p.kind == "load" && p.f == nil {
+		// A flight not reported to the Observer (yet): one that only
+		// reads the Store after a permanent failure, and goes on only if
+		// it holds a newer token. Its caller is counted as running, so
+		// the read is answered at once.
+		defer w.mu.Unlock()
+		return w.recheckLocked(p)
+	}
 	p.ch = make(chan simReply, 1)
 	w.parked = append(w.parked, p)
-	w.gkeys[simGoid()] = simSrc{p.inc, p.key}
 	if p.kind == "post" {
 		w.presentLocked(p)
 	}
 	w.sleepLocked()
 	w.mu.Unlock()
 	return <-p.ch
+}
+
+// recheckLocked answers a Load of a flight not reported yet. Its
+// faults are drawn from the seed, the step and the source, not from the
+// driver's stream: callers running side by side may read in any order.
+// w.mu must be held.
+func (w *simWorld) recheckLocked(p *simPark) simReply {
+	w.rechecks[simSrc{p.inc, p.key}]++
+	h := fnv.New64a()
+	fmt.Fprint(h, w.cfg.seed, w.stats.steps, p.inc.name, p.key, w.rechecks[simSrc{p.inc, p.key}])
+	if faults := !w.draining || w.drainFaults > 0; faults && int(h.Sum64()%1000) < w.cfg.storeErr {
+		w.pending = append(w.pending, fmt.Sprintf("   recheck load %s: error", p.id()))
+		return simReply{err: fmt.Errorf("load %s: %w", p.key, errSimStore)}
+	}
+	t := simCopy(w.st[p.key].tok)
+	if t != nil {
+		p.inc.see(p.key, rtIndex(t), fmt.Sprintf("a Load at step %d", w.stats.steps), true)
+	}
+	w.pending = append(w.pending, fmt.Sprintf("   recheck load %s: rt%d/at%d", p.id(), rtIndex(t), atIndex(t)))
+	return simReply{tok: t}
+}
+
+// zombie answers the calls of a crashed process at the end of its
+// schedule, so that its Save retries end (a real one ends with its
+// process): Locks and Saves succeed and change nothing, a Load returns
+// the token it serves, a POST fails.
+func (w *simWorld) zombie(p *simPark) simReply {
+	switch p.kind {
+	case "lock":
+		return simReply{unlock: func() {}}
+	case "load":
+		tok, _ := simServed(p.inc.source(p.key))
+		return simReply{tok: simCopy(tok)}
+	case "save":
+		return simReply{}
+	}
+	return simReply{err: errSimDead}
 }
 
 // answerLocked answers p and wakes its goroutine. w.mu must be held.
@@ -599,6 +668,7 @@ func (inc *simInc) newObserver() *Observer {
 			w.active++ // the flight's goroutine
 			w.flightsAlive++
 			inc.alive[f] = true
+			inc.current[key] = f
 			op := opFrom(ctx)
 			src := simSrc{inc, key}
 			if w.draining {
@@ -640,6 +710,9 @@ func (inc *simInc) newObserver() *Observer {
 			f.ended = true
 			w.flightsAlive--
 			delete(f.inc.alive, f)
+			if f.inc.current[f.key] == f {
+				delete(f.inc.current, f.key)
+			}
 			w.sleepLocked() // the flight's goroutine ends
 			ops := make([]*simOp, 0, len(f.waiters))
 			for op := range f.waiters {
