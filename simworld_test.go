@@ -139,7 +139,7 @@ type simInc struct {
 	name string // "r1.0": replica 1, first incarnation
 
 	dead     atomic.Bool
-	zombie   atomic.Bool // dead, at the end of the schedule: its calls succeed and change nothing
+	zombie   atomic.Bool  // dead, at the end of the schedule: its calls succeed and change nothing
 	deadMono atomic.Int64 // the dead clock's own time: its timers fire at once
 	skew     time.Duration
 	clk      *simClock
