@@ -621,11 +621,12 @@ func (w *simWorld) drain() {
 		for _, key := range w.sourceKeys(inc) {
 			if tok, ok := simServed(inc.source(key)); ok {
 				unsaved = true
-				// (A revoked grant's token is worth nothing saved, and
-				// a Save that failed may have been written after all.)
+				// (A revoked grant's token is worth nothing saved, a
+				// Save that failed may have been written after all, and
+				// what matters is its refresh token.)
 				w.mu.Lock()
 				revoked := w.srv.grants[key].revoked
-				stored := same(tok, w.st[key].tok)
+				stored := rtIndex(w.st[key].tok) >= rtIndex(tok)
 				w.mu.Unlock()
 				if !inc.dead.Load() && !revoked && !stored {
 					w.mu.Lock()
