@@ -84,7 +84,6 @@ var simFindings = []simFinding{
 	{
 		id:    "F10",
 		title: "the Save-retry timer never ends: a retry flight that fails before saving (it refreshes with the stored token instead) is retried every few seconds for good, each time presenting a refused refresh token",
-		open:  true,
 		match: regexp.MustCompile(`no progress after \d+ steps of draining: \S+ started \d+ flights while draining`),
 		seeds: []uint64{9, 695},
 	},
