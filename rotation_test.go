@@ -514,8 +514,8 @@ func TestFailedRepairKeepsTheLock(t *testing.T) {
 	clock.Advance(saveRetryInterval)
 	store.waitFor(func(s *sharedStore) bool { return s.saves == 3 }) // the refresh's, the failed one, the retry's
 	settle(ts)
-	if s := store.mem.stored(); s.RefreshToken != "g-rt-SECRET-1" {
-		t.Fatalf("the Store holds %q after the retry, want g-rt-SECRET-1", s.RefreshToken)
+	if s := store.mem.stored(); s.RefreshToken != srv.newest("g") {
+		t.Fatalf("the Store holds %q after the retry, want %q", s.RefreshToken, srv.newest("g"))
 	}
 	clock.Advance(time.Minute) // past the back-off
 	tok, err := ts.Token()
