@@ -160,10 +160,14 @@ func (s *localLimits) reserve(now time.Duration, op *LimitOp) LimitSlot {
 		}
 		s.last, s.lastKey = u, op.Key
 	}
-	b := u[op.Class%numClasses]
+	c := op.Class
+	if c >= numClasses {
+		c %= numClasses
+	}
+	b := u[c]
 	if b == nil {
 		b = new(bucket)
-		u[op.Class%numClasses] = b
+		u[c] = b
 	}
 	if op.Reported.Outcome != SlotNone {
 		b.apply(now, op)
