@@ -212,8 +212,20 @@ func ClassOf(req *http.Request) Class {
 		return ClassOther
 	}
 	get := req.Method == http.MethodGet || req.Method == "" || req.Method == http.MethodHead
-	if tail, ok := cutSegment(rest, "documents"); ok {
-		id, sub := splitID(tail)
+	// The kinds are compared as constants, which the compiler writes
+	// out inline.
+	const documents, templates, items = "documents", "templates", "content-library-items"
+	var tail string
+	var ok bool
+	switch {
+	case len(rest) >= len(documents) && rest[:len(documents)] == documents:
+		if tail, ok = afterSegment(rest, len(documents)); !ok {
+			return ClassOther
+		}
+		var id, sub string
+		if tail != "" {
+			id, sub = splitID(tail)
+		}
 		switch {
 		case id == "" && get:
 			return ClassListStatusDelete
@@ -233,10 +245,10 @@ func ClassOf(req *http.Request) Class {
 			return ClassDownloadProtected
 		}
 		return ClassOther
-	}
-	tail, ok := cutSegment(rest, "templates")
-	if !ok {
-		tail, ok = cutSegment(rest, "content-library-items")
+	case len(rest) >= len(templates) && rest[:len(templates)] == templates:
+		tail, ok = afterSegment(rest, len(templates))
+	case len(rest) >= len(items) && rest[:len(items)] == items:
+		tail, ok = afterSegment(rest, len(items))
 	}
 	if ok {
 		id, sub := splitID(tail)
@@ -252,19 +264,17 @@ func ClassOf(req *http.Request) Class {
 	return ClassOther
 }
 
-// cutSegment reports whether seg is the first segment of the path p
-// (p is seg, or seg and a slash), and returns what follows the slash.
-func cutSegment(p, seg string) (rest string, ok bool) {
-	if len(p) < len(seg) || p[:len(seg)] != seg {
-		return "", false
-	}
-	if len(p) == len(seg) {
+// afterSegment reports whether the first n bytes of the path p are its
+// first segment (p ends there, or a slash follows), and returns what
+// follows the slash.
+func afterSegment(p string, n int) (rest string, ok bool) {
+	if len(p) == n {
 		return "", true
 	}
-	if p[len(seg)] != '/' {
+	if p[n] != '/' {
 		return "", false
 	}
-	return p[len(seg)+1:], true
+	return p[n+1:], true
 }
 
 // splitID splits "id/sub…" at its first slash.
