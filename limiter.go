@@ -276,7 +276,7 @@ func (l *Limiter) key(ctx context.Context) string {
 	if l.Key != nil {
 		return l.Key(ctx)
 	}
-	key, _ := ctx.Value(grantCtxKey{}).(string) // GrantFromContext's
+	key, _ := GrantFromContext(ctx)
 	return key
 }
 
