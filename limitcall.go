@@ -32,7 +32,10 @@ func (c *limitCall) take() error {
 	if err := c.reserve(); err != nil {
 		return err
 	}
-	return c.wait()
+	if c.res.Wait > 0 {
+		return c.wait()
+	}
+	return nil
 }
 
 // reserve reserves the slot of the next attempt, applying c.op.Reported.
@@ -51,7 +54,11 @@ func (c *limitCall) reserve() error {
 		return context.DeadlineExceeded
 	}
 	c.op.MaxWait = mw
-	c.res = c.l.reserve(c.ctx, &c.op, c.res.local)
+	if c.l.Store == nil {
+		c.res = reservation{c.l.local.reserve(c.l.mono(), &c.op), true}
+	} else {
+		c.res = c.l.reserve(c.ctx, &c.op, c.res.local)
+	}
 	c.op.Reported, c.op.After = LimitReport{}, 0
 	if !c.res.OK {
 		return &RateLimitError{Grant: c.op.Key, Class: c.op.Class, Wait: c.res.Wait, Err: context.DeadlineExceeded, maxWait: byMax}

@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync/atomic"
 )
 
 // Class is the operation class of a request to the PandaDoc API: the
@@ -138,19 +139,31 @@ func (l *Limits) get(c Class) int {
 
 type classCtxKey struct{}
 
+// classSet reports whether WithClass has ever been called. Until then no
+// context carries a class, and classFor skips the context lookup, which
+// walks the whole chain of the request's context when it finds nothing.
+var classSet atomic.Bool
+
 // WithClass returns a copy of ctx that makes a Limiter count the request
 // sent with it as class c, instead of what ClassOf says. Use it for a
 // route ClassOf does not know, or for a create whose body ClassOf cannot
 // read (no GetBody).
 func WithClass(ctx context.Context, c Class) context.Context {
+	// Set before the context exists: whoever is handed the context
+	// (which takes synchronization of its own) sees the flag set.
+	if !classSet.Load() {
+		classSet.Store(true)
+	}
 	return context.WithValue(ctx, classCtxKey{}, c)
 }
 
 // classFor returns the class WithClass put in req's context, else
 // ClassOf(req).
 func classFor(req *http.Request) Class {
-	if c, ok := req.Context().Value(classCtxKey{}).(Class); ok {
-		return c
+	if classSet.Load() {
+		if c, ok := req.Context().Value(classCtxKey{}).(Class); ok {
+			return c
+		}
 	}
 	return ClassOf(req)
 }
@@ -176,29 +189,43 @@ func ClassOf(req *http.Request) Class {
 	if req.URL == nil {
 		return ClassOther
 	}
-	// Written out with indexes: it runs on every request.
+	// Written out with indexes and constant prefixes: it runs on every
+	// request.
 	p := req.URL.Path
 	if n := len(p); n > 1 && p[n-1] == '/' {
 		p = p[:n-1]
 	}
-	const v1, v2 = "/public/v1/", "/public/v2/"
-	if len(p) <= len(v1) || p[:len(v1)-3] != v1[:len(v1)-3] {
+	// "/public/v1/" or "/public/v2/", and something after it.
+	const prefix = "/public/v"
+	if len(p) <= len(prefix)+2 || p[:len(prefix)] != prefix || p[len(prefix)+1] != '/' {
 		return ClassOther
 	}
-	switch p[:len(v1)] {
-	case v2:
-		if p[len(v2):] == "notary/notarization-requests" && req.Method == http.MethodPost {
+	rest := p[len(prefix)+2:]
+	switch p[len(prefix)] {
+	case '2':
+		if rest == "notary/notarization-requests" && req.Method == http.MethodPost {
 			return ClassNotarization
 		}
 		return ClassOther
-	case v1:
+	case '1':
 	default:
 		return ClassOther
 	}
-	kind, id, sub := splitPath(p[len(v1):])
 	get := req.Method == http.MethodGet || req.Method == "" || req.Method == http.MethodHead
-	switch kind {
-	case "documents":
+	// The kinds are compared as constants, which the compiler writes
+	// out inline.
+	const documents, templates, items = "documents", "templates", "content-library-items"
+	var tail string
+	var ok bool
+	switch {
+	case len(rest) >= len(documents) && rest[:len(documents)] == documents:
+		if tail, ok = afterSegment(rest, len(documents)); !ok {
+			return ClassOther
+		}
+		var id, sub string
+		if tail != "" {
+			id, sub = splitID(tail)
+		}
 		switch {
 		case id == "" && get:
 			return ClassListStatusDelete
@@ -217,7 +244,14 @@ func ClassOf(req *http.Request) Class {
 		case sub == "download-protected" && get:
 			return ClassDownloadProtected
 		}
-	case "templates", "content-library-items":
+		return ClassOther
+	case len(rest) >= len(templates) && rest[:len(templates)] == templates:
+		tail, ok = afterSegment(rest, len(templates))
+	case len(rest) >= len(items) && rest[:len(items)] == items:
+		tail, ok = afterSegment(rest, len(items))
+	}
+	if ok {
+		id, sub := splitID(tail)
 		switch {
 		case id == "" && get:
 			return ClassListStatusDelete
@@ -230,17 +264,28 @@ func ClassOf(req *http.Request) Class {
 	return ClassOther
 }
 
-// splitPath splits "kind/id/sub…" at its first two slashes.
-func splitPath(p string) (kind, id, sub string) {
-	i := strings.IndexByte(p, '/')
-	if i < 0 {
-		return p, "", ""
+// afterSegment reports whether the first n bytes of the path p are its
+// first segment (p ends there, or a slash follows), and returns what
+// follows the slash.
+func afterSegment(p string, n int) (rest string, ok bool) {
+	if len(p) == n {
+		return "", true
 	}
-	kind, p = p[:i], p[i+1:]
-	if i = strings.IndexByte(p, '/'); i < 0 {
-		return kind, p, ""
+	if p[n] != '/' {
+		return "", false
 	}
-	return kind, p[:i], p[i+1:]
+	return p[n+1:], true
+}
+
+// splitID splits "id/sub…" at its first slash.
+func splitID(p string) (id, sub string) {
+	if p == "" {
+		return "", ""
+	}
+	if i := strings.IndexByte(p, '/'); i >= 0 {
+		return p[:i], p[i+1:]
+	}
+	return p, ""
 }
 
 // createClass is ClassOf for POST /public/v1/documents.

@@ -176,3 +176,94 @@ func TestLimiterLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestClassOfPaths checks ClassOf, written out with indexes for speed,
+// against the plain reading of the table: split the path at its
+// slashes, then match kind, id and sub. It covers each route with and
+// without an id, a sub-path, a trailing slash, a double slash, a wrong
+// version, a longer or shorter name, and every method.
+func TestClassOfPaths(t *testing.T) {
+	kinds := []string{"documents", "templates", "content-library-items", "document", "documentsx", "contacts", "notary", ""}
+	tails := []string{"", "/", "//", "/abc", "/abc/", "/abc/send", "/abc/send/", "/abc/details", "/abc/download",
+		"/abc/download-protected", "/abc/fields", "/abc/details/x", "//details", "/notarization-requests", "/notarization-requests/"}
+	prefixes := []string{"/public/v1/", "/public/v2/", "/public/v3/", "/public/v1", "/public/", "/public/vv/", "/private/v1/", "public/v1/", "/public/v1x", ""}
+	methods := []string{"", "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "get"}
+	n := 0
+	for _, prefix := range prefixes {
+		for _, kind := range kinds {
+			for _, tail := range tails {
+				for _, method := range methods {
+					path := prefix + kind + tail
+					req, err := http.NewRequest(method, "https://api.pandadoc.com"+path, nil)
+					if err != nil {
+						continue // PATCH and the rest are valid; "get" is too
+					}
+					req.URL.Path = path // unparsed, as a caller may set it
+					if got, want := ClassOf(req), referenceClassOf(req); got != want {
+						t.Errorf("ClassOf(%s %q) = %v, want %v", method, path, got, want)
+					}
+					n++
+				}
+			}
+		}
+	}
+	if n < 1000 {
+		t.Fatalf("only %d requests checked", n)
+	}
+}
+
+// referenceClassOf is ClassOf as the table reads, without regard to
+// speed.
+func referenceClassOf(req *http.Request) Class {
+	p := strings.TrimSuffix(req.URL.Path, "/")
+	if p == "" {
+		p = req.URL.Path
+	}
+	get := req.Method == http.MethodGet || req.Method == "" || req.Method == http.MethodHead
+	if rest, ok := strings.CutPrefix(p, "/public/v2/"); ok && rest != "" {
+		if rest == "notary/notarization-requests" && req.Method == http.MethodPost {
+			return ClassNotarization
+		}
+		return ClassOther
+	}
+	rest, ok := strings.CutPrefix(p, "/public/v1/")
+	if !ok || rest == "" {
+		return ClassOther
+	}
+	parts := strings.SplitN(rest, "/", 3)
+	for len(parts) < 3 {
+		parts = append(parts, "")
+	}
+	kind, id, sub := parts[0], parts[1], parts[2]
+	switch kind {
+	case "documents":
+		switch {
+		case id == "" && get:
+			return ClassListStatusDelete
+		case id == "" && req.Method == http.MethodPost:
+			return createClass(req)
+		case id == "":
+			return ClassOther
+		case sub == "" && (get || req.Method == http.MethodDelete):
+			return ClassListStatusDelete
+		case sub == "send" && req.Method == http.MethodPost:
+			return ClassSend
+		case sub == "details" && get:
+			return ClassDetails
+		case sub == "download" && get:
+			return ClassDownload
+		case sub == "download-protected" && get:
+			return ClassDownloadProtected
+		}
+	case "templates", "content-library-items":
+		switch {
+		case id == "" && get:
+			return ClassListStatusDelete
+		case id != "" && sub == "" && (get || req.Method == http.MethodDelete):
+			return ClassListStatusDelete
+		case id != "" && sub == "details" && get:
+			return ClassDetails
+		}
+	}
+	return ClassOther
+}

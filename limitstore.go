@@ -160,10 +160,14 @@ func (s *localLimits) reserve(now time.Duration, op *LimitOp) LimitSlot {
 		}
 		s.last, s.lastKey = u, op.Key
 	}
-	b := u[op.Class%numClasses]
+	c := op.Class
+	if c >= numClasses {
+		c %= numClasses
+	}
+	b := u[c]
 	if b == nil {
 		b = new(bucket)
-		u[op.Class%numClasses] = b
+		u[c] = b
 	}
 	if op.Reported.Outcome != SlotNone {
 		b.apply(now, op)
@@ -246,10 +250,16 @@ func (b *bucket) apply(now time.Duration, op *LimitOp) {
 // limit returns the limit of b at now: op.Limit, or what a 429 taught,
 // climbing back; 0 means none.
 func (b *bucket) limit(now time.Duration, op *LimitOp) int {
-	conf := max(op.Limit, 0)
 	if b.learned == 0 {
-		return conf
+		return max(op.Limit, 0)
 	}
+	return b.learnedLimit(now, op)
+}
+
+// learnedLimit is limit when a 429 taught one; apart, so that limit
+// is inlined.
+func (b *bucket) learnedLimit(now time.Duration, op *LimitOp) int {
+	conf := max(op.Limit, 0)
 	l, done := learnedLimit(b.learned, conf, int((now-b.learnedAt)/op.Window))
 	if done {
 		b.learned = 0

@@ -159,9 +159,12 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 		if saveDue {
 			return g, nil
 		}
-		if errors.Is(g.saveErr, ErrLockLost) {
-			// The lock went with the Save: no refresh without it.
-			return g, transientError{error: fmt.Errorf("pandadocauth: saving the token again: %w", g.saveErr), backoff: transientFailureBackoff}
+		if g.saveErr != nil {
+			// The Store holds a spent refresh token and cur is not in
+			// it: cur is unsaved now (the lock is kept, the Save
+			// retried), and no refresh runs before it is saved, nor
+			// without the lock if the Save lost it.
+			return g, transientError{error: fmt.Errorf("pandadocauth: saving the token again over a store that went back: %w", g.saveErr), backoff: transientFailureBackoff}
 		}
 	}
 	return s.refresh(ctx, c, cur, cur.tok.RefreshToken)

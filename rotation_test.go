@@ -483,3 +483,46 @@ func TestInitialFallbackOnlyForOlderLeftover(t *testing.T) {
 		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
 	}
 }
+
+// TestFailedRepairKeepsTheLock: when the Store went back to a spent token
+// and saving the current one again fails, the current token counts as
+// unsaved: the lock stays held and the Save is retried, and no refresh
+// runs before it is saved.
+func TestFailedRepairKeepsTheLock(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	old := expiredToken(clock, "g-rt-SECRET-0")
+	store := newSharedStore(old)
+	ts, _ := replica(t, store, srv)
+	ts.clk = &clockRef{clock}
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	store.mem.mu.Lock()
+	store.mem.tok = old // rolled back
+	store.mem.saveErrs = 1
+	store.mem.mu.Unlock()
+	clock.Advance(2 * time.Hour)
+	if _, err := ts.Token(); err == nil || isPermanent(err) {
+		t.Fatalf("got %v, want a transient failure to save again", err)
+	}
+	if !ts.busy() || len(store.lock) != 1 {
+		t.Fatal("the token the Store lost is not kept unsaved under the lock")
+	}
+	clock.WaitTimers(1)
+	clock.Advance(saveRetryInterval)
+	store.waitFor(func(s *sharedStore) bool { return s.saves >= 3 }) // the refresh's, the failed one, the retry's (and the refresh after it)
+	settle(ts)
+	if s := store.mem.stored(); s.RefreshToken != srv.newest("g") {
+		t.Fatalf("the Store holds %q after the retry, want %q", s.RefreshToken, srv.newest("g"))
+	}
+	clock.Advance(time.Minute) // past the back-off
+	tok, err := ts.Token()
+	if err != nil || tok.RefreshToken != srv.newest("g") {
+		t.Fatalf("%v, %v", tok, err)
+	}
+	if n, r := srv.postCount(), srv.reuses(); n != 2 || r != 0 {
+		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 2, 0", n, r)
+	}
+}

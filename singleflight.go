@@ -363,6 +363,8 @@ func (s *TokenSource) record(c *flightCall, cur *snapshot, g got) {
 		s.publish(ct)
 	case g.saved:
 		s.mark(cur, func(c *snapshot) { c.unsaved = false })
+	case g.saveErr != nil && cur != nil:
+		s.mark(cur, func(c *snapshot) { c.unsaved = true }) // a Save of it again failed
 	}
 	r := &s.flight
 	now := s.mono()
