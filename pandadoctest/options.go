@@ -51,8 +51,10 @@ func WithRotation(on bool) Option {
 	return func(s *Server) { s.rotation = on }
 }
 
-// WithReuseDetection makes a superseded refresh token revoke its grant.
-// See reuse.go.
+// WithReuseDetection makes the token endpoint revoke a grant when a
+// refresh token that rotation replaced is presented again, as OAuth 2.1
+// recommends: its live refresh token stops working too. It acts with
+// rotation on (WithRotation). See Server.ReusedRefreshTokens.
 func WithReuseDetection() Option { return func(s *Server) { s.reuse.on = true } }
 
 // WithAPIKey makes the API routes accept "Authorization: API-Key key" as
