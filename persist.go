@@ -113,6 +113,9 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 		if err != nil || newer == nil {
 			return got{}, c.remind
 		}
+		if cur != nil && newer.RefreshToken != cur.tok.RefreshToken {
+			s.store.spend(cur.tok.RefreshToken) // refused for good: never again
+		}
 		c.recheck = false
 		s.reportStart(c)
 	}
@@ -224,13 +227,14 @@ func (s *TokenSource) unlock(c *flightCall) {
 func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, newer *oauth2.Token) (got, error) {
 	p := &s.store
 	if cur != nil && cur.tok.RefreshToken != newer.RefreshToken {
-		if cur.from == fromInitial && p.synced == nil && newer.Expiry.Before(cur.tok.Expiry) {
+		if cur.from == fromInitial && p.synced == nil && !newer.Expiry.IsZero() && newer.Expiry.Before(cur.tok.Expiry) {
 			// The Store, never read before, holds a token issued before
 			// Initial: an older grant's leftover rather than a successor
 			// of Initial, which would have been issued after it.
 			p.fallback = cur.tok
 		} else {
 			p.spend(cur.tok.RefreshToken) // another process rotated it
+			p.fallback = nil              // and Initial's with it, if it was the fallback
 		}
 	}
 	g := got{tok: newer, from: fromStore, outcome: OutcomeAdopted}
