@@ -93,16 +93,15 @@ func (s *sharedStore) waitFor(cond func(s *sharedStore) bool) {
 	}
 }
 
-// replica is one process's TokenSource on store, with a clock of its own
-// that moves only when the test advances it.
-func replica(t *testing.T, store Store, srv *grantServer) (*TokenSource, *fakeClock) {
+// replica is one process's TokenSource on store, on clock, a fake clock
+// of its own that moves only when the test advances it.
+func replica(t *testing.T, store Store, srv *grantServer, clock *fakeClock) *TokenSource {
 	t.Helper()
 	mt := httpmock.NewMockTransport()
 	mt.RegisterResponder("POST", TokenURL, srv.responder())
-	clock := newFakeClock()
 	ts := &TokenSource{Config: testConfig(mt), Store: store, clk: &clockRef{clock}}
 	t.Cleanup(ts.Wait)
-	return ts, clock
+	return ts
 }
 
 func expiredToken(clock *fakeClock, rt string) *oauth2.Token {
@@ -118,8 +117,7 @@ func TestFailedLoadUnderLockFailsTheRefresh(t *testing.T) {
 	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newFakeClock()
 	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
-	ts, _ := replica(t, store, srv)
-	ts.clk = &clockRef{clock}
+	ts := replica(t, store, srv, clock)
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
@@ -146,9 +144,8 @@ func TestUnsavedTokenKeepsTheLock(t *testing.T) {
 	clockA := newFakeClock()
 	store := newSharedStore(expiredToken(clockA, "g-rt-SECRET-0"))
 	store.mem.saveErrs = 1
-	a, _ := replica(t, store, srv)
-	a.clk = &clockRef{clockA}
-	b, _ := replica(t, store, srv)
+	a := replica(t, store, srv, clockA)
+	b := replica(t, store, srv, newFakeClock())
 	if _, err := a.Token(); err != nil {
 		t.Fatal(err)
 	}
@@ -178,8 +175,7 @@ func TestAdoptedTokenNeverFallsBack(t *testing.T) {
 	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newFakeClock()
 	store := newSharedStore(&oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600})
-	ts, _ := replica(t, store, srv)
-	ts.clk = &clockRef{clock}
+	ts := replica(t, store, srv, clock)
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
@@ -222,8 +218,7 @@ func TestRotatedTokenInRefusedAnswerIsKept(t *testing.T) {
 			srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
 			clock := newFakeClock()
 			store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
-			ts, _ := replica(t, store, srv)
-			ts.clk = &clockRef{clock}
+			ts := replica(t, store, srv, clock)
 			srv.answerNext(func() *http.Response {
 				return answer(srv.rotateLocked("g").RefreshToken) // rotated, then refused
 			})
@@ -254,8 +249,7 @@ func TestFailedSaveRetriedWithoutRequests(t *testing.T) {
 	clock := newFakeClock()
 	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
 	store.mem.saveErrs = 2
-	ts, _ := replica(t, store, srv)
-	ts.clk = &clockRef{clock}
+	ts := replica(t, store, srv, clock)
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
@@ -282,8 +276,7 @@ func TestStoreRollbackIsNotAdopted(t *testing.T) {
 	clock := newFakeClock()
 	old := expiredToken(clock, "g-rt-SECRET-0")
 	store := newSharedStore(old)
-	ts, _ := replica(t, store, srv)
-	ts.clk = &clockRef{clock}
+	ts := replica(t, store, srv, clock)
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
@@ -332,8 +325,7 @@ func TestRefreshReportsFailedSave(t *testing.T) {
 	clock := newFakeClock()
 	store := newSharedStore(&oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600})
 	store.mem.saveErrs = 1
-	ts, _ := replica(t, store, srv)
-	ts.clk = &clockRef{clock}
+	ts := replica(t, store, srv, clock)
 	tok, err := ts.Refresh(context.Background())
 	if !errors.Is(err, ErrNotSaved) || tok == nil || tok.RefreshToken != srv.newest("g") {
 		t.Fatalf("%v, %v; want the new token and ErrNotSaved", tok, err)
@@ -380,8 +372,7 @@ func TestStoredTokenEndsRememberedRevocation(t *testing.T) {
 	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-live"})
 	clock := newFakeClock()
 	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-revoked"))
-	ts, _ := replica(t, store, srv)
-	ts.clk = &clockRef{clock}
+	ts := replica(t, store, srv, clock)
 	if _, err := ts.Token(); !isInvalidGrant(err) {
 		t.Fatalf("got %v, want invalid_grant", err)
 	}
@@ -410,8 +401,7 @@ func TestLostLockIsTakenAgain(t *testing.T) {
 	clock := newFakeClock()
 	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
 	store.saveErr = fmt.Errorf("store: %w", ErrLockLost)
-	ts, _ := replica(t, store, srv)
-	ts.clk = &clockRef{clock}
+	ts := replica(t, store, srv, clock)
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
@@ -438,8 +428,7 @@ func TestRepairSaveLosingLockStops(t *testing.T) {
 	clock := newFakeClock()
 	old := expiredToken(clock, "g-rt-SECRET-0")
 	store := newSharedStore(old)
-	ts, _ := replica(t, store, srv)
-	ts.clk = &clockRef{clock}
+	ts := replica(t, store, srv, clock)
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
@@ -471,8 +460,8 @@ func TestInitialFallbackOnlyForOlderLeftover(t *testing.T) {
 	successor := srv.rotate("g") // another process refreshed Initial's
 	successor.Expiry = initial.Expiry.Add(30 * time.Second)
 	store := newSharedStore(successor)
-	ts, _ := replica(t, store, srv)
-	ts.clk, ts.Initial = &clockRef{clock}, initial
+	ts := replica(t, store, srv, clock)
+	ts.Initial = initial
 	srv.answerNext(func() *http.Response {
 		return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`)
 	})
@@ -494,8 +483,7 @@ func TestFailedRepairKeepsTheLock(t *testing.T) {
 	clock := newFakeClock()
 	old := expiredToken(clock, "g-rt-SECRET-0")
 	store := newSharedStore(old)
-	ts, _ := replica(t, store, srv)
-	ts.clk = &clockRef{clock}
+	ts := replica(t, store, srv, clock)
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}

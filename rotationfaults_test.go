@@ -23,8 +23,7 @@ func TestSaveRetryBacksOffWhileLoadFails(t *testing.T) {
 	clock := newFakeClock()
 	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
 	store.mem.saveErrs = 1
-	ts, _ := replica(t, store, srv)
-	ts.clk = &clockRef{clock}
+	ts := replica(t, store, srv, clock)
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
@@ -115,8 +114,7 @@ func TestStoreRollbackIsNotAdoptedAfterRotations(t *testing.T) {
 			clock := newFakeClock()
 			snap := &oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600}
 			store := newSharedStore(snap)
-			ts, _ := replica(t, store, srv)
-			ts.clk = &clockRef{clock}
+			ts := replica(t, store, srv, clock)
 			if _, err := ts.Token(); err != nil {
 				t.Fatal(err)
 			}
@@ -152,9 +150,8 @@ func TestLostLockOnSaveIsTakenAgainAtOnce(t *testing.T) {
 	clockA := newFakeClock()
 	store := newSharedStore(expiredToken(clockA, "g-rt-SECRET-0"))
 	store.saveErr = fmt.Errorf("store: %w", ErrLockLost)
-	a, _ := replica(t, store, srv)
-	a.clk = &clockRef{clockA}
-	b, _ := replica(t, store, srv)
+	a := replica(t, store, srv, clockA)
+	b := replica(t, store, srv, newFakeClock())
 	if _, err := a.Token(); err != nil {
 		t.Fatal(err)
 	}
@@ -176,8 +173,7 @@ func TestRecheckIsNotAReportedRefresh(t *testing.T) {
 	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-live"})
 	clock := newFakeClock()
 	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-revoked"))
-	ts, _ := replica(t, store, srv)
-	ts.clk = &clockRef{clock}
+	ts := replica(t, store, srv, clock)
 	rec := &recorder{}
 	ts.Observer = rec.observer()
 	const calls = 5
@@ -229,9 +225,8 @@ func TestWaitGivingUpKeepsTheLock(t *testing.T) {
 	clockA := newPumpedClock(t)
 	store := newSharedStore(expiredToken(clockA, "g-rt-SECRET-0"))
 	store.mem.saveErrs = 1 << 30 // the Store refuses every Save for now
-	a, _ := replica(t, store, srv)
-	a.clk = &clockRef{clockA}
-	b, _ := replica(t, store, srv)
+	a := replica(t, store, srv, clockA)
+	b := replica(t, store, srv, newFakeClock())
 	if _, err := a.Token(); err != nil {
 		t.Fatal(err)
 	}
@@ -258,8 +253,7 @@ func TestEarlyRefreshRefusedWithRotatedTokenKeepsServing(t *testing.T) {
 	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newFakeClock()
 	store := newSharedStore(&oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(10 * time.Minute), ExpiresIn: 3600})
-	ts, _ := replica(t, store, srv)
-	ts.clk = &clockRef{clock}
+	ts := replica(t, store, srv, clock)
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
