@@ -117,7 +117,9 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 			s.store.spend(cur.tok.RefreshToken) // refused for good: never again
 		}
 		c.recheck = false
+		s.flight.mu.Lock() // joiners read c.ctx and c.reported under it
 		s.reportStart(c)
+		s.flight.mu.Unlock()
 	}
 	locked, err := s.lock(ctx, c)
 	if err != nil {

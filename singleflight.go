@@ -439,7 +439,8 @@ func (s *TokenSource) finish(c *flightCall, val *snapshot, err error) (any, erro
 
 // reportStart reports the start of flight c to the Observer. A flight
 // that only reads the Store for a token saved since a permanent failure
-// is not a refresh: it is reported only if it goes on to one.
+// is not a refresh: it is reported only if it goes on to one. r.mu must
+// be held.
 func (s *TokenSource) reportStart(c *flightCall) {
 	c.reported = true
 	if o := s.Observer; o != nil && o.RefreshStart != nil {
