@@ -199,7 +199,9 @@ func (s *TokenSource) Refresh(ctx context.Context) (*oauth2.Token, error) {
 // a token whose Save failed, which Wait retries for up to 30 seconds. A
 // short-lived program calls it before exiting, so that a refresh PandaDoc
 // has already answered (which may have rotated the refresh token) is
-// saved rather than lost.
+// saved rather than lost. If the Save still fails after 30 seconds, Wait
+// logs it and returns; the token goes on being served, and until it is
+// saved the Locker's lock stays held and a timer retries the Save.
 func (s *TokenSource) Wait() {
 	s.flush()
 }
