@@ -104,6 +104,25 @@ func replica(t *testing.T, store Store, srv *grantServer, clock *fakeClock) *Tok
 	return ts
 }
 
+// rolledBack returns a replica that refreshed its grant's expired token
+// once, and its Store, rolled back since to the token it replaced: the
+// refresh token the Store holds is one the replica spent.
+func rolledBack(t *testing.T) (*grantServer, *fakeClock, *sharedStore, *TokenSource) {
+	t.Helper()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	old := expiredToken(clock, "g-rt-SECRET-0")
+	store := newSharedStore(old)
+	ts := replica(t, store, srv, clock)
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	store.mem.mu.Lock()
+	store.mem.tok = old
+	store.mem.mu.Unlock()
+	return srv, clock, store, ts
+}
+
 func expiredToken(clock *fakeClock, rt string) *oauth2.Token {
 	return &oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: rt, Expiry: clock.Now().Add(-time.Minute), ExpiresIn: 3600}
 }
@@ -272,17 +291,7 @@ func TestFailedSaveRetriedWithoutRequests(t *testing.T) {
 // is not believed: the newer token is saved again and refreshed.
 func TestStoreRollbackIsNotAdopted(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
-	clock := newFakeClock()
-	old := expiredToken(clock, "g-rt-SECRET-0")
-	store := newSharedStore(old)
-	ts := replica(t, store, srv, clock)
-	if _, err := ts.Token(); err != nil {
-		t.Fatal(err)
-	}
-	store.mem.mu.Lock()
-	store.mem.tok = old // rolled back
-	store.mem.mu.Unlock()
+	srv, clock, store, ts := rolledBack(t)
 	clock.Advance(2 * time.Hour)
 	tok, err := ts.Token()
 	if err != nil || tok.RefreshToken != srv.newest("g") {
@@ -424,17 +433,7 @@ func TestLostLockIsTakenAgain(t *testing.T) {
 // ends: no refresh runs without the lock.
 func TestRepairSaveLosingLockStops(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
-	clock := newFakeClock()
-	old := expiredToken(clock, "g-rt-SECRET-0")
-	store := newSharedStore(old)
-	ts := replica(t, store, srv, clock)
-	if _, err := ts.Token(); err != nil {
-		t.Fatal(err)
-	}
-	store.mem.mu.Lock()
-	store.mem.tok = old // rolled back
-	store.mem.mu.Unlock()
+	srv, clock, store, ts := rolledBack(t)
 	store.mu.Lock()
 	store.saveErr = fmt.Errorf("store: %w", ErrLockLost)
 	store.mu.Unlock()
@@ -479,16 +478,8 @@ func TestInitialFallbackOnlyForOlderLeftover(t *testing.T) {
 // runs before it is saved.
 func TestFailedRepairKeepsTheLock(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
-	clock := newFakeClock()
-	old := expiredToken(clock, "g-rt-SECRET-0")
-	store := newSharedStore(old)
-	ts := replica(t, store, srv, clock)
-	if _, err := ts.Token(); err != nil {
-		t.Fatal(err)
-	}
+	srv, clock, store, ts := rolledBack(t)
 	store.mem.mu.Lock()
-	store.mem.tok = old // rolled back
 	store.mem.saveErrs = 1
 	store.mem.mu.Unlock()
 	clock.Advance(2 * time.Hour)
