@@ -283,8 +283,10 @@ func TestWaitGivesUpOnFailingSave(t *testing.T) {
 	}
 	start := clock.Mono()
 	ts.Wait()
-	if d := clock.Mono() - start; d < flushTimeout || d > flushTimeout+maxSaveRetryInterval {
-		t.Errorf("Wait took %v of fake time, want about %v", d, flushTimeout)
+	// The Save-retry timer runs beside the test on the pumped clock, so
+	// fake time may run on before Wait starts: only the lower bound holds.
+	if d := clock.Mono() - start; d < flushTimeout {
+		t.Errorf("Wait gave up after %v of fake time, want at least %v", d, flushTimeout)
 	}
 	if !strings.Contains(logs.String(), "still not saved") {
 		t.Errorf("no log of the unsaved token: %s", logs)

@@ -99,6 +99,20 @@ var simFindings = []simFinding{
 		match: regexp.MustCompile(`before the token of rt\d+ is due, and no caller asked for it`),
 		seeds: []uint64{445, 733, 337},
 	},
+	{
+		id:    "F22",
+		title: "after a Load showed another process's newer token, an older refresh token is presented (not yet diagnosed; likely the Initial fallback, which is told from a successor by expiry alone, so under clock skew another process's successor passes for an older grant's leftover, and after invalid_grant Initial's rotated-away refresh token is presented)",
+		open:  true,
+		match: regexp.MustCompile(`presents rt\d+ of \S+, which it saw replaced by rt\d+ in a Load at step \d+; this flight presented rt\d+ before`),
+		seeds: []uint64{3002261},
+	},
+	{
+		id:    "F23",
+		title: "a refresh token kept from a refused 200 is still unsaved after Wait (not yet diagnosed)",
+		open:  true,
+		match: regexp.MustCompile(`after Wait, the Store holds rt\d+ of \S+, not the newest rt\d+ that \S+ got in a 200-error-with-rt answer|after Wait, \S+ still serves a token whose Save failed`),
+		seeds: []uint64{3003551},
+	},
 }
 
 // explain returns the ids of the open findings that explain the
