@@ -222,7 +222,7 @@ func (s *TokenSource) busy() bool {
 	r := &s.flight
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.call != nil || r.failures != nil && (r.failures.saveNext != 0 || r.failures.held != nil || r.failures.retry != nil)
+	return r.call != nil || r.failures != nil && (r.failures.held != nil || r.failures.retry != nil)
 }
 
 // saveDue reports whether a failed Save is due for a retry at now. r.mu
@@ -407,6 +407,11 @@ func (s *TokenSource) endFlight(c *flightCall, cur *snapshot, now, resume time.D
 		}
 		resume = max(resume, t.saveNext) // no lock per request until the Save retry is due
 		s.armSaveRetry(t, now)
+	} else if t := r.failures; t != nil && t.saveNext != 0 && t.held == nil {
+		// The token served is saved (or another replaced it): no Save
+		// is due, whatever an earlier failure left.
+		t.saveNext, t.saveWait = 0, 0
+		s.stopSaveRetry(t)
 	}
 	r.backgroundAfter.Store(int64(resume))
 }
