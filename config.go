@@ -1,7 +1,6 @@
 package pandadocauth
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"time"
 
 	"golang.org/x/oauth2"
 )
@@ -226,28 +224,6 @@ func (c *Config) AuthCodeURL(state string, opts ...oauth2.AuthCodeOption) string
 	return base + sep + v.Encode()
 }
 
-// Exchange trades an authorization code for a token with one
-// authorization_code grant request. Codes are single-use, so a failed
-// exchange is never retried. An empty ClientID or ClientSecret is an
-// error, and nothing is sent. Token-endpoint rejections are returned as
-// errors wrapping *oauth2.RetrieveError.
-//
-// opts are golang.org/x/oauth2's options, with its semantics: each sets a
-// form parameter of the request, over grant_type, code and redirect_uri
-// but not over the client credentials. The one that matters is
-// oauth2.VerifierOption, the PKCE verifier whose challenge went to
-// AuthCodeURL. Nil options are ignored.
-func (c *Config) Exchange(ctx context.Context, code string, opts ...oauth2.AuthCodeOption) (*oauth2.Token, error) {
-	if code == "" {
-		return nil, fmt.Errorf("pandadocauth: exchange: %w", ErrEmptyCode)
-	}
-	if err := c.checkCredentials(); err != nil {
-		return nil, err
-	}
-	tok, err := c.post(ctx, c.exchangeForm(code, authCodeOptionValues(opts)), time.Now)
-	return tok, err.unwrap()
-}
-
 // optionProbe builds URLs from which authCodeOptionValues reads what
 // options set.
 var optionProbe = &oauth2.Config{Endpoint: oauth2.Endpoint{AuthURL: "https://option.probe.invalid/"}}
@@ -287,29 +263,13 @@ func probeQuery(u string) url.Values {
 	return q
 }
 
-// Refresh makes one refresh_token grant request and returns the new
-// token. It has no cache and no retry; TokenSource adds both. An empty
-// ClientID or ClientSecret is an error, and nothing is sent. When the
-// response carries no refresh token, the returned token keeps
-// refreshToken, so the newest refresh token is never dropped.
-func (c *Config) Refresh(ctx context.Context, refreshToken string) (*oauth2.Token, error) {
-	if err := c.checkCredentials(); err != nil {
-		return nil, err
+// redacted stands in for secrets in errors and descriptions.
+const redacted = "[redacted]"
+
+// tokenURL is the token endpoint: TokenURL, unless c names another.
+func (c *Config) tokenURL() string {
+	if c.TokenURL != "" {
+		return c.TokenURL
 	}
-	tok, err := c.refreshAttempt(ctx, refreshToken, time.Now)
-	return tok, err.unwrap()
-}
-
-// TokenSource returns a TokenSource for the grant whose token is t. It is
-// shorthand for &TokenSource{Config: c, Initial: t}; set Store,
-// EarlyRefresh or Logger on the result before its first use.
-func (c *Config) TokenSource(t *oauth2.Token) *TokenSource {
-	return &TokenSource{Config: c, Initial: t}
-}
-
-// Client returns an *http.Client that authenticates every request with
-// the grant whose token is t, refreshing it as needed. For more control,
-// build a TokenSource and a Transport.
-func (c *Config) Client(t *oauth2.Token) *http.Client {
-	return NewClient(nil, c.TokenSource(t))
+	return TokenURL
 }

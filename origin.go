@@ -139,3 +139,19 @@ func sendable(accessToken string) bool {
 	}
 	return true
 }
+
+// send calls rt, turning a nil response without an error, which would
+// break the caller, into an error.
+func send(rt http.RoundTripper, req *http.Request) (*http.Response, error) {
+	resp, err := rt.RoundTrip(req)
+	if resp == nil && err == nil {
+		return nil, noResponse(rt)
+	}
+	return resp, err
+}
+
+// noResponse is the error for rt returning neither a response nor an
+// error.
+func noResponse(rt http.RoundTripper) error {
+	return fmt.Errorf("pandadocauth: %T returned neither a response nor an error", rt)
+}

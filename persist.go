@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/oauth2"
 )
@@ -421,4 +424,81 @@ func (s *TokenSource) saveToken(ctx context.Context, c *flightCall, t *oauth2.To
 	}
 	s.store.synced = t
 	return nil
+}
+
+// testRetryBase, if set, replaces defaultRetryBase; tests shorten it.
+var testRetryBase atomic.Int64
+
+// refreshWithRetries obtains a new token with the refresh token rt, retrying
+// transient failures, for flight c. It counts its requests in g, and
+// stops at the first answer that, refused, carries a new refresh token
+// (g.rotated): rt may be spent then.
+func (s *TokenSource) refreshWithRetries(ctx context.Context, c *flightCall, rt string, g *got) (*oauth2.Token, error) {
+	if rt == "" {
+		return nil, fmt.Errorf("pandadocauth: token expired or rejected: %w", ErrNoRefreshToken)
+	}
+	clk := s.clock()
+	delay := time.Duration(testRetryBase.Load())
+	if delay <= 0 {
+		delay = defaultRetryBase
+	}
+	limiter, _ := s.Store.(refreshLimiter)
+	for attempt := 1; ; attempt++ {
+		release := func() {}
+		if limiter != nil {
+			var err error
+			if release, err = limiter.acquire(ctx); err != nil {
+				return nil, transientError{error: err, backoff: transientFailureBackoff}
+			}
+		}
+		g.tries++
+		tok, aerr := s.Config.refreshAttempt(ctx, rt, clk.Now)
+		release()
+		if aerr == nil {
+			return tok, nil
+		}
+		g.rotated = aerr.rotated
+		// A 429 without Retry-After is PandaDoc's sliding window:
+		// another attempt within the second cannot pass.
+		if !aerr.transient || attempt >= maxAttempts || aerr.throttled && aerr.retryAfter == 0 || aerr.rotated != "" {
+			s.logWarn("pandadocauth: token refresh failed", slog.Any("error", aerr.err), slog.Int("attempts", attempt))
+			return nil, classify(aerr)
+		}
+		wait := delay/2 + rand.N(delay/2+1)
+		if aerr.retryAfter > 0 {
+			wait = aerr.retryAfter
+		}
+		if clk.Mono()+wait > c.end || ctx.Err() != nil {
+			return nil, classify(aerr)
+		}
+		s.logInfo("pandadocauth: token refresh failed; retrying", slog.Any("error", aerr.err), slog.Int("attempt", attempt), slog.Duration("wait", wait))
+		timer, stop := clk.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			stop()
+			return nil, classify(aerr)
+		case <-timer:
+		}
+		delay *= 2
+	}
+}
+
+// classify turns the last attempt's failure into the flight's error.
+func classify(aerr *attemptError) error {
+	if !aerr.transient {
+		return aerr.err
+	}
+	t := transientError{error: aerr.err, throttled: aerr.throttled}
+	switch {
+	case aerr.retryAfter > 0:
+		t.backoff = max(transientFailureBackoff, aerr.retryAfter)
+	case !aerr.throttled:
+		t.backoff = transientFailureBackoff
+	}
+	return t
+}
+
+// refreshLimiter is a Store whose refreshes take a slot first: a grant's.
+type refreshLimiter interface {
+	acquire(ctx context.Context) (func(), error)
 }

@@ -7,15 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
-	"math/rand/v2"
 	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -32,8 +29,6 @@ const (
 	// maxExpiresIn is the largest expires_in accepted: ten years.
 	// PandaDoc's tokens live one year (31535999 s).
 	maxExpiresIn = 10 * 365 * 24 * 60 * 60
-	// redacted stands in for secrets in errors and descriptions.
-	redacted = "[redacted]"
 	// maxDescription bounds the error_description quoted in an error.
 	maxDescription = 200
 	// maxErrorBody bounds the excerpt of a refused answer that a
@@ -43,6 +38,41 @@ const (
 	// RetrieveError keeps them.
 	maxErrorMember = 1 << 10
 )
+
+// Exchange trades an authorization code for a token with one
+// authorization_code grant request. Codes are single-use, so a failed
+// exchange is never retried. An empty ClientID or ClientSecret is an
+// error, and nothing is sent. Token-endpoint rejections are returned as
+// errors wrapping *oauth2.RetrieveError.
+//
+// opts are golang.org/x/oauth2's options, with its semantics: each sets a
+// form parameter of the request, over grant_type, code and redirect_uri
+// but not over the client credentials. The one that matters is
+// oauth2.VerifierOption, the PKCE verifier whose challenge went to
+// AuthCodeURL. Nil options are ignored.
+func (c *Config) Exchange(ctx context.Context, code string, opts ...oauth2.AuthCodeOption) (*oauth2.Token, error) {
+	if code == "" {
+		return nil, fmt.Errorf("pandadocauth: exchange: %w", ErrEmptyCode)
+	}
+	if err := c.checkCredentials(); err != nil {
+		return nil, err
+	}
+	tok, err := c.post(ctx, c.exchangeForm(code, authCodeOptionValues(opts)), time.Now)
+	return tok, err.unwrap()
+}
+
+// Refresh makes one refresh_token grant request and returns the new
+// token. It has no cache and no retry; TokenSource adds both. An empty
+// ClientID or ClientSecret is an error, and nothing is sent. When the
+// response carries no refresh token, the returned token keeps
+// refreshToken, so the newest refresh token is never dropped.
+func (c *Config) Refresh(ctx context.Context, refreshToken string) (*oauth2.Token, error) {
+	if err := c.checkCredentials(); err != nil {
+		return nil, err
+	}
+	tok, err := c.refreshAttempt(ctx, refreshToken, time.Now)
+	return tok, err.unwrap()
+}
 
 // refreshAttempt is one refresh POST, reporting whether its failure may be
 // retried.
@@ -470,94 +500,10 @@ func printable(v string) string {
 	}, strings.ToValidUTF8(v, string(utf8.RuneError)))
 }
 
-// testRetryBase, if set, replaces defaultRetryBase; tests shorten it.
-var testRetryBase atomic.Int64
-
-// refreshToken obtains a new token with the refresh token rt, retrying
-// transient failures, for flight c. It counts its requests in g, and
-// stops at the first answer that, refused, carries a new refresh token
-// (g.rotated): rt may be spent then.
-func (s *TokenSource) refreshWithRetries(ctx context.Context, c *flightCall, rt string, g *got) (*oauth2.Token, error) {
-	if rt == "" {
-		return nil, fmt.Errorf("pandadocauth: token expired or rejected: %w", ErrNoRefreshToken)
-	}
-	clk := s.clock()
-	delay := time.Duration(testRetryBase.Load())
-	if delay <= 0 {
-		delay = defaultRetryBase
-	}
-	limiter, _ := s.Store.(refreshLimiter)
-	for attempt := 1; ; attempt++ {
-		release := func() {}
-		if limiter != nil {
-			var err error
-			if release, err = limiter.acquire(ctx); err != nil {
-				return nil, transientError{error: err, backoff: transientFailureBackoff}
-			}
-		}
-		g.tries++
-		tok, aerr := s.Config.refreshAttempt(ctx, rt, clk.Now)
-		release()
-		if aerr == nil {
-			return tok, nil
-		}
-		g.rotated = aerr.rotated
-		// A 429 without Retry-After is PandaDoc's sliding window:
-		// another attempt within the second cannot pass.
-		if !aerr.transient || attempt >= maxAttempts || aerr.throttled && aerr.retryAfter == 0 || aerr.rotated != "" {
-			s.logWarn("pandadocauth: token refresh failed", slog.Any("error", aerr.err), slog.Int("attempts", attempt))
-			return nil, classify(aerr)
-		}
-		wait := delay/2 + rand.N(delay/2+1)
-		if aerr.retryAfter > 0 {
-			wait = aerr.retryAfter
-		}
-		if clk.Mono()+wait > c.end || ctx.Err() != nil {
-			return nil, classify(aerr)
-		}
-		s.logInfo("pandadocauth: token refresh failed; retrying", slog.Any("error", aerr.err), slog.Int("attempt", attempt), slog.Duration("wait", wait))
-		timer, stop := clk.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			stop()
-			return nil, classify(aerr)
-		case <-timer:
-		}
-		delay *= 2
-	}
-}
-
-// classify turns the last attempt's failure into the flight's error.
-func classify(aerr *attemptError) error {
-	if !aerr.transient {
-		return aerr.err
-	}
-	t := transientError{error: aerr.err, throttled: aerr.throttled}
-	switch {
-	case aerr.retryAfter > 0:
-		t.backoff = max(transientFailureBackoff, aerr.retryAfter)
-	case !aerr.throttled:
-		t.backoff = transientFailureBackoff
-	}
-	return t
-}
-
-// refreshLimiter is a Store whose refreshes take a slot first: a grant's.
-type refreshLimiter interface {
-	acquire(ctx context.Context) (func(), error)
-}
-
 // defaultHTTPClient is used for token-endpoint calls when Config.HTTPClient
 // is nil. Unlike http.DefaultClient it has a finite timeout, so a hung
 // token endpoint cannot hold a refresh forever.
 var defaultHTTPClient = &http.Client{Timeout: 30 * time.Second}
-
-func (c *Config) tokenURL() string {
-	if c.TokenURL != "" {
-		return c.TokenURL
-	}
-	return TokenURL
-}
 
 func (c *Config) httpClient(ctx context.Context) *http.Client {
 	if c.HTTPClient != nil {

@@ -236,3 +236,10 @@ func (s *TokenSource) Expiry() time.Time {
 	}
 	return time.Time{}
 }
+
+// TokenSource returns a TokenSource for the grant whose token is t. It is
+// shorthand for &TokenSource{Config: c, Initial: t}; set Store,
+// EarlyRefresh or Logger on the result before its first use.
+func (c *Config) TokenSource(t *oauth2.Token) *TokenSource {
+	return &TokenSource{Config: c, Initial: t}
+}

@@ -265,20 +265,6 @@ func closeBody(body io.ReadCloser) {
 	}
 }
 
-// send calls rt, turning a nil response without an error, which would
-// break the caller, into an error.
-func send(rt http.RoundTripper, req *http.Request) (*http.Response, error) {
-	resp, err := rt.RoundTrip(req)
-	if resp == nil && err == nil {
-		return nil, noResponse(rt)
-	}
-	return resp, err
-}
-
-func noResponse(rt http.RoundTripper) error {
-	return fmt.Errorf("pandadocauth: %T returned neither a response nor an error", rt)
-}
-
 func (t *Transport) base() http.RoundTripper {
 	if t.Base != nil {
 		return t.Base
@@ -362,4 +348,11 @@ func NewClient(base *http.Client, src oauth2.TokenSource) *http.Client {
 	}
 	c.Transport = &Transport{Source: src, Base: c.Transport}
 	return c
+}
+
+// Client returns an *http.Client that authenticates every request with
+// the grant whose token is t, refreshing it as needed. For more control,
+// build a TokenSource and a Transport.
+func (c *Config) Client(t *oauth2.Token) *http.Client {
+	return NewClient(nil, c.TokenSource(t))
 }
