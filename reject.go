@@ -37,8 +37,7 @@ func rejectionBackoff(n int) time.Duration {
 }
 
 // accepted records that the API accepted ct's token.
-func (s *TokenSource) accepted(ct *snapshot) {
-	r := &s.rejections
+func (r *rejections) accepted(ct *snapshot) {
 	for {
 		w := r.worked.Load()
 		if w >= ct.gen {
@@ -52,13 +51,12 @@ func (s *TokenSource) accepted(ct *snapshot) {
 }
 
 // rejected handles a 401 to a request that carried ct's token. It
-// invalidates the token if it is still served, and reports whether a new
-// token is worth waiting for (false only while the back-off above keeps
-// the token) and whether it invalidated it.
-func (s *TokenSource) rejected(ct *snapshot) (retry, invalidated bool) {
-	r := &s.rejections
+// invalidates the token if cache still serves it, and reports whether a
+// new token is worth waiting for (false only while the back-off above
+// keeps the token) and whether it invalidated it. now reads the clock.
+func (r *rejections) rejected(cache *atomic.Pointer[snapshot], ct *snapshot, now func() time.Time) (retry, invalidated bool) {
 	for {
-		cur := s.cache.Load()
+		cur := cache.Load()
 		switch {
 		case cur == nil:
 			return false, false
@@ -68,15 +66,14 @@ func (s *TokenSource) rejected(ct *snapshot) (retry, invalidated bool) {
 			return true, false // rejected already; the next caller refreshes
 		}
 		if ct.from == fromEndpoint && r.worked.Load() < ct.gen {
-			if n := int(r.n.Load()); n > 0 && s.clock().Now().Before(issued(ct.tok).Add(rejectionBackoff(n))) {
+			if n := int(r.n.Load()); n > 0 && now().Before(issued(ct.tok).Add(rejectionBackoff(n))) {
 				return false, false
 			}
 		}
 		next := *cur
 		next.invalid = true
-		if s.cache.CompareAndSwap(cur, &next) {
+		if cache.CompareAndSwap(cur, &next) {
 			r.n.Add(1)
-			s.logInfo("pandadocauth: token rejected by the API; will refresh")
 			return true, true
 		}
 	}

@@ -227,6 +227,19 @@ func (s *TokenSource) Invalidate(t *oauth2.Token) bool {
 	return invalidated
 }
 
+// rejected applies the 401 policy (reject.go) to a rejection of ct's
+// token.
+func (s *TokenSource) rejected(ct *snapshot) (retry, invalidated bool) {
+	retry, invalidated = s.rejections.rejected(&s.cache, ct, s.clock().Now)
+	if invalidated {
+		s.logInfo("pandadocauth: token rejected by the API; will refresh")
+	}
+	return retry, invalidated
+}
+
+// accepted records that the API accepted ct's token.
+func (s *TokenSource) accepted(ct *snapshot) { s.rejections.accepted(ct) }
+
 // Expiry returns the expiry of the token served: zero before first use,
 // and for a token without one (valid until the API rejects it). It reads
 // no token, so an Observer's gauge can call it.
