@@ -329,7 +329,7 @@ func TestStoreExpiredTokenFailingEndpoint(t *testing.T) {
 
 func TestTokenSourceSavesBeforeUse(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, _, clock := newSource(t, srv, time.Hour)
 	var servedAtSave string
 	store := &memStore{}
@@ -351,14 +351,14 @@ func TestTokenSourceSavesBeforeUse(t *testing.T) {
 	if s := store.stored(); s == nil || s.RefreshToken != "rt-SECRET-1" {
 		t.Errorf("stored %v; want the rotated refresh token", s)
 	}
-	if got := srv.form(0)["refresh_token"]; got != testRefresh {
+	if got := postForm(srv, 0)["refresh_token"]; got != testRefresh {
 		t.Errorf("refreshed with %q", got)
 	}
 }
 
 func TestTokenSourceSaveFailureIsRetried(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, _, _ := newSource(t, srv, time.Hour)
 	clock := newFakeClock() // timers fire only when the test advances it
 	ts.clk = &clockRef{clock}
@@ -408,7 +408,7 @@ func TestTokenSourceSaveFailureIsRetried(t *testing.T) {
 
 func TestTokenSourceUnsavedTokenOutranksStore(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, _, clock := newSource(t, srv, time.Hour)
 	store := &memStore{saveErrs: 100, tok: &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh}}
 	ts.Store = store
@@ -422,7 +422,7 @@ func TestTokenSourceUnsavedTokenOutranksStore(t *testing.T) {
 	}
 	ts.Wait()
 	// The second refresh used the rotated token, not the stale stored one.
-	if got := srv.form(1)["refresh_token"]; got != "rt-SECRET-1" {
+	if got := postForm(srv, 1)["refresh_token"]; got != "rt-SECRET-1" {
 		t.Errorf("second refresh used %q, want rt-SECRET-1", got)
 	}
 }
@@ -445,7 +445,7 @@ func TestTokenSourceStore(t *testing.T) {
 	})
 	t.Run("adopts a valid token another process stored", func(t *testing.T) {
 		t.Parallel()
-		ts, mt, clock := newSource(t, &tokenServer{expiresIn: 3600}, time.Hour)
+		ts, mt, clock := newSource(t, newTokenServer(t, 3600), time.Hour)
 		store := &memStore{}
 		ts.Store = store
 		clock.Advance(2 * time.Hour)
@@ -460,17 +460,23 @@ func TestTokenSourceStore(t *testing.T) {
 	})
 	t.Run("refreshes with a newer stored refresh token", func(t *testing.T) {
 		t.Parallel()
-		srv := &tokenServer{expiresIn: 3600}
+		srv := newTokenServer(t, 3600)
 		ts, _, clock := newSource(t, srv, time.Hour)
 		store := &memStore{}
 		ts.Store = store
 		clock.Advance(2 * time.Hour)
-		store.tok = &oauth2.Token{AccessToken: "at-SECRET-other", RefreshToken: "rt-SECRET-other", Expiry: clock.Now().Add(-time.Minute)}
+		// Another process rotated the refresh token and stored the new one:
+		// the endpoint refuses the initial one now.
+		other, ok := srv.Rotate(testRefresh)
+		if !ok {
+			t.Fatal("the endpoint refused the initial refresh token")
+		}
+		store.tok = &oauth2.Token{AccessToken: other.AccessToken, RefreshToken: other.RefreshToken, Expiry: clock.Now().Add(-time.Minute)}
 		if _, err := ts.Token(); err != nil {
 			t.Fatal(err)
 		}
-		if got := srv.form(0)["refresh_token"]; got != "rt-SECRET-other" {
-			t.Errorf("refreshed with %q, want the stored rt-SECRET-other", got)
+		if got := postForm(srv, 0)["refresh_token"]; got != other.RefreshToken {
+			t.Errorf("refreshed with %q, want the stored %q", got, other.RefreshToken)
 		}
 	})
 	t.Run("nothing anywhere", func(t *testing.T) {
@@ -493,7 +499,7 @@ func TestTokenSourceStore(t *testing.T) {
 	})
 	t.Run("failing Load at refresh keeps the cached refresh token", func(t *testing.T) {
 		t.Parallel()
-		srv := &tokenServer{expiresIn: 3600}
+		srv := newTokenServer(t, 3600)
 		ts, _, clock := newSource(t, srv, time.Hour)
 		ts.Store = &memStore{loadErr: errors.New("db down")}
 		clock.Advance(2 * time.Hour)
@@ -572,7 +578,7 @@ func TestTokenSourceLocker(t *testing.T) {
 	t.Parallel()
 	t.Run("one lock per refresh, store re-read under it", func(t *testing.T) {
 		t.Parallel()
-		srv := &tokenServer{expiresIn: 3600}
+		srv := newTokenServer(t, 3600)
 		ts, _, clock := newSource(t, srv, time.Hour)
 		store := &lockStore{memStore: &memStore{}}
 		ts.Store = store
@@ -594,7 +600,7 @@ func TestTokenSourceLocker(t *testing.T) {
 	})
 	t.Run("adopts what another process stored under the lock", func(t *testing.T) {
 		t.Parallel()
-		ts, mt, clock := newSource(t, &tokenServer{expiresIn: 3600}, time.Hour)
+		ts, mt, clock := newSource(t, newTokenServer(t, 3600), time.Hour)
 		clock.Advance(2 * time.Hour)
 		store := &lockStore{memStore: &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-other", RefreshToken: "rt-SECRET-other", Expiry: clock.Now().Add(time.Hour)}}}
 		ts.Store = store
@@ -621,7 +627,7 @@ func TestTokenSourceLocker(t *testing.T) {
 	})
 	t.Run("a lock error is returned", func(t *testing.T) {
 		t.Parallel()
-		ts, mt, clock := newSource(t, &tokenServer{}, time.Hour)
+		ts, mt, clock := newSource(t, newTokenServer(t, 0), time.Hour)
 		ts.Store = &lockStore{memStore: &memStore{}, lockErr: errors.New("db gone")}
 		clock.Advance(2 * time.Hour)
 		_, err := ts.Token()
