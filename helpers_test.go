@@ -212,7 +212,7 @@ func newTokenServer(t *testing.T, expiresIn int, opts ...func(*fakepandadoc.Opti
 	}
 	srv := fakepandadoc.New(o)
 	t.Cleanup(srv.Close)
-	srv.AddGrant("", testRefresh)
+	srv.AddGrant("", testRefresh, 0)
 	return srv
 }
 

@@ -12,7 +12,8 @@ var ErrClosed = errors.New("fakepandadoc: server closed")
 // HoldTokenRequests closes the token endpoint's gate: every token POST
 // that arrives from now on is counted (TotalTokenRequests and
 // WaitTokenRequests see it), then waits at the gate until
-// ReleaseTokenRequests, its client gives up or Close. Only once past the
+// ReleaseTokenRequests or PassTokenRequest, its client gives up or
+// Close. Only once past the
 // gate does it take its fault (FailNext, FailAlways) and get its answer;
 // a request that arrives while the gate is open takes its fault as it
 // arrives.
@@ -71,12 +72,28 @@ func (s *Server) WaitTokenRequests(ctx context.Context, n int) error {
 	return s.waitUntil(ctx, func() bool { return len(s.posts) >= n })
 }
 
+// PassTokenRequest lets one token POST through the closed gate: it
+// blocks until a POST waits at the gate and takes the pass. It returns
+// ctx.Err() if ctx ends first, and ErrClosed if the server is closed.
+func (s *Server) PassTokenRequest(ctx context.Context) error {
+	select {
+	case s.pass <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.closing.Done():
+		return ErrClosed
+	}
+}
+
 // passGate waits at gate, where arrive counted the request as held. It
 // reports false if the request or the server ended first.
 func (s *Server) passGate(ctx context.Context, gate chan struct{}) bool {
 	passed := false
 	select {
 	case <-gate:
+		passed = true
+	case <-s.pass:
 		passed = true
 	case <-ctx.Done():
 	case <-s.closing.Done():

@@ -65,10 +65,10 @@ type Options struct {
 
 	// TokenName, if set, names the tokens the server issues instead of
 	// 160 random bits: kind is AccessToken or RefreshToken, grant the
-	// grant's name (AddGrant; "grant<N>" for the Nth other grant) and n
-	// the grant's issue number, from 1 (AddGrant's refresh token is
-	// issue 0). An access token and the refresh token rotated with it
-	// have the same n. Names must be unique.
+	// grant's name (AddGrant; "grant<N>" for the Nth grant made
+	// otherwise) and n the grant's issue number, from 1 (or from
+	// AddGrant's issued+1). An access token and the refresh token rotated
+	// with it have the same n. Names must be unique.
 	TokenName func(kind TokenKind, grant string, n int) string
 }
 
@@ -126,6 +126,7 @@ type Server struct {
 
 	gate    chan struct{} // closed by ReleaseTokenRequests; nil while token POSTs are not held
 	held    int           // token POSTs waiting at gate
+	pass    chan struct{} // a send lets one held token POST through; read-only field
 	changed chan struct{} // closed and replaced when a counter or held changes
 }
 
@@ -159,6 +160,7 @@ func New(opts Options) *Server {
 		refresh:       make(map[string]uint64),
 		grants:        make(map[string]*grant),
 		changed:       make(chan struct{}),
+		pass:          make(chan struct{}),
 		tokenRequests: make(map[string]int),
 	}
 	if s.now == nil {
@@ -193,17 +195,18 @@ func (s *Server) IssueToken() *oauth2.Token {
 }
 
 // AddGrant starts a grant named name whose live refresh token is
-// refreshToken, as if it had been issued before the test, and reports
-// false (doing nothing) if refreshToken is taken. The grant's tokens are
-// named after name (Options.TokenName).
-func (s *Server) AddGrant(name, refreshToken string) bool {
+// refreshToken, as if it had been issued before the test as the grant's
+// issue number issued, and reports false (doing nothing) if
+// refreshToken is empty or taken. The grant's next tokens are named
+// after name and issued+1 (Options.TokenName).
+func (s *Server) AddGrant(name, refreshToken string, issued int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, taken := s.grants[refreshToken]; taken || refreshToken == "" {
 		return false
 	}
 	s.ngrants++
-	g := &grant{name: name}
+	g := &grant{name: name, issued: issued}
 	s.seq++
 	s.refresh[refreshToken] = s.seq
 	s.grants[refreshToken] = g
