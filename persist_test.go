@@ -3,16 +3,18 @@ package pandadocauth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jarcoal/httpmock"
 	"golang.org/x/oauth2"
+
+	"github.com/gopandadoc/pandadocauth/internal/fakepandadoc"
 )
 
 // grantServer is a token endpoint with refresh-token rotation that
@@ -112,6 +114,48 @@ func (g *grantServer) newest(grant string) string {
 	return g.live[grant]
 }
 
+// newRotatingServer returns the token endpoint of the Store tests, the
+// fake PandaDoc's engine as newTokenServer sets it up but with reuse
+// detection, as servers that rotate do: it refuses, with invalid_grant,
+// every refresh token but the newest of each grant, and revokes a grant
+// whose rotated-away refresh token is presented. grants maps each
+// grant's name to its refresh token, issue 0; the grant's tokens are then
+// "<name>-at-SECRET-<n>" with "<name>-rt-SECRET-<n>".
+func newRotatingServer(t *testing.T, expiresIn int, grants map[string]string) *fakepandadoc.Server {
+	t.Helper()
+	srv := fakepandadoc.New(fakepandadoc.Options{
+		ClientID:       testClientID,
+		ClientSecret:   testClientSecret,
+		ExpiresIn:      expiresIn,
+		Rotation:       true,
+		ReuseDetection: true,
+		TokenName: func(kind fakepandadoc.TokenKind, grant string, n int) string {
+			return fmt.Sprintf("%s-%s-SECRET-%d", grant, kind, n)
+		},
+	})
+	t.Cleanup(srv.Close)
+	for name, rt := range grants {
+		srv.AddGrant(name, rt, 0)
+	}
+	return srv
+}
+
+// newest returns the newest refresh token of the grant that rt belongs
+// to, "" once the grant is revoked.
+func newest(srv *fakepandadoc.Server, rt string) string {
+	live, _ := srv.LiveRefreshToken(rt)
+	return live
+}
+
+// presented returns the refresh token of each of srv's token POSTs.
+func presented(srv *fakepandadoc.Server) []string {
+	var rts []string
+	for _, p := range srv.TokenPosts() {
+		rts = append(rts, p.Form.Get("refresh_token"))
+	}
+	return rts
+}
+
 // newStoreSource returns a TokenSource on store and an auto clock, with
 // the token endpoint answering through responder.
 func newStoreSource(t *testing.T, store Store, responder httpmock.Responder) (*TokenSource, *fakeClock) {
@@ -129,22 +173,22 @@ func newStoreSource(t *testing.T, store Store, responder httpmock.Responder) (*T
 // stored one.
 func TestRefreshFirstCallWithStore(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newAutoClock()
 	store := &memStore{tok: &oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600}}
-	ts, _ := newStoreSource(t, store, srv.responder())
+	ts, _ := newStoreSource(t, store, srv.RoundTrip)
 	ts.clk = &clockRef{clock}
 	tok, err := ts.Refresh(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := srv.postCount(); n != 1 {
+	if n := srv.TotalTokenRequests(); n != 1 {
 		t.Errorf("%d POSTs, want 1", n)
 	}
 	if tok.AccessToken == "g-at-SECRET-0" {
 		t.Error("Refresh returned the stored token")
 	}
-	if s := store.stored(); s.RefreshToken != srv.newest("g") {
+	if s := store.stored(); s.RefreshToken != newest(srv, "g-rt-SECRET-0") {
 		t.Errorf("stored %q, want the newest refresh token", s.RefreshToken)
 	}
 }
@@ -168,19 +212,20 @@ func TestStoreTokenWrittenByAnotherProcessIsNewer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-a"})
+			srv := newRotatingServer(t, 3600, nil)
+			srv.AddGrant("g", "g-rt-SECRET-a", 8) // its next tokens are g-at-SECRET-9, g-rt-SECRET-9
 			clock := newAutoClock()
 			store := &memStore{tok: &oauth2.Token{AccessToken: "g-at-SECRET-a", RefreshToken: "g-rt-SECRET-a", Expiry: clock.Now().Add(2 * time.Hour), ExpiresIn: 7200}}
-			ts, _ := newStoreSource(t, store, srv.responder())
+			ts, _ := newStoreSource(t, store, srv.RoundTrip)
 			ts.clk = &clockRef{clock}
 			if tok, err := ts.Token(); err != nil || tok.AccessToken != "g-at-SECRET-a" {
 				t.Fatalf("%v, %v", tok, err)
 			}
 			// Another process refreshes (rotating the refresh token) and
 			// stores a token that expires before the one served here.
-			srv.mu.Lock()
-			srv.live["g"] = "g-rt-SECRET-9"
-			srv.mu.Unlock()
+			if other, ok := srv.Rotate("g-rt-SECRET-a"); !ok || other.RefreshToken != "g-rt-SECRET-9" {
+				t.Fatalf("the other process's refresh: %v, %v", other, ok)
+			}
 			store.mu.Lock()
 			store.tok = tc.stored(clock.Now())
 			store.mu.Unlock()
@@ -194,13 +239,13 @@ func TestStoreTokenWrittenByAnotherProcessIsNewer(t *testing.T) {
 			if !strings.HasPrefix(tok.AccessToken, "g-at-SECRET-") || tok.AccessToken == "g-at-SECRET-a" {
 				t.Errorf("served %q", tok.AccessToken)
 			}
-			for _, rt := range srv.posts {
+			for _, rt := range presented(srv) {
 				if rt == "g-rt-SECRET-a" {
 					t.Error("presented the rotated-away refresh token")
 				}
 			}
-			if s := store.stored(); s.RefreshToken != srv.newest("g") {
-				t.Errorf("stored %q, want the newest %q", s.RefreshToken, srv.newest("g"))
+			if s := store.stored(); s.RefreshToken != newest(srv, "g-rt-SECRET-a") {
+				t.Errorf("stored %q, want the newest %q", s.RefreshToken, newest(srv, "g-rt-SECRET-a"))
 			}
 		})
 	}
@@ -214,10 +259,10 @@ func TestStoreTokenWrittenByAnotherProcessIsNewer(t *testing.T) {
 func TestStoreFreshGrantInMemoryIsNeverLost(t *testing.T) {
 	t.Parallel()
 	// The old grant was revoked by the new consent.
-	srv := newGrantServer(3600, map[string]string{"new": "new-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"new": "new-rt-SECRET-0"})
 	clock := newAutoClock()
 	store := &memStore{tok: &oauth2.Token{AccessToken: "old-at-SECRET-0", RefreshToken: "old-rt-SECRET-0", Expiry: clock.Now().Add(-time.Hour)}}
-	ts, _ := newStoreSource(t, store, srv.responder())
+	ts, _ := newStoreSource(t, store, srv.RoundTrip)
 	ts.clk = &clockRef{clock}
 	ts.Initial = &oauth2.Token{AccessToken: "new-at-SECRET-0", RefreshToken: "new-rt-SECRET-0", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600}
 	if tok, err := ts.Token(); err != nil || tok.AccessToken != "new-at-SECRET-0" {
@@ -231,8 +276,8 @@ func TestStoreFreshGrantInMemoryIsNeverLost(t *testing.T) {
 	if !strings.HasPrefix(tok.AccessToken, "new-at-") {
 		t.Errorf("served %q, want the new grant's", tok.AccessToken)
 	}
-	if s := store.stored(); s.RefreshToken != srv.newest("new") {
-		t.Errorf("stored %q, want the newest %q", s.RefreshToken, srv.newest("new"))
+	if s := store.stored(); s.RefreshToken != newest(srv, "new-rt-SECRET-0") {
+		t.Errorf("stored %q, want the newest %q", s.RefreshToken, newest(srv, "new-rt-SECRET-0"))
 	}
 }
 
@@ -241,20 +286,20 @@ func TestStoreFreshGrantInMemoryIsNeverLost(t *testing.T) {
 // retries the Save until it succeeds.
 func TestWaitRetriesFailedSave(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newPumpedClock(t)
 	store := &memStore{
 		tok:      &oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(-time.Minute)},
 		saveErrs: 3,
 	}
-	ts, _ := newStoreSource(t, store, srv.responder())
+	ts, _ := newStoreSource(t, store, srv.RoundTrip)
 	ts.clk = &clockRef{clock}
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
 	ts.Wait()
-	if s := store.stored(); s.RefreshToken != srv.newest("g") {
-		t.Errorf("after Wait the Store holds %q, want %q", s.RefreshToken, srv.newest("g"))
+	if s := store.stored(); s.RefreshToken != newest(srv, "g-rt-SECRET-0") {
+		t.Errorf("after Wait the Store holds %q, want %q", s.RefreshToken, newest(srv, "g-rt-SECRET-0"))
 	}
 	if n := store.saveCount(); n != 4 {
 		t.Errorf("%d Saves, want 4 (1 failed, 2 failed retries, 1 success)", n)
@@ -269,14 +314,14 @@ func TestWaitRetriesFailedSave(t *testing.T) {
 // retries until the Store takes the token.
 func TestWaitGivesUpOnFailingSave(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newPumpedClock(t)
 	store := &memStore{
 		tok:      &oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(-time.Minute)},
 		saveErrs: 1 << 30,
 	}
 	logger, logs := newTestLogger()
-	ts, _ := newStoreSource(t, store, srv.responder())
+	ts, _ := newStoreSource(t, store, srv.RoundTrip)
 	ts.clk, ts.Logger = &clockRef{clock}, logger
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
@@ -302,8 +347,8 @@ func TestWaitGivesUpOnFailingSave(t *testing.T) {
 	for ts.cache.Load().unsaved {
 		ts.Wait()
 	}
-	if s := store.stored(); s.RefreshToken != srv.newest("g") {
-		t.Errorf("the Store holds %q, want %q", s.RefreshToken, srv.newest("g"))
+	if s := store.stored(); s.RefreshToken != newest(srv, "g-rt-SECRET-0") {
+		t.Errorf("the Store holds %q, want %q", s.RefreshToken, newest(srv, "g-rt-SECRET-0"))
 	}
 	assertNoSecret(t, "log", logs.String())
 }
@@ -725,30 +770,24 @@ func (l *lockStore) Load(ctx context.Context) (*oauth2.Token, error) {
 // must still be the one used next, never the rotated-away one in memory.
 func TestStoredRefreshTokenSurvivesTransientFailure(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(7200, map[string]string{"g": "g-rt-SECRET-a"})
-	var fail atomic.Int32
-	resp := srv.responder()
+	srv := newRotatingServer(t, 7200, nil)
+	srv.AddGrant("g", "g-rt-SECRET-a", 8) // its next tokens are g-at-SECRET-9, g-rt-SECRET-9
 	clock := newAutoClock()
 	store := &memStore{tok: &oauth2.Token{AccessToken: "g-at-SECRET-a", RefreshToken: "g-rt-SECRET-a", Expiry: clock.Now().Add(2 * time.Hour), ExpiresIn: 7200}}
-	ts, _ := newStoreSource(t, store, func(req *http.Request) (*http.Response, error) {
-		if fail.Add(-1) >= 0 {
-			return httpmock.NewStringResponse(429, `{}`), nil
-		}
-		return resp(req)
-	})
+	ts, _ := newStoreSource(t, store, srv.RoundTrip)
 	ts.clk = &clockRef{clock}
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
 	// Another process rotates the refresh token and stores only it.
-	srv.mu.Lock()
-	srv.live["g"] = "g-rt-SECRET-9"
-	srv.mu.Unlock()
+	if other, ok := srv.Rotate("g-rt-SECRET-a"); !ok || other.RefreshToken != "g-rt-SECRET-9" {
+		t.Fatalf("the other process's refresh: %v, %v", other, ok)
+	}
 	store.mu.Lock()
 	store.tok = &oauth2.Token{RefreshToken: "g-rt-SECRET-9"}
 	store.mu.Unlock()
-	clock.Advance(2*time.Hour - 4*time.Minute) // the early window
-	fail.Store(1)                              // the endpoint throttles this one refresh
+	clock.Advance(2*time.Hour - 4*time.Minute)                     // the early window
+	srv.FailNext(fakepandadoc.Body(429, "application/json", `{}`)) // the endpoint throttles this one refresh
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
@@ -757,11 +796,9 @@ func TestStoredRefreshTokenSurvivesTransientFailure(t *testing.T) {
 	if _, err := ts.Token(); err != nil {
 		t.Fatalf("the newer refresh token was dropped: %v", err)
 	}
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	for _, rt := range srv.posts {
+	for _, rt := range presented(srv) {
 		if rt == "g-rt-SECRET-a" {
-			t.Errorf("presented the rotated-away refresh token: %q", srv.posts)
+			t.Errorf("presented the rotated-away refresh token: %q", presented(srv))
 		}
 	}
 }
