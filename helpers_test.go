@@ -200,6 +200,14 @@ func testConfig(mt *httpmock.MockTransport) *Config {
 // announces, 0 for none known. opts adjust its Options.
 func newTokenServer(t *testing.T, expiresIn int, opts ...func(*fakepandadoc.Options)) *fakepandadoc.Server {
 	t.Helper()
+	srv := newGrantlessServer(t, expiresIn, opts...)
+	srv.AddGrant("", testRefresh, 0)
+	return srv
+}
+
+// newGrantlessServer is newTokenServer without its grant.
+func newGrantlessServer(t *testing.T, expiresIn int, opts ...func(*fakepandadoc.Options)) *fakepandadoc.Server {
+	t.Helper()
 	o := fakepandadoc.Options{
 		ClientID:     testClientID,
 		ClientSecret: testClientSecret,
@@ -212,7 +220,6 @@ func newTokenServer(t *testing.T, expiresIn int, opts ...func(*fakepandadoc.Opti
 	}
 	srv := fakepandadoc.New(o)
 	t.Cleanup(srv.Close)
-	srv.AddGrant("", testRefresh, 0)
 	return srv
 }
 

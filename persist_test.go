@@ -590,17 +590,9 @@ func (l *lockingStore) Lock(ctx context.Context) (func(), error) {
 
 func TestTokenSourceStaleStoreFallsBackToNewerGrant(t *testing.T) {
 	t.Parallel()
+	srv := newTokenServer(t, 3600) // it refuses the old grant's refresh token
 	mt := httpmock.NewMockTransport()
-	var used []string
-	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
-		req.ParseForm()
-		rt := req.PostForm.Get("refresh_token")
-		used = append(used, rt)
-		if rt != testRefresh {
-			return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`), nil
-		}
-		return httpmock.NewStringResponse(200, `{"access_token":"at-SECRET-1","refresh_token":"rt-SECRET-1","expires_in":3600}`), nil
-	})
+	mt.RegisterResponder("POST", TokenURL, srv.RoundTrip)
 	clock := newAutoClock()
 	// Initial comes from a new login; the Store still holds an old one.
 	store := &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-old", RefreshToken: "rt-SECRET-old", Expiry: clock.Now().Add(-time.Hour)}}
@@ -612,7 +604,7 @@ func TestTokenSourceStaleStoreFallsBackToNewerGrant(t *testing.T) {
 	}
 	tok, err := ts.Token()
 	if err != nil || tok.AccessToken != "at-SECRET-1" {
-		t.Fatalf("%v, %v; want the newer grant in memory refreshed (refresh tokens tried: %q)", tok, err, used)
+		t.Fatalf("%v, %v; want the newer grant in memory refreshed (refresh tokens tried: %q)", tok, err, presented(srv))
 	}
 	if s := store.stored(); s == nil || s.RefreshToken != "rt-SECRET-1" {
 		t.Errorf("stored %v, want the new token", s)
@@ -690,14 +682,12 @@ func TestTokenSourceLocker(t *testing.T) {
 // Store is behind, so its token is not adopted over Initial's.
 func TestTokenSourceInitialNewerThanStore(t *testing.T) {
 	t.Parallel()
+	srv := newGrantlessServer(t, 3600)
+	srv.AddGrant("", "rt-SECRET-new", 0)
+	srv.AddGrant("old", "rt-SECRET-old", 0)
+	srv.Revoke("rt-SECRET-old") // the old grant is revoked
 	mt := httpmock.NewMockTransport()
-	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
-		req.ParseForm()
-		if req.PostForm.Get("refresh_token") != "rt-SECRET-old" { // the old grant is revoked
-			return httpmock.NewStringResponse(200, `{"access_token":"at-SECRET-1","refresh_token":"rt-SECRET-1","expires_in":3600}`), nil
-		}
-		return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`), nil
-	})
+	mt.RegisterResponder("POST", TokenURL, srv.RoundTrip)
 	clock := newAutoClock()
 	store := &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-old", RefreshToken: "rt-SECRET-old", Expiry: clock.Now().Add(50 * time.Minute)}}
 	ts := &TokenSource{

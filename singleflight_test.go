@@ -7,10 +7,10 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gopandadoc/pandadocauth/internal/fakepandadoc"
 	"github.com/jarcoal/httpmock"
 	"golang.org/x/oauth2"
 )
@@ -52,14 +52,11 @@ func TestTokenSourceConcurrentRefreshIsDeduplicated(t *testing.T) {
 
 func TestTokenSourceFailedRefreshIsShared(t *testing.T) {
 	t.Parallel()
+	srv := newTokenServer(t, 3600)
+	srv.Revoke(testRefresh)
+	srv.HoldTokenRequests()
 	mt := httpmock.NewMockTransport()
-	gate := make(chan struct{})
-	arrived := make(chan struct{}, 1)
-	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
-		arrived <- struct{}{}
-		<-gate
-		return httpmock.NewStringResponse(400, `{"error":"invalid_grant","error_description":"refresh token is expired"}`), nil
-	})
+	mt.RegisterResponder("POST", TokenURL, srv.RoundTrip)
 	clock := newAutoClock()
 	ts := &TokenSource{
 		Config:  testConfig(mt),
@@ -76,8 +73,8 @@ func TestTokenSourceFailedRefreshIsShared(t *testing.T) {
 			_, errs[i] = ts.Token()
 		}()
 	}
-	<-arrived
-	close(gate)
+	waitPosts(t, srv, 1)
+	srv.ReleaseTokenRequests()
 	wg.Wait()
 	for i, err := range errs {
 		var re *oauth2.RetrieveError
@@ -284,25 +281,20 @@ func TestTokenSourceRetries(t *testing.T) {
 func TestTokenSourceHonoursRetryAfter(t *testing.T) {
 	t.Parallel()
 	ts, mt, clock := newSource(t, nil, time.Hour)
-	var gap time.Duration
-	var first time.Duration
-	calls := 0
-	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
-		calls++
-		if calls == 1 {
-			first = clock.Mono()
-			r := httpmock.NewStringResponse(429, "")
-			r.Header.Set("Retry-After", "7")
-			return r, nil
-		}
-		gap = clock.Mono() - first
-		return httpmock.NewStringResponse(200, `{"access_token":"at-SECRET-1"}`), nil
-	})
+	srv := newTokenServer(t, 0, func(o *fakepandadoc.Options) { o.Now = clock.Now })
+	retry := fakepandadoc.Body(429, "", "")
+	retry.Header = http.Header{"Retry-After": {"7"}}
+	srv.FailNext(retry)
+	mt.RegisterResponder("POST", TokenURL, srv.RoundTrip)
 	clock.Advance(2 * time.Hour)
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
-	if gap != 7*time.Second {
+	posts := srv.TokenPosts()
+	if len(posts) != 2 {
+		t.Fatalf("%d token POSTs, want the 429 and its retry", len(posts))
+	}
+	if gap := posts[1].At.Sub(posts[0].At); gap != 7*time.Second {
 		t.Errorf("retried after %v of fake time, want Retry-After's 7s", gap)
 	}
 }
@@ -313,15 +305,10 @@ func TestTokenSourceHonoursRetryAfter(t *testing.T) {
 // grows while 429s go on, and a success resets it.
 func TestTokenSourceThrottled(t *testing.T) {
 	t.Parallel()
-	ts, mt, clock := newSource(t, nil, time.Hour)
-	var throttle atomic.Bool
-	throttle.Store(true)
-	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
-		if throttle.Load() {
-			return httpmock.NewStringResponse(429, `{"message":"Too many requests"}`), nil
-		}
-		return httpmock.NewStringResponse(200, `{"access_token":"at-SECRET-1","refresh_token":"rt-SECRET-1","expires_in":3600}`), nil
-	})
+	srv := newTokenServer(t, 3600)
+	throttled := fakepandadoc.Body(429, "application/json", `{"message":"Too many requests"}`)
+	srv.FailAlways(throttled)
+	ts, mt, clock := newSource(t, srv, time.Hour)
 	clock.Advance(2 * time.Hour)
 	posts := func() int { return mt.GetCallCountInfo()[tokenCall] }
 	for i, backoff := range []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, time.Minute, time.Minute} {
@@ -340,7 +327,7 @@ func TestTokenSourceThrottled(t *testing.T) {
 		}
 		clock.Advance(time.Millisecond)
 	}
-	throttle.Store(false)
+	srv.ClearFaults()
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +335,7 @@ func TestTokenSourceThrottled(t *testing.T) {
 	if _, err := ts.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	throttle.Store(true)
+	srv.FailAlways(throttled)
 	before := posts()
 	ts.Refresh(context.Background())
 	clock.Advance(minThrottleBackoff)

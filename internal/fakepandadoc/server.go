@@ -84,8 +84,9 @@ const (
 // A TokenPost is the record of one POST to the token endpoint, as it
 // arrived.
 type TokenPost struct {
-	Form   url.Values  // the form body, "" values for a body that is not a form
+	Form   url.Values  // the form body; empty for a body that is not a form
 	Header http.Header // the request's headers
+	At     time.Time   // when it arrived, by Options.Now
 }
 
 // A Server is the state of a fake PandaDoc's OAuth endpoints. Serve it
@@ -352,7 +353,7 @@ func (s *Server) TokenPosts() []TokenPost {
 	defer s.mu.Unlock()
 	out := make([]TokenPost, len(s.posts))
 	for i, p := range s.posts {
-		out[i] = TokenPost{Form: cloneValues(p.Form), Header: p.Header.Clone()}
+		out[i] = TokenPost{Form: cloneValues(p.Form), Header: p.Header.Clone(), At: p.At}
 	}
 	return out
 }
@@ -362,7 +363,7 @@ func (s *Server) TokenPost(i int) TokenPost {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := s.posts[i]
-	return TokenPost{Form: cloneValues(p.Form), Header: p.Header.Clone()}
+	return TokenPost{Form: cloneValues(p.Form), Header: p.Header.Clone(), At: p.At}
 }
 
 // MaxConcurrentTokenRequests returns the most token POSTs that were in

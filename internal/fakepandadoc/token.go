@@ -206,7 +206,7 @@ func (s *Server) arrive(form url.Values, h http.Header) (Fault, chan struct{}) {
 	defer s.mu.Unlock()
 	grantType := form.Get("grant_type")
 	s.tokenRequests[grantType]++
-	s.posts = append(s.posts, TokenPost{Form: cloneValues(form), Header: h.Clone()})
+	s.posts = append(s.posts, TokenPost{Form: cloneValues(form), Header: h.Clone(), At: s.now()})
 	s.inFlight++
 	s.maxInFlight = max(s.maxInFlight, s.inFlight)
 	if grantType == "refresh_token" {
