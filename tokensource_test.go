@@ -177,8 +177,8 @@ func TestTokenSourceEarlyRefreshOff(t *testing.T) {
 		t.Errorf("%d POSTs with early refresh off, want 0", n)
 	}
 	clock.Advance(2 * time.Second)
-	if tok, _ := ts.Token(); tok.AccessToken != "at-SECRET-1" {
-		t.Error("want a new token at expiry")
+	if tok, err := ts.Token(); err != nil || tok.AccessToken != "at-SECRET-1" {
+		t.Errorf("%v, %v; want a new token at expiry", tok, err)
 	}
 }
 
