@@ -21,6 +21,8 @@ import (
 // refuses, with invalid_grant, every refresh token but the newest of
 // each grant, as servers that rotate do. Like servers that detect reuse,
 // it revokes a grant whose rotated-away refresh token is presented.
+// The rotation tests script it; the other tests use the engine
+// (newRotatingServer).
 type grantServer struct {
 	expiresIn int
 	mu        sync.Mutex        // guards the fields below
