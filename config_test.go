@@ -289,7 +289,7 @@ func TestConfigEmptyCredentials(t *testing.T) {
 			"Refresh":  func(c *Config) (*oauth2.Token, error) { return c.Refresh(context.Background(), testRefresh) },
 		} {
 			mt := httpmock.NewMockTransport()
-			mt.RegisterResponder("POST", TokenURL, (&tokenServer{}).responder())
+			mt.RegisterResponder("POST", TokenURL, newTokenServer(t, 0).RoundTrip)
 			c := testConfig(mt)
 			c.ClientID, c.ClientSecret = tc.id, tc.secret
 			_, err := call(c)
@@ -309,7 +309,7 @@ func TestConfigEmptyCredentials(t *testing.T) {
 // credential sends no refresh, and says which field is empty.
 func TestTokenSourceEmptyCredentials(t *testing.T) {
 	t.Parallel()
-	ts, mt, clock := newSource(t, &tokenServer{expiresIn: 3600}, time.Hour)
+	ts, mt, clock := newSource(t, newTokenServer(t, 3600), time.Hour)
 	ts.Config.ClientSecret = ""
 	clock.Advance(2 * time.Hour)
 	_, err := ts.Token()

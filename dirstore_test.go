@@ -132,9 +132,13 @@ func TestDirStoreGrantsRefreshOnce(t *testing.T) {
 	}
 	const n, perGrant = 20, 3
 	dir := t.TempDir()
-	ep := newGrantsEndpoint()
+	var keys []string
+	for i := range n {
+		keys = append(keys, fmt.Sprintf("ws%d", i))
+	}
+	ep := newGrantsServer(t, nil, keys...)
 	mt := httpmock.NewMockTransport()
-	mt.RegisterResponder("POST", TokenURL, ep.responder())
+	mt.RegisterResponder("POST", TokenURL, ep.RoundTrip)
 	mt.RegisterResponder("GET", apiURL, httpmock.NewStringResponder(200, `{}`))
 	seed := &DirStore{Dir: dir}
 	for i := range n {
@@ -175,7 +179,7 @@ func TestDirStoreGrantsRefreshOnce(t *testing.T) {
 	}
 	for i := range n {
 		key := fmt.Sprintf("ws%d", i)
-		if got := ep.postCount(key); got != 1 {
+		if got := grantPosts(ep, key); got != 1 {
 			t.Errorf("%s: %d refreshes; want 1", key, got)
 		}
 		if tok, err := seed.Load(context.Background(), key); err != nil || tok.AccessToken != "at-SECRET-"+key+"-1" {

@@ -19,6 +19,8 @@ import (
 	"github.com/jarcoal/httpmock"
 	"go.uber.org/goleak"
 	"golang.org/x/oauth2"
+
+	"github.com/gopandadoc/pandadocauth/internal/fakepandadoc"
 )
 
 // memKeyedStore is an in-memory KeyedStore that counts its calls.
@@ -72,72 +74,62 @@ func (s *memKeyedStore) count(m map[string]int, key string) int {
 	return m[key]
 }
 
-// grantsEndpoint issues tokens for many grants: a grant's refresh token
-// "rt-SECRET-<key>-<n>" gets "at-SECRET-<key>-<n+1>" and
-// "rt-SECRET-<key>-<n+1>"; a revoked grant gets invalid_grant.
-type grantsEndpoint struct {
-	gate     chan struct{} // if set, every POST waits for it
-	arrived  chan string   // if set, receives each POST's grant key
-	mu       sync.Mutex    // guards the fields below
-	posts    map[string]int
-	revoked  map[string]bool
-	inFlight int
-	maxIn    int
-}
-
-func newGrantsEndpoint() *grantsEndpoint {
-	return &grantsEndpoint{posts: map[string]int{}, revoked: map[string]bool{}}
-}
-
-func (e *grantsEndpoint) responder() httpmock.Responder {
-	return func(req *http.Request) (*http.Response, error) {
-		req.ParseForm()
-		rt := strings.TrimPrefix(req.PostForm.Get("refresh_token"), "rt-SECRET-")
-		i := strings.LastIndex(rt, "-")
-		key, n := rt[:i], rt[i+1:]
-		e.mu.Lock()
-		e.posts[key]++
-		e.inFlight++
-		e.maxIn = max(e.maxIn, e.inFlight)
-		revoked := e.revoked[key]
-		e.mu.Unlock()
-		if e.arrived != nil {
-			e.arrived <- key
-		}
-		if e.gate != nil {
-			<-e.gate
-		}
-		e.mu.Lock()
-		e.inFlight--
-		e.mu.Unlock()
-		if revoked {
-			return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`), nil
-		}
-		next, _ := strconv.Atoi(n)
-		next++
-		return httpmock.NewJsonResponse(200, map[string]any{
-			"access_token":  fmt.Sprintf("at-SECRET-%s-%d", key, next),
-			"refresh_token": fmt.Sprintf("rt-SECRET-%s-%d", key, next),
-			"expires_in":    3600,
-		})
+// newGrantsServer returns the token endpoint of the Grants tests, as
+// newTokenServer but for the grants keys, each with the refresh token
+// "rt-SECRET-<key>-0" and then tokens "at-SECRET-<key>-<n>" with
+// "rt-SECRET-<key>-<n>", on now (nil: time.Now).
+func newGrantsServer(t *testing.T, now func() time.Time, keys ...string) *fakepandadoc.Server {
+	t.Helper()
+	srv := fakepandadoc.New(fakepandadoc.Options{
+		ClientID:     testClientID,
+		ClientSecret: testClientSecret,
+		ExpiresIn:    3600,
+		Rotation:     true,
+		TokenName:    testTokenName,
+		Now:          now,
+	})
+	t.Cleanup(srv.Close)
+	for _, key := range keys {
+		srv.AddGrant(key, "rt-SECRET-"+key+"-0", 0)
 	}
+	return srv
 }
 
-func (e *grantsEndpoint) postCount(key string) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.posts[key]
+// grantPosts returns how many token POSTs srv received with a refresh
+// token of key's ("rt-SECRET-<key>-<n>"), working or not.
+func grantPosts(srv *fakepandadoc.Server, key string) int {
+	n := 0
+	for _, p := range srv.TokenPosts() {
+		num, ok := strings.CutPrefix(p.Form.Get("refresh_token"), "rt-SECRET-"+key+"-")
+		if _, err := strconv.Atoi(num); ok && err == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// revokeGrant revokes key's grant on srv: its live refresh token stops
+// working.
+func revokeGrant(t *testing.T, srv *fakepandadoc.Server, key string) {
+	t.Helper()
+	live, ok := srv.LiveRefreshToken("rt-SECRET-" + key + "-0")
+	if !ok {
+		t.Fatalf("%s: no live grant to revoke", key)
+	}
+	srv.Revoke(live)
 }
 
 // newGrants returns a Grants on a fake clock with n grants stored, each
-// with a token that expires in expiresIn, and an API that accepts every
-// access token but the revoked ones.
-func newGrants(t *testing.T, n int, expiresIn time.Duration) (*Grants, *memKeyedStore, *grantsEndpoint, *httpmock.MockTransport, *fakeClock) {
+// with a token that expires in expiresIn, their token endpoint
+// (newGrantsServer), and an API that accepts every access token.
+func newGrants(t *testing.T, n int, expiresIn time.Duration) (*Grants, *memKeyedStore, *fakepandadoc.Server, *httpmock.MockTransport, *fakeClock) {
 	t.Helper()
 	clock := newAutoClock()
 	store := newMemKeyedStore()
+	var keys []string
 	for i := range n {
 		key := fmt.Sprintf("ws%d", i)
+		keys = append(keys, key)
 		store.m[key] = &oauth2.Token{
 			AccessToken:  fmt.Sprintf("at-SECRET-%s-0", key),
 			RefreshToken: fmt.Sprintf("rt-SECRET-%s-0", key),
@@ -145,9 +137,9 @@ func newGrants(t *testing.T, n int, expiresIn time.Duration) (*Grants, *memKeyed
 			ExpiresIn:    int64(expiresIn / time.Second),
 		}
 	}
-	ep := newGrantsEndpoint()
+	ep := newGrantsServer(t, clock.Now, keys...)
 	mt := httpmock.NewMockTransport()
-	mt.RegisterResponder("POST", TokenURL, ep.responder())
+	mt.RegisterResponder("POST", TokenURL, ep.RoundTrip)
 	mt.RegisterResponder("GET", apiURL, httpmock.NewStringResponder(200, `{}`))
 	g := &Grants{Config: testConfig(mt), Store: store, clk: &clockRef{clock}}
 	t.Cleanup(g.Wait)
@@ -237,7 +229,7 @@ func TestGrantsOneRefreshPerGrant(t *testing.T) {
 	wg.Wait()
 	for i := range grants {
 		key := fmt.Sprintf("ws%d", i)
-		if n := ep.postCount(key); n != 1 {
+		if n := grantPosts(ep, key); n != 1 {
 			t.Errorf("%s: %d refreshes, want 1", key, n)
 		}
 		if s := store.m[key]; s.RefreshToken != "rt-SECRET-"+key+"-1" {
@@ -253,7 +245,7 @@ func TestGrantsRefreshesDoNotWaitOnEachOther(t *testing.T) {
 	g, _, ep, mt, clock := newGrants(t, 2, time.Hour)
 	hold := make(chan struct{})
 	arrived := make(chan struct{})
-	inner := ep.responder()
+	inner := ep.RoundTrip
 	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
 		req.ParseForm()
 		if strings.Contains(req.PostForm.Get("refresh_token"), "ws0") {
@@ -294,7 +286,7 @@ func TestGrantsRevoked(t *testing.T) {
 		}
 		reports.Add(1)
 	}
-	ep.revoked["ws0"] = true
+	revokeGrant(t, ep, "ws0")
 	clock.Advance(2 * time.Hour)
 	for range 3 {
 		_, err := g.Source("ws0").Token()
@@ -307,7 +299,7 @@ func TestGrantsRevoked(t *testing.T) {
 		}
 		clock.Advance(permanentFailureBackoff) // the next call asks again
 	}
-	if n := ep.postCount("ws0"); n != 3 {
+	if n := grantPosts(ep, "ws0"); n != 3 {
 		t.Errorf("%d POSTs for the revoked grant, want 3 (one per failure back-off)", n)
 	}
 	g.Wait() // OnRevoked runs on a goroutine of its own
@@ -373,8 +365,7 @@ func TestGrantsRefreshCap(t *testing.T) {
 	const grants, limit = 12, 3
 	g, _, ep, _, clock := newGrants(t, grants, time.Hour)
 	g.MaxRefreshes = limit
-	ep.gate = make(chan struct{})
-	ep.arrived = make(chan string, grants)
+	ep.HoldTokenRequests()
 	clock.Advance(2 * time.Hour)
 	var wg sync.WaitGroup
 	for i := range grants {
@@ -388,25 +379,20 @@ func TestGrantsRefreshCap(t *testing.T) {
 	}
 	// Let the POSTs through one at a time, each after the next slot
 	// filled up: never more than the cap in flight.
-	for range limit {
-		<-ep.arrived
+	ctx := context.Background()
+	waitPosts(t, ep, limit)
+	for i := range grants - limit {
+		if err := ep.PassTokenRequest(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waitPosts(t, ep, limit+i+1)
 	}
-	for range grants - limit {
-		ep.gate <- struct{}{}
-		<-ep.arrived
-	}
-	close(ep.gate)
+	ep.ReleaseTokenRequests()
 	wg.Wait()
-	ep.mu.Lock()
-	defer ep.mu.Unlock()
-	if ep.maxIn != limit {
-		t.Errorf("%d POSTs at once, want the cap %d", ep.maxIn, limit)
+	if n := ep.MaxConcurrentTokenRequests(); n != limit {
+		t.Errorf("%d POSTs at once, want the cap %d", n, limit)
 	}
-	total := 0
-	for _, n := range ep.posts {
-		total += n
-	}
-	if total != grants {
+	if total := ep.TotalTokenRequests(); total != grants {
 		t.Errorf("%d POSTs, want %d", total, grants)
 	}
 }
@@ -452,7 +438,7 @@ func TestGrantsRevokedOnceAcrossEviction(t *testing.T) {
 	rt := g.Transport(mt)
 	var reports atomic.Int32
 	g.OnRevoked = func(key string, err error) { reports.Add(1) }
-	ep.revoked["ws0"] = true
+	revokeGrant(t, ep, "ws0")
 	clock.Advance(2 * time.Hour)
 	for range 3 {
 		if _, err := grantGet(t, rt, "ws0"); err == nil {
@@ -473,7 +459,7 @@ func TestGrantsRevokedOnceAcrossEviction(t *testing.T) {
 func TestGrantsOnRevokedMayUseTheGrant(t *testing.T) {
 	t.Parallel()
 	g, _, ep, _, clock := newGrants(t, 1, time.Hour)
-	ep.revoked["ws0"] = true
+	revokeGrant(t, ep, "ws0")
 	called := make(chan error, 1)
 	g.OnRevoked = func(key string, _ error) {
 		g.Source(key).Wait()
@@ -537,7 +523,7 @@ func TestGrantsNoEvictionInUse(t *testing.T) {
 	if resp := <-done; resp == nil || resp.StatusCode != 200 {
 		t.Errorf("the 401 was not recovered: %v", resp)
 	}
-	if n := ep.postCount("ws0"); n != 1 {
+	if n := grantPosts(ep, "ws0"); n != 1 {
 		t.Errorf("%d refreshes of ws0, want 1", n)
 	}
 }
@@ -567,7 +553,7 @@ func TestGrantsRevokedOnceAcrossEvictionWithLiveToken(t *testing.T) {
 		}
 		reports.Add(1)
 	}
-	ep.revoked["ws0"] = true
+	revokeGrant(t, ep, "ws0")
 	revoke := func(rounds int) {
 		t.Helper()
 		for range rounds {
@@ -592,7 +578,7 @@ func TestGrantsRevokedOnceAcrossEvictionWithLiveToken(t *testing.T) {
 	if n := reports.Load(); n != 1 {
 		t.Errorf("OnRevoked called %d times for one revocation, want 1", n)
 	}
-	if n := ep.postCount("ws0"); n != 3 {
+	if n := grantPosts(ep, "ws0"); n != 3 {
 		t.Errorf("%d refreshes of ws0, want 3 (one per rebuild)", n)
 	}
 
@@ -603,6 +589,8 @@ func TestGrantsRevokedOnceAcrossEvictionWithLiveToken(t *testing.T) {
 		Expiry:       clock.Now().Add(time.Hour),
 		ExpiresIn:    3600,
 	})
+	ep.AddGrant("ws0", "rt-SECRET-ws0-100", 100)
+	ep.Revoke("rt-SECRET-ws0-100")
 	revoke(2)
 	g.Wait()
 	if n := reports.Load(); n != 2 {
@@ -648,8 +636,8 @@ func TestGrantsWaitBesideTraffic(t *testing.T) {
 		}
 		reported <- key
 	}
-	ep.revoked["ws0"] = true
-	ep.revoked["ws1"] = true
+	revokeGrant(t, ep, "ws0")
+	revokeGrant(t, ep, "ws1")
 	clock.Advance(2 * time.Hour)
 	if _, err := g.Source("ws0").Token(); err == nil {
 		t.Fatal("want invalid_grant")
@@ -722,7 +710,7 @@ func TestGrantsSourceInUse(t *testing.T) {
 	if err != nil || tok.AccessToken != "at-SECRET-ws0-1" {
 		t.Fatalf("%v, %v", tok, err)
 	}
-	if n := ep.postCount("ws0"); n != 1 {
+	if n := grantPosts(ep, "ws0"); n != 1 {
 		t.Errorf("%d refreshes of ws0 through the held source and requests, want 1", n)
 	}
 
@@ -732,7 +720,7 @@ func TestGrantsSourceInUse(t *testing.T) {
 	if _, err := held.Refresh(context.Background()); err == nil || !strings.Contains(err.Error(), "forgotten") {
 		t.Errorf("a forgotten source's Refresh: %v, want an error saying it was forgotten", err)
 	}
-	if n := ep.postCount("ws0"); n != 1 {
+	if n := grantPosts(ep, "ws0"); n != 1 {
 		t.Errorf("%d refreshes of ws0, want 1: a forgotten source asks the endpoint nothing", n)
 	}
 	if s := store.m["ws0"]; s.RefreshToken != reconnected.RefreshToken {
@@ -763,24 +751,20 @@ func TestGrantsForget(t *testing.T) {
 	}))
 	var reports atomic.Int32
 	g.OnRevoked = func(string, error) { reports.Add(1) }
-	ep.revoked["ws0"] = true
+	revokeGrant(t, ep, "ws0")
 	clock.Advance(2 * time.Hour)
 	if _, err := grantGet(t, rt, "ws0"); err == nil {
 		t.Fatal("want invalid_grant")
 	}
 	g.Wait()
-	ep.mu.Lock()
-	ep.revoked["ws0"] = false
-	ep.mu.Unlock()
+	ep.AddGrant("ws0", "rt-SECRET-ws0-7", 7) // the customer connected again
 	store.Save(context.Background(), "ws0", &oauth2.Token{AccessToken: "at-SECRET-ws0-7", RefreshToken: "rt-SECRET-ws0-7", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600})
 	g.Forget("ws0")
 	g.Forget("never-seen") // nothing to forget
 	if resp, err := grantGet(t, rt, "ws0"); err != nil || resp.StatusCode != 200 || sent.Load() != "Bearer at-SECRET-ws0-7" {
 		t.Fatalf("after Forget: %v, %v, sent %v", resp, err, sent.Load())
 	}
-	ep.mu.Lock()
-	ep.revoked["ws0"] = true
-	ep.mu.Unlock()
+	ep.Revoke("rt-SECRET-ws0-7")
 	clock.Advance(2 * time.Hour)
 	grantGet(t, rt, "ws0")
 	g.Wait()
@@ -789,14 +773,14 @@ func TestGrantsForget(t *testing.T) {
 	}
 
 	// Forget during a refresh of ws1.
-	ep.gate = make(chan struct{})
-	ep.arrived = make(chan string, 1)
+	ep.HoldTokenRequests()
+	posts := ep.TotalTokenRequests()
 	done := make(chan error, 1)
 	go func() {
 		_, err := grantGet(t, rt, "ws1")
 		done <- err
 	}()
-	<-ep.arrived
+	waitPosts(t, ep, posts+1)
 	g.Forget("ws1")
 	kept := &oauth2.Token{AccessToken: "at-SECRET-ws1-9", RefreshToken: "rt-SECRET-ws1-9", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600}
 	store.Save(context.Background(), "ws1", kept)
@@ -806,7 +790,7 @@ func TestGrantsForget(t *testing.T) {
 	if len(forgotten) != 1 || forgotten[0].key != "ws1" {
 		t.Fatalf("kept for Wait: %v, want the forgotten ws1", forgotten)
 	}
-	close(ep.gate)
+	ep.ReleaseTokenRequests()
 	g.Wait()
 	if forgotten[0].busy() {
 		t.Error("Wait returned before the forgotten grant's refresh ended")
@@ -933,7 +917,7 @@ func TestGrantsTokenlessSourceTakesItsPlaceAgain(t *testing.T) {
 	if _, err := other.Refresh(context.Background()); err == nil || !strings.Contains(err.Error(), "another TokenSource") {
 		t.Errorf("%v, want an error saying another source serves the grant", err)
 	}
-	if n := ep.postCount("other"); n != 0 {
+	if n := grantPosts(ep, "other"); n != 0 {
 		t.Errorf("%d refreshes by the replaced source, want 0", n)
 	}
 }
@@ -958,7 +942,7 @@ func TestGrantsEmptyCredentials(t *testing.T) {
 		} else {
 			assertNoSecret(t, "error", err.Error())
 		}
-		if n := ep.postCount("ws0"); n != 0 {
+		if n := grantPosts(ep, "ws0"); n != 0 {
 			t.Errorf("%d token POSTs without credentials", n)
 		}
 	}
@@ -1129,7 +1113,7 @@ func TestGrantsForgetUnsaved(t *testing.T) {
 	if _, err := held.Refresh(context.Background()); err == nil {
 		t.Error("a forgotten source refreshed")
 	}
-	if n := ep.postCount("ws0"); n != 1 {
+	if n := grantPosts(ep, "ws0"); n != 1 {
 		t.Errorf("%d refreshes, want 1", n)
 	}
 }

@@ -7,13 +7,13 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jarcoal/httpmock"
 	"golang.org/x/oauth2"
 
+	"github.com/gopandadoc/pandadocauth/internal/fakepandadoc"
 	"github.com/gopandadoc/pandadocauth/internal/testutil"
 )
 
@@ -191,85 +191,84 @@ func testConfig(mt *httpmock.MockTransport) *Config {
 	}
 }
 
-// tokenServer answers refresh grants with numbered tokens (at-SECRET-1,
-// rt-SECRET-1, …), optionally holding each answer until gate is closed.
-type tokenServer struct {
-	expiresIn int  // 0 omits expires_in
-	noRotate  bool // omit refresh_token from answers
-	gate      chan struct{}
-	n         atomic.Int32
-	mu        sync.Mutex // guards forms and arrivedC
-	forms     []map[string]string
-	arrivedC  *sync.Cond // signalled when a POST arrives
+// newTokenServer returns the token endpoint of the tests, the fake
+// PandaDoc's engine that pandadoctest serves, closed when the test ends:
+// it accepts the test client, holds one grant whose refresh token is
+// testRefresh, rotates refresh tokens and names its tokens in order,
+// at-SECRET-1 with rt-SECRET-1, at-SECRET-2 with rt-SECRET-2, … (a grant
+// added as "k" gets at-SECRET-k-1, …). expiresIn is the lifetime it
+// announces, 0 for none known. opts adjust its Options.
+func newTokenServer(t *testing.T, expiresIn int, opts ...func(*fakepandadoc.Options)) *fakepandadoc.Server {
+	t.Helper()
+	srv := newGrantlessServer(t, expiresIn, opts...)
+	srv.AddGrant("", testRefresh, 0)
+	return srv
 }
 
-// waitArrived blocks until n POSTs have arrived.
-func (ts *tokenServer) waitArrived(n int) {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	if ts.arrivedC == nil {
-		ts.arrivedC = sync.NewCond(&ts.mu)
+// newGrantlessServer is newTokenServer without its grant.
+func newGrantlessServer(t *testing.T, expiresIn int, opts ...func(*fakepandadoc.Options)) *fakepandadoc.Server {
+	t.Helper()
+	o := fakepandadoc.Options{
+		ClientID:     testClientID,
+		ClientSecret: testClientSecret,
+		ExpiresIn:    expiresIn,
+		Rotation:     true,
+		TokenName:    testTokenName,
 	}
-	for len(ts.forms) < n {
-		ts.arrivedC.Wait()
+	for _, opt := range opts {
+		opt(&o)
 	}
+	srv := fakepandadoc.New(o)
+	t.Cleanup(srv.Close)
+	return srv
 }
 
-func (ts *tokenServer) responder() httpmock.Responder {
-	return func(req *http.Request) (*http.Response, error) {
-		if err := req.ParseForm(); err != nil {
-			return nil, err
-		}
-		form := map[string]string{}
-		for k := range req.PostForm {
-			form[k] = req.PostForm.Get(k)
-		}
-		form["#authorization"] = req.Header.Get("Authorization")
-		form["#content-type"] = req.Header.Get("Content-Type")
-		form["#accept"] = req.Header.Get("Accept")
-		ts.mu.Lock()
-		ts.forms = append(ts.forms, form)
-		if ts.arrivedC != nil {
-			ts.arrivedC.Broadcast()
-		}
-		ts.mu.Unlock()
-		n := ts.n.Add(1)
-		if ts.gate != nil {
-			select {
-			case <-ts.gate:
-			case <-req.Context().Done():
-				return nil, req.Context().Err()
-			}
-		}
-		body := map[string]any{
-			"access_token": fmt.Sprintf("at-SECRET-%d", n),
-			"token_type":   "Bearer",
-			"scope":        "read+write",
-		}
-		if ts.expiresIn != 0 {
-			body["expires_in"] = ts.expiresIn
-		}
-		if !ts.noRotate {
-			body["refresh_token"] = fmt.Sprintf("rt-SECRET-%d", n)
-		}
-		return httpmock.NewJsonResponse(200, body)
+// testTokenName names the tokens of newTokenServer.
+func testTokenName(kind fakepandadoc.TokenKind, grant string, n int) string {
+	if grant == "" {
+		return fmt.Sprintf("%s-SECRET-%d", kind, n)
+	}
+	return fmt.Sprintf("%s-SECRET-%s-%d", kind, grant, n)
+}
+
+// keepRefreshToken makes a newTokenServer keep refresh tokens and leave
+// them out of its answers.
+func keepRefreshToken(o *fakepandadoc.Options) {
+	o.Rotation = false
+	o.OmitRefreshToken = true
+}
+
+// waitPosts blocks until srv has received n token POSTs.
+func waitPosts(t *testing.T, srv *fakepandadoc.Server, n int) {
+	t.Helper()
+	if err := srv.WaitTokenRequests(context.Background(), n); err != nil {
+		t.Fatal(err)
 	}
 }
 
-func (ts *tokenServer) form(i int) map[string]string {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	return ts.forms[i]
+// postForm returns the form of srv's i-th token POST (from 0), each
+// parameter's first value, with its Authorization, Content-Type and
+// Accept headers as "#authorization", "#content-type" and "#accept".
+func postForm(srv *fakepandadoc.Server, i int) map[string]string {
+	p := srv.TokenPost(i)
+	form := map[string]string{}
+	for k := range p.Form {
+		form[k] = p.Form.Get(k)
+	}
+	form["#authorization"] = p.Header.Get("Authorization")
+	form["#content-type"] = p.Header.Get("Content-Type")
+	form["#accept"] = p.Header.Get("Accept")
+	return form
 }
 
 // newSource returns a TokenSource on a fake clock whose initial token
 // expires in expiresIn (0: no expiry), with the token endpoint answering
-// through srv.
-func newSource(t *testing.T, srv *tokenServer, expiresIn time.Duration) (*TokenSource, *httpmock.MockTransport, *fakeClock) {
+// through srv (none if nil).
+func newSource(t *testing.T, srv *fakepandadoc.Server, expiresIn time.Duration) (*TokenSource, *httpmock.MockTransport, *fakeClock) {
 	t.Helper()
 	mt := httpmock.NewMockTransport()
 	if srv != nil {
-		mt.RegisterResponder("POST", TokenURL, srv.responder())
+		mt.RegisterResponder("POST", TokenURL, srv.RoundTrip)
 	}
 	clock := newAutoClock()
 	initial := &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh, TokenType: "Bearer"}

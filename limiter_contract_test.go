@@ -248,8 +248,8 @@ func TestLimiterTokenEndpointNotLimited(t *testing.T) {
 // reached through the same Limiter, takes none.
 func TestLimiterBelowGrants(t *testing.T) {
 	mt := httpmock.NewMockTransport()
-	srv := &tokenServer{expiresIn: 3600}
-	mt.RegisterResponder("POST", TokenURL, srv.responder())
+	srv := newTokenServer(t, 3600)
+	mt.RegisterResponder("POST", TokenURL, srv.RoundTrip)
 	var apiCalls atomic.Int32
 	mt.RegisterResponder("GET", apiURL, func(req *http.Request) (*http.Response, error) {
 		if apiCalls.Add(1) == 1 {

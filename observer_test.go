@@ -69,7 +69,8 @@ func (r *recorder) observer() *Observer {
 func TestObserverRefreshBurst(t *testing.T) {
 	t.Parallel()
 	const n = 20
-	srv := &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
+	srv := newTokenServer(t, 3600)
+	srv.HoldTokenRequests()
 	ts, _, clock := newSource(t, srv, time.Hour)
 	rec := &recorder{}
 	ts.Observer = rec.observer()
@@ -86,7 +87,7 @@ func TestObserverRefreshBurst(t *testing.T) {
 		}()
 	}
 	waitForWaiters(t, ts, n)
-	close(srv.gate)
+	srv.ReleaseTokenRequests()
 	wg.Wait()
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
@@ -154,7 +155,7 @@ func TestObserverOutcomes(t *testing.T) {
 // Store, a failed Save and the Locker's wait are reported.
 func TestObserverEarlyAdoptedSaveLock(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, _, _ := newSource(t, srv, 10*time.Minute)
 	clock := newFakeClock() // the Save-retry timer fires only when advanced
 	ts.clk = &clockRef{clock}
@@ -204,7 +205,7 @@ func (l *lockingMemStore) Lock(ctx context.Context) (func(), error) { return fun
 // TestObserverRejected: a 401 is reported with its replay's outcome.
 func TestObserverRejected(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, mt, _ := newSource(t, srv, time.Hour)
 	api := &apiResponder{accept: func(tok string) bool { return tok != testAccess }}
 	mt.RegisterResponder("GET", apiURL, api.responder())

@@ -3,22 +3,26 @@ package pandadocauth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jarcoal/httpmock"
 	"golang.org/x/oauth2"
+
+	"github.com/gopandadoc/pandadocauth/internal/fakepandadoc"
 )
 
 // grantServer is a token endpoint with refresh-token rotation that
 // refuses, with invalid_grant, every refresh token but the newest of
 // each grant, as servers that rotate do. Like servers that detect reuse,
 // it revokes a grant whose rotated-away refresh token is presented.
+// The rotation tests script it; the other tests use the engine
+// (newRotatingServer).
 type grantServer struct {
 	expiresIn int
 	mu        sync.Mutex        // guards the fields below
@@ -112,6 +116,48 @@ func (g *grantServer) newest(grant string) string {
 	return g.live[grant]
 }
 
+// newRotatingServer returns the token endpoint of the Store tests, the
+// fake PandaDoc's engine as newTokenServer sets it up but with reuse
+// detection, as servers that rotate do: it refuses, with invalid_grant,
+// every refresh token but the newest of each grant, and revokes a grant
+// whose rotated-away refresh token is presented. grants maps each
+// grant's name to its refresh token, issue 0; the grant's tokens are then
+// "<name>-at-SECRET-<n>" with "<name>-rt-SECRET-<n>".
+func newRotatingServer(t *testing.T, expiresIn int, grants map[string]string) *fakepandadoc.Server {
+	t.Helper()
+	srv := fakepandadoc.New(fakepandadoc.Options{
+		ClientID:       testClientID,
+		ClientSecret:   testClientSecret,
+		ExpiresIn:      expiresIn,
+		Rotation:       true,
+		ReuseDetection: true,
+		TokenName: func(kind fakepandadoc.TokenKind, grant string, n int) string {
+			return fmt.Sprintf("%s-%s-SECRET-%d", grant, kind, n)
+		},
+	})
+	t.Cleanup(srv.Close)
+	for name, rt := range grants {
+		srv.AddGrant(name, rt, 0)
+	}
+	return srv
+}
+
+// newest returns the newest refresh token of the grant that rt belongs
+// to, "" once the grant is revoked.
+func newest(srv *fakepandadoc.Server, rt string) string {
+	live, _ := srv.LiveRefreshToken(rt)
+	return live
+}
+
+// presented returns the refresh token of each of srv's token POSTs.
+func presented(srv *fakepandadoc.Server) []string {
+	var rts []string
+	for _, p := range srv.TokenPosts() {
+		rts = append(rts, p.Form.Get("refresh_token"))
+	}
+	return rts
+}
+
 // newStoreSource returns a TokenSource on store and an auto clock, with
 // the token endpoint answering through responder.
 func newStoreSource(t *testing.T, store Store, responder httpmock.Responder) (*TokenSource, *fakeClock) {
@@ -129,22 +175,22 @@ func newStoreSource(t *testing.T, store Store, responder httpmock.Responder) (*T
 // stored one.
 func TestRefreshFirstCallWithStore(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newAutoClock()
 	store := &memStore{tok: &oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600}}
-	ts, _ := newStoreSource(t, store, srv.responder())
+	ts, _ := newStoreSource(t, store, srv.RoundTrip)
 	ts.clk = &clockRef{clock}
 	tok, err := ts.Refresh(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := srv.postCount(); n != 1 {
+	if n := srv.TotalTokenRequests(); n != 1 {
 		t.Errorf("%d POSTs, want 1", n)
 	}
 	if tok.AccessToken == "g-at-SECRET-0" {
 		t.Error("Refresh returned the stored token")
 	}
-	if s := store.stored(); s.RefreshToken != srv.newest("g") {
+	if s := store.stored(); s.RefreshToken != newest(srv, "g-rt-SECRET-0") {
 		t.Errorf("stored %q, want the newest refresh token", s.RefreshToken)
 	}
 }
@@ -168,19 +214,20 @@ func TestStoreTokenWrittenByAnotherProcessIsNewer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-a"})
+			srv := newRotatingServer(t, 3600, nil)
+			srv.AddGrant("g", "g-rt-SECRET-a", 8) // its next tokens are g-at-SECRET-9, g-rt-SECRET-9
 			clock := newAutoClock()
 			store := &memStore{tok: &oauth2.Token{AccessToken: "g-at-SECRET-a", RefreshToken: "g-rt-SECRET-a", Expiry: clock.Now().Add(2 * time.Hour), ExpiresIn: 7200}}
-			ts, _ := newStoreSource(t, store, srv.responder())
+			ts, _ := newStoreSource(t, store, srv.RoundTrip)
 			ts.clk = &clockRef{clock}
 			if tok, err := ts.Token(); err != nil || tok.AccessToken != "g-at-SECRET-a" {
 				t.Fatalf("%v, %v", tok, err)
 			}
 			// Another process refreshes (rotating the refresh token) and
 			// stores a token that expires before the one served here.
-			srv.mu.Lock()
-			srv.live["g"] = "g-rt-SECRET-9"
-			srv.mu.Unlock()
+			if other, ok := srv.Rotate("g-rt-SECRET-a"); !ok || other.RefreshToken != "g-rt-SECRET-9" {
+				t.Fatalf("the other process's refresh: %v, %v", other, ok)
+			}
 			store.mu.Lock()
 			store.tok = tc.stored(clock.Now())
 			store.mu.Unlock()
@@ -194,13 +241,13 @@ func TestStoreTokenWrittenByAnotherProcessIsNewer(t *testing.T) {
 			if !strings.HasPrefix(tok.AccessToken, "g-at-SECRET-") || tok.AccessToken == "g-at-SECRET-a" {
 				t.Errorf("served %q", tok.AccessToken)
 			}
-			for _, rt := range srv.posts {
+			for _, rt := range presented(srv) {
 				if rt == "g-rt-SECRET-a" {
 					t.Error("presented the rotated-away refresh token")
 				}
 			}
-			if s := store.stored(); s.RefreshToken != srv.newest("g") {
-				t.Errorf("stored %q, want the newest %q", s.RefreshToken, srv.newest("g"))
+			if s := store.stored(); s.RefreshToken != newest(srv, "g-rt-SECRET-a") {
+				t.Errorf("stored %q, want the newest %q", s.RefreshToken, newest(srv, "g-rt-SECRET-a"))
 			}
 		})
 	}
@@ -214,10 +261,10 @@ func TestStoreTokenWrittenByAnotherProcessIsNewer(t *testing.T) {
 func TestStoreFreshGrantInMemoryIsNeverLost(t *testing.T) {
 	t.Parallel()
 	// The old grant was revoked by the new consent.
-	srv := newGrantServer(3600, map[string]string{"new": "new-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"new": "new-rt-SECRET-0"})
 	clock := newAutoClock()
 	store := &memStore{tok: &oauth2.Token{AccessToken: "old-at-SECRET-0", RefreshToken: "old-rt-SECRET-0", Expiry: clock.Now().Add(-time.Hour)}}
-	ts, _ := newStoreSource(t, store, srv.responder())
+	ts, _ := newStoreSource(t, store, srv.RoundTrip)
 	ts.clk = &clockRef{clock}
 	ts.Initial = &oauth2.Token{AccessToken: "new-at-SECRET-0", RefreshToken: "new-rt-SECRET-0", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600}
 	if tok, err := ts.Token(); err != nil || tok.AccessToken != "new-at-SECRET-0" {
@@ -231,8 +278,8 @@ func TestStoreFreshGrantInMemoryIsNeverLost(t *testing.T) {
 	if !strings.HasPrefix(tok.AccessToken, "new-at-") {
 		t.Errorf("served %q, want the new grant's", tok.AccessToken)
 	}
-	if s := store.stored(); s.RefreshToken != srv.newest("new") {
-		t.Errorf("stored %q, want the newest %q", s.RefreshToken, srv.newest("new"))
+	if s := store.stored(); s.RefreshToken != newest(srv, "new-rt-SECRET-0") {
+		t.Errorf("stored %q, want the newest %q", s.RefreshToken, newest(srv, "new-rt-SECRET-0"))
 	}
 }
 
@@ -241,20 +288,20 @@ func TestStoreFreshGrantInMemoryIsNeverLost(t *testing.T) {
 // retries the Save until it succeeds.
 func TestWaitRetriesFailedSave(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newPumpedClock(t)
 	store := &memStore{
 		tok:      &oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(-time.Minute)},
 		saveErrs: 3,
 	}
-	ts, _ := newStoreSource(t, store, srv.responder())
+	ts, _ := newStoreSource(t, store, srv.RoundTrip)
 	ts.clk = &clockRef{clock}
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
 	ts.Wait()
-	if s := store.stored(); s.RefreshToken != srv.newest("g") {
-		t.Errorf("after Wait the Store holds %q, want %q", s.RefreshToken, srv.newest("g"))
+	if s := store.stored(); s.RefreshToken != newest(srv, "g-rt-SECRET-0") {
+		t.Errorf("after Wait the Store holds %q, want %q", s.RefreshToken, newest(srv, "g-rt-SECRET-0"))
 	}
 	if n := store.saveCount(); n != 4 {
 		t.Errorf("%d Saves, want 4 (1 failed, 2 failed retries, 1 success)", n)
@@ -269,14 +316,14 @@ func TestWaitRetriesFailedSave(t *testing.T) {
 // retries until the Store takes the token.
 func TestWaitGivesUpOnFailingSave(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newPumpedClock(t)
 	store := &memStore{
 		tok:      &oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(-time.Minute)},
 		saveErrs: 1 << 30,
 	}
 	logger, logs := newTestLogger()
-	ts, _ := newStoreSource(t, store, srv.responder())
+	ts, _ := newStoreSource(t, store, srv.RoundTrip)
 	ts.clk, ts.Logger = &clockRef{clock}, logger
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
@@ -302,8 +349,8 @@ func TestWaitGivesUpOnFailingSave(t *testing.T) {
 	for ts.cache.Load().unsaved {
 		ts.Wait()
 	}
-	if s := store.stored(); s.RefreshToken != srv.newest("g") {
-		t.Errorf("the Store holds %q, want %q", s.RefreshToken, srv.newest("g"))
+	if s := store.stored(); s.RefreshToken != newest(srv, "g-rt-SECRET-0") {
+		t.Errorf("the Store holds %q, want %q", s.RefreshToken, newest(srv, "g-rt-SECRET-0"))
 	}
 	assertNoSecret(t, "log", logs.String())
 }
@@ -329,7 +376,7 @@ func TestStoreExpiredTokenFailingEndpoint(t *testing.T) {
 
 func TestTokenSourceSavesBeforeUse(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, _, clock := newSource(t, srv, time.Hour)
 	var servedAtSave string
 	store := &memStore{}
@@ -351,14 +398,14 @@ func TestTokenSourceSavesBeforeUse(t *testing.T) {
 	if s := store.stored(); s == nil || s.RefreshToken != "rt-SECRET-1" {
 		t.Errorf("stored %v; want the rotated refresh token", s)
 	}
-	if got := srv.form(0)["refresh_token"]; got != testRefresh {
+	if got := postForm(srv, 0)["refresh_token"]; got != testRefresh {
 		t.Errorf("refreshed with %q", got)
 	}
 }
 
 func TestTokenSourceSaveFailureIsRetried(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, _, _ := newSource(t, srv, time.Hour)
 	clock := newFakeClock() // timers fire only when the test advances it
 	ts.clk = &clockRef{clock}
@@ -408,7 +455,7 @@ func TestTokenSourceSaveFailureIsRetried(t *testing.T) {
 
 func TestTokenSourceUnsavedTokenOutranksStore(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, _, clock := newSource(t, srv, time.Hour)
 	store := &memStore{saveErrs: 100, tok: &oauth2.Token{AccessToken: testAccess, RefreshToken: testRefresh}}
 	ts.Store = store
@@ -422,7 +469,7 @@ func TestTokenSourceUnsavedTokenOutranksStore(t *testing.T) {
 	}
 	ts.Wait()
 	// The second refresh used the rotated token, not the stale stored one.
-	if got := srv.form(1)["refresh_token"]; got != "rt-SECRET-1" {
+	if got := postForm(srv, 1)["refresh_token"]; got != "rt-SECRET-1" {
 		t.Errorf("second refresh used %q, want rt-SECRET-1", got)
 	}
 }
@@ -445,7 +492,7 @@ func TestTokenSourceStore(t *testing.T) {
 	})
 	t.Run("adopts a valid token another process stored", func(t *testing.T) {
 		t.Parallel()
-		ts, mt, clock := newSource(t, &tokenServer{expiresIn: 3600}, time.Hour)
+		ts, mt, clock := newSource(t, newTokenServer(t, 3600), time.Hour)
 		store := &memStore{}
 		ts.Store = store
 		clock.Advance(2 * time.Hour)
@@ -460,17 +507,23 @@ func TestTokenSourceStore(t *testing.T) {
 	})
 	t.Run("refreshes with a newer stored refresh token", func(t *testing.T) {
 		t.Parallel()
-		srv := &tokenServer{expiresIn: 3600}
+		srv := newTokenServer(t, 3600)
 		ts, _, clock := newSource(t, srv, time.Hour)
 		store := &memStore{}
 		ts.Store = store
 		clock.Advance(2 * time.Hour)
-		store.tok = &oauth2.Token{AccessToken: "at-SECRET-other", RefreshToken: "rt-SECRET-other", Expiry: clock.Now().Add(-time.Minute)}
+		// Another process rotated the refresh token and stored the new one:
+		// the endpoint refuses the initial one now.
+		other, ok := srv.Rotate(testRefresh)
+		if !ok {
+			t.Fatal("the endpoint refused the initial refresh token")
+		}
+		store.tok = &oauth2.Token{AccessToken: other.AccessToken, RefreshToken: other.RefreshToken, Expiry: clock.Now().Add(-time.Minute)}
 		if _, err := ts.Token(); err != nil {
 			t.Fatal(err)
 		}
-		if got := srv.form(0)["refresh_token"]; got != "rt-SECRET-other" {
-			t.Errorf("refreshed with %q, want the stored rt-SECRET-other", got)
+		if got := postForm(srv, 0)["refresh_token"]; got != other.RefreshToken {
+			t.Errorf("refreshed with %q, want the stored %q", got, other.RefreshToken)
 		}
 	})
 	t.Run("nothing anywhere", func(t *testing.T) {
@@ -493,7 +546,7 @@ func TestTokenSourceStore(t *testing.T) {
 	})
 	t.Run("failing Load at refresh keeps the cached refresh token", func(t *testing.T) {
 		t.Parallel()
-		srv := &tokenServer{expiresIn: 3600}
+		srv := newTokenServer(t, 3600)
 		ts, _, clock := newSource(t, srv, time.Hour)
 		ts.Store = &memStore{loadErr: errors.New("db down")}
 		clock.Advance(2 * time.Hour)
@@ -539,17 +592,9 @@ func (l *lockingStore) Lock(ctx context.Context) (func(), error) {
 
 func TestTokenSourceStaleStoreFallsBackToNewerGrant(t *testing.T) {
 	t.Parallel()
+	srv := newTokenServer(t, 3600) // it refuses the old grant's refresh token
 	mt := httpmock.NewMockTransport()
-	var used []string
-	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
-		req.ParseForm()
-		rt := req.PostForm.Get("refresh_token")
-		used = append(used, rt)
-		if rt != testRefresh {
-			return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`), nil
-		}
-		return httpmock.NewStringResponse(200, `{"access_token":"at-SECRET-1","refresh_token":"rt-SECRET-1","expires_in":3600}`), nil
-	})
+	mt.RegisterResponder("POST", TokenURL, srv.RoundTrip)
 	clock := newAutoClock()
 	// Initial comes from a new login; the Store still holds an old one.
 	store := &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-old", RefreshToken: "rt-SECRET-old", Expiry: clock.Now().Add(-time.Hour)}}
@@ -561,7 +606,7 @@ func TestTokenSourceStaleStoreFallsBackToNewerGrant(t *testing.T) {
 	}
 	tok, err := ts.Token()
 	if err != nil || tok.AccessToken != "at-SECRET-1" {
-		t.Fatalf("%v, %v; want the newer grant in memory refreshed (refresh tokens tried: %q)", tok, err, used)
+		t.Fatalf("%v, %v; want the newer grant in memory refreshed (refresh tokens tried: %q)", tok, err, presented(srv))
 	}
 	if s := store.stored(); s == nil || s.RefreshToken != "rt-SECRET-1" {
 		t.Errorf("stored %v, want the new token", s)
@@ -572,7 +617,7 @@ func TestTokenSourceLocker(t *testing.T) {
 	t.Parallel()
 	t.Run("one lock per refresh, store re-read under it", func(t *testing.T) {
 		t.Parallel()
-		srv := &tokenServer{expiresIn: 3600}
+		srv := newTokenServer(t, 3600)
 		ts, _, clock := newSource(t, srv, time.Hour)
 		store := &lockStore{memStore: &memStore{}}
 		ts.Store = store
@@ -594,7 +639,7 @@ func TestTokenSourceLocker(t *testing.T) {
 	})
 	t.Run("adopts what another process stored under the lock", func(t *testing.T) {
 		t.Parallel()
-		ts, mt, clock := newSource(t, &tokenServer{expiresIn: 3600}, time.Hour)
+		ts, mt, clock := newSource(t, newTokenServer(t, 3600), time.Hour)
 		clock.Advance(2 * time.Hour)
 		store := &lockStore{memStore: &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-other", RefreshToken: "rt-SECRET-other", Expiry: clock.Now().Add(time.Hour)}}}
 		ts.Store = store
@@ -621,7 +666,7 @@ func TestTokenSourceLocker(t *testing.T) {
 	})
 	t.Run("a lock error is returned", func(t *testing.T) {
 		t.Parallel()
-		ts, mt, clock := newSource(t, &tokenServer{}, time.Hour)
+		ts, mt, clock := newSource(t, newTokenServer(t, 0), time.Hour)
 		ts.Store = &lockStore{memStore: &memStore{}, lockErr: errors.New("db gone")}
 		clock.Advance(2 * time.Hour)
 		_, err := ts.Token()
@@ -639,14 +684,12 @@ func TestTokenSourceLocker(t *testing.T) {
 // Store is behind, so its token is not adopted over Initial's.
 func TestTokenSourceInitialNewerThanStore(t *testing.T) {
 	t.Parallel()
+	srv := newGrantlessServer(t, 3600)
+	srv.AddGrant("", "rt-SECRET-new", 0)
+	srv.AddGrant("old", "rt-SECRET-old", 0)
+	srv.Revoke("rt-SECRET-old") // the old grant is revoked
 	mt := httpmock.NewMockTransport()
-	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
-		req.ParseForm()
-		if req.PostForm.Get("refresh_token") != "rt-SECRET-old" { // the old grant is revoked
-			return httpmock.NewStringResponse(200, `{"access_token":"at-SECRET-1","refresh_token":"rt-SECRET-1","expires_in":3600}`), nil
-		}
-		return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`), nil
-	})
+	mt.RegisterResponder("POST", TokenURL, srv.RoundTrip)
 	clock := newAutoClock()
 	store := &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-old", RefreshToken: "rt-SECRET-old", Expiry: clock.Now().Add(50 * time.Minute)}}
 	ts := &TokenSource{
@@ -719,30 +762,24 @@ func (l *lockStore) Load(ctx context.Context) (*oauth2.Token, error) {
 // must still be the one used next, never the rotated-away one in memory.
 func TestStoredRefreshTokenSurvivesTransientFailure(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(7200, map[string]string{"g": "g-rt-SECRET-a"})
-	var fail atomic.Int32
-	resp := srv.responder()
+	srv := newRotatingServer(t, 7200, nil)
+	srv.AddGrant("g", "g-rt-SECRET-a", 8) // its next tokens are g-at-SECRET-9, g-rt-SECRET-9
 	clock := newAutoClock()
 	store := &memStore{tok: &oauth2.Token{AccessToken: "g-at-SECRET-a", RefreshToken: "g-rt-SECRET-a", Expiry: clock.Now().Add(2 * time.Hour), ExpiresIn: 7200}}
-	ts, _ := newStoreSource(t, store, func(req *http.Request) (*http.Response, error) {
-		if fail.Add(-1) >= 0 {
-			return httpmock.NewStringResponse(429, `{}`), nil
-		}
-		return resp(req)
-	})
+	ts, _ := newStoreSource(t, store, srv.RoundTrip)
 	ts.clk = &clockRef{clock}
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
 	// Another process rotates the refresh token and stores only it.
-	srv.mu.Lock()
-	srv.live["g"] = "g-rt-SECRET-9"
-	srv.mu.Unlock()
+	if other, ok := srv.Rotate("g-rt-SECRET-a"); !ok || other.RefreshToken != "g-rt-SECRET-9" {
+		t.Fatalf("the other process's refresh: %v, %v", other, ok)
+	}
 	store.mu.Lock()
 	store.tok = &oauth2.Token{RefreshToken: "g-rt-SECRET-9"}
 	store.mu.Unlock()
-	clock.Advance(2*time.Hour - 4*time.Minute) // the early window
-	fail.Store(1)                              // the endpoint throttles this one refresh
+	clock.Advance(2*time.Hour - 4*time.Minute)                     // the early window
+	srv.FailNext(fakepandadoc.Body(429, "application/json", `{}`)) // the endpoint throttles this one refresh
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
@@ -751,11 +788,9 @@ func TestStoredRefreshTokenSurvivesTransientFailure(t *testing.T) {
 	if _, err := ts.Token(); err != nil {
 		t.Fatalf("the newer refresh token was dropped: %v", err)
 	}
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	for _, rt := range srv.posts {
+	for _, rt := range presented(srv) {
 		if rt == "g-rt-SECRET-a" {
-			t.Errorf("presented the rotated-away refresh token: %q", srv.posts)
+			t.Errorf("presented the rotated-away refresh token: %q", presented(srv))
 		}
 	}
 }

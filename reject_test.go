@@ -20,9 +20,9 @@ func TestRevokedStoreTokenBurst(t *testing.T) {
 		t.Run(from, func(t *testing.T) {
 			t.Parallel()
 			const n = 10
-			srv := &tokenServer{expiresIn: 3600}
+			srv := newTokenServer(t, 3600)
 			mt := httpmock.NewMockTransport()
-			mt.RegisterResponder("POST", TokenURL, srv.responder())
+			mt.RegisterResponder("POST", TokenURL, srv.RoundTrip)
 			// The API holds the first n requests until all have arrived,
 			// so that every one of them carries the revoked token.
 			arrived := make(chan struct{}, n)
@@ -71,7 +71,7 @@ func TestRevokedStoreTokenBurst(t *testing.T) {
 					t.Errorf("request %d: %d, want 200 after the refresh", i, c)
 				}
 			}
-			if got := srv.n.Load(); got != 1 {
+			if got := srv.TotalTokenRequests(); got != 1 {
 				t.Errorf("%d refreshes, want 1 for the storm", got)
 			}
 		})
@@ -82,7 +82,7 @@ func TestRevokedStoreTokenBurst(t *testing.T) {
 // the exact token.
 func TestInvalidateReportsWhatItDid(t *testing.T) {
 	t.Parallel()
-	ts, _, _ := newSource(t, &tokenServer{expiresIn: 3600}, time.Hour)
+	ts, _, _ := newSource(t, newTokenServer(t, 3600), time.Hour)
 	tok, _ := ts.Token()
 	if ts.Invalidate(&oauth2.Token{AccessToken: "someone else's"}) {
 		t.Error("invalidated a token that is not served")
@@ -109,7 +109,7 @@ func TestInvalidateReportsWhatItDid(t *testing.T) {
 // rejected one after another applies to tokens from the endpoint only.
 func TestNeverWorkedBackoffOnlyForEndpointTokens(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, mt, clock := newSource(t, srv, time.Hour)
 	mt.RegisterResponder("GET", apiURL, httpmock.NewStringResponder(401, `{}`))
 	client := &http.Client{Transport: &Transport{Source: ts, Base: mt}}
@@ -124,19 +124,19 @@ func TestNeverWorkedBackoffOnlyForEndpointTokens(t *testing.T) {
 	for range 5 {
 		get() // at-SECRET-1 never worked: kept for the back-off
 	}
-	if n := srv.n.Load(); n != 1 {
+	if n := srv.TotalTokenRequests(); n != 1 {
 		t.Errorf("%d refreshes within the back-off, want 1", n)
 	}
 	clock.Advance(rejectionBackoff(1))
 	get()
-	if n := srv.n.Load(); n != 2 {
+	if n := srv.TotalTokenRequests(); n != 2 {
 		t.Errorf("%d refreshes after the back-off, want 2", n)
 	}
 }
 
 func TestTokenSourceInvalidate(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, mt, _ := newSource(t, srv, time.Hour)
 	old, _ := ts.Token()
 	if !ts.Invalidate(old) {

@@ -7,17 +7,18 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gopandadoc/pandadocauth/internal/fakepandadoc"
 	"github.com/jarcoal/httpmock"
 	"golang.org/x/oauth2"
 )
 
 func TestTokenSourceConcurrentRefreshIsDeduplicated(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
+	srv := newTokenServer(t, 3600)
+	srv.HoldTokenRequests()
 	ts, mt, clock := newSource(t, srv, time.Hour)
 	clock.Advance(2 * time.Hour) // expired
 
@@ -36,8 +37,8 @@ func TestTokenSourceConcurrentRefreshIsDeduplicated(t *testing.T) {
 			}
 		}()
 	}
-	srv.waitArrived(1)
-	close(srv.gate)
+	waitPosts(t, srv, 1)
+	srv.ReleaseTokenRequests()
 	wg.Wait()
 	for i := range n {
 		if errs[i] != nil || results[i] != "at-SECRET-1" {
@@ -51,14 +52,11 @@ func TestTokenSourceConcurrentRefreshIsDeduplicated(t *testing.T) {
 
 func TestTokenSourceFailedRefreshIsShared(t *testing.T) {
 	t.Parallel()
+	srv := newTokenServer(t, 3600)
+	srv.Revoke(testRefresh)
+	srv.HoldTokenRequests()
 	mt := httpmock.NewMockTransport()
-	gate := make(chan struct{})
-	arrived := make(chan struct{}, 1)
-	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
-		arrived <- struct{}{}
-		<-gate
-		return httpmock.NewStringResponse(400, `{"error":"invalid_grant","error_description":"refresh token is expired"}`), nil
-	})
+	mt.RegisterResponder("POST", TokenURL, srv.RoundTrip)
 	clock := newAutoClock()
 	ts := &TokenSource{
 		Config:  testConfig(mt),
@@ -75,8 +73,8 @@ func TestTokenSourceFailedRefreshIsShared(t *testing.T) {
 			_, errs[i] = ts.Token()
 		}()
 	}
-	<-arrived
-	close(gate)
+	waitPosts(t, srv, 1)
+	srv.ReleaseTokenRequests()
 	wg.Wait()
 	for i, err := range errs {
 		var re *oauth2.RetrieveError
@@ -108,7 +106,8 @@ func TestTokenSourceFailedRefreshIsShared(t *testing.T) {
 
 func TestTokenSourceCallerContextEndsWhileWaiting(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
+	srv := newTokenServer(t, 3600)
+	srv.HoldTokenRequests()
 	ts, mt, clock := newSource(t, srv, time.Hour)
 	clock.Advance(2 * time.Hour)
 
@@ -123,13 +122,13 @@ func TestTokenSourceCallerContextEndsWhileWaiting(t *testing.T) {
 		_, err := ts.TokenContext(context.Background())
 		stayer <- err
 	}()
-	srv.waitArrived(1)
+	waitPosts(t, srv, 1)
 	cancel()
 	// The leaver returns while the endpoint still holds the refresh.
 	if err := <-leaver; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled caller got %v, want context.Canceled", err)
 	}
-	close(srv.gate)
+	srv.ReleaseTokenRequests()
 	if err := <-stayer; err != nil {
 		t.Fatalf("the other caller failed: %v", err)
 	}
@@ -152,7 +151,8 @@ func TestTokenSourceCallerContextEndsWhileWaiting(t *testing.T) {
 
 func TestTokenSourceEarlyRefresh(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
+	srv := newTokenServer(t, 3600)
+	srv.HoldTokenRequests()
 	ts, mt, clock := newSource(t, srv, 10*time.Minute)
 	ts.EarlyRefresh = 5 * time.Minute
 
@@ -160,7 +160,7 @@ func TestTokenSourceEarlyRefresh(t *testing.T) {
 	if tok, _ := ts.Token(); tok.AccessToken != testAccess {
 		t.Fatalf("got %q", tok.AccessToken)
 	}
-	if srv.n.Load() != 0 {
+	if srv.TotalTokenRequests() != 0 {
 		t.Fatal("refreshed before the early window")
 	}
 
@@ -172,11 +172,11 @@ func TestTokenSourceEarlyRefresh(t *testing.T) {
 			t.Fatalf("inside the window: %v, %v; want the current token", tok, err)
 		}
 	}
-	srv.waitArrived(1)
+	waitPosts(t, srv, 1)
 	for range 100 {
 		ts.Token()
 	}
-	close(srv.gate)
+	srv.ReleaseTokenRequests()
 	ts.Wait()
 	tok, err := ts.Token()
 	if err != nil || tok.AccessToken != "at-SECRET-1" {
@@ -281,25 +281,20 @@ func TestTokenSourceRetries(t *testing.T) {
 func TestTokenSourceHonoursRetryAfter(t *testing.T) {
 	t.Parallel()
 	ts, mt, clock := newSource(t, nil, time.Hour)
-	var gap time.Duration
-	var first time.Duration
-	calls := 0
-	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
-		calls++
-		if calls == 1 {
-			first = clock.Mono()
-			r := httpmock.NewStringResponse(429, "")
-			r.Header.Set("Retry-After", "7")
-			return r, nil
-		}
-		gap = clock.Mono() - first
-		return httpmock.NewStringResponse(200, `{"access_token":"at-SECRET-1"}`), nil
-	})
+	srv := newTokenServer(t, 0, func(o *fakepandadoc.Options) { o.Now = clock.Now })
+	retry := fakepandadoc.Body(429, "", "")
+	retry.Header = http.Header{"Retry-After": {"7"}}
+	srv.FailNext(retry)
+	mt.RegisterResponder("POST", TokenURL, srv.RoundTrip)
 	clock.Advance(2 * time.Hour)
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
-	if gap != 7*time.Second {
+	posts := srv.TokenPosts()
+	if len(posts) != 2 {
+		t.Fatalf("%d token POSTs, want the 429 and its retry", len(posts))
+	}
+	if gap := posts[1].At.Sub(posts[0].At); gap != 7*time.Second {
 		t.Errorf("retried after %v of fake time, want Retry-After's 7s", gap)
 	}
 }
@@ -310,15 +305,10 @@ func TestTokenSourceHonoursRetryAfter(t *testing.T) {
 // grows while 429s go on, and a success resets it.
 func TestTokenSourceThrottled(t *testing.T) {
 	t.Parallel()
-	ts, mt, clock := newSource(t, nil, time.Hour)
-	var throttle atomic.Bool
-	throttle.Store(true)
-	mt.RegisterResponder("POST", TokenURL, func(req *http.Request) (*http.Response, error) {
-		if throttle.Load() {
-			return httpmock.NewStringResponse(429, `{"message":"Too many requests"}`), nil
-		}
-		return httpmock.NewStringResponse(200, `{"access_token":"at-SECRET-1","refresh_token":"rt-SECRET-1","expires_in":3600}`), nil
-	})
+	srv := newTokenServer(t, 3600)
+	throttled := fakepandadoc.Body(429, "application/json", `{"message":"Too many requests"}`)
+	srv.FailAlways(throttled)
+	ts, mt, clock := newSource(t, srv, time.Hour)
 	clock.Advance(2 * time.Hour)
 	posts := func() int { return mt.GetCallCountInfo()[tokenCall] }
 	for i, backoff := range []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, time.Minute, time.Minute} {
@@ -337,7 +327,7 @@ func TestTokenSourceThrottled(t *testing.T) {
 		}
 		clock.Advance(time.Millisecond)
 	}
-	throttle.Store(false)
+	srv.ClearFaults()
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +335,7 @@ func TestTokenSourceThrottled(t *testing.T) {
 	if _, err := ts.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	throttle.Store(true)
+	srv.FailAlways(throttled)
 	before := posts()
 	ts.Refresh(context.Background())
 	clock.Advance(minThrottleBackoff)
@@ -357,7 +347,7 @@ func TestTokenSourceThrottled(t *testing.T) {
 
 func TestTokenSourceRejectedWhileFlightFinishes(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, _, clock := newSource(t, srv, time.Hour)
 	store := &lockingStore{memStore: &memStore{}, unlocking: make(chan struct{}), gate: make(chan struct{})}
 	ts.Store = store
@@ -388,14 +378,15 @@ func TestTokenSourceRejectedWhileFlightFinishes(t *testing.T) {
 			t.Errorf("got %v; want at-SECRET-2, not the rejected token", tok)
 		}
 	}
-	if n := srv.n.Load(); n != 2 {
+	if n := srv.TotalTokenRequests(); n != 2 {
 		t.Errorf("%d refreshes, want 2", n)
 	}
 }
 
 func TestTokenSourceRefreshForces(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
+	srv := newTokenServer(t, 3600)
+	srv.HoldTokenRequests()
 	ts, mt, _ := newSource(t, srv, time.Hour)
 	ts.Token() // loaded
 	store := &memStore{}
@@ -416,7 +407,7 @@ func TestTokenSourceRefreshForces(t *testing.T) {
 		}()
 	}
 	waitForWaiters(t, ts, n) // all in one forced refresh
-	close(srv.gate)
+	srv.ReleaseTokenRequests()
 	wg.Wait()
 	if posts := mt.GetCallCountInfo()[tokenCall]; posts != 1 {
 		t.Errorf("%d POSTs for %d concurrent Refresh calls, want 1", posts, n)
@@ -436,13 +427,14 @@ func TestTokenSourceRefreshForces(t *testing.T) {
 
 func TestTokenSourceWaitCoversBackgroundWork(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
+	srv := newTokenServer(t, 3600)
+	srv.HoldTokenRequests()
 	ts, _, clock := newSource(t, srv, 10*time.Minute)
 	clock.Advance(6 * time.Minute) // inside the early window
 	if tok, _ := ts.Token(); tok.AccessToken != testAccess {
 		t.Fatal("want the current token served")
 	}
-	srv.waitArrived(1)
+	waitPosts(t, srv, 1)
 	waited := make(chan struct{})
 	go func() {
 		ts.Wait()
@@ -454,7 +446,7 @@ func TestTokenSourceWaitCoversBackgroundWork(t *testing.T) {
 		t.Fatal("Wait returned while the background refresh was under way")
 	default:
 	}
-	close(srv.gate)
+	srv.ReleaseTokenRequests()
 	<-waited
 	if tok := ts.cache.Load().tok; tok.AccessToken != "at-SECRET-1" {
 		t.Errorf("after Wait the served token is %q, want the refreshed one", tok.AccessToken)
@@ -464,8 +456,8 @@ func TestTokenSourceWaitCoversBackgroundWork(t *testing.T) {
 func TestTokenSourceBackgroundRefreshKeepsContextValues(t *testing.T) {
 	t.Parallel()
 	mt := httpmock.NewMockTransport()
-	srv := &tokenServer{expiresIn: 3600}
-	mt.RegisterResponder("POST", TokenURL, srv.responder())
+	srv := newTokenServer(t, 3600)
+	mt.RegisterResponder("POST", TokenURL, srv.RoundTrip)
 	clock := newAutoClock()
 	ts := &TokenSource{
 		// No HTTPClient: the context's is used.
@@ -509,7 +501,8 @@ func TestTokenSourceFailFastHonoursRetryAfter(t *testing.T) {
 // while it waits leaves; Wait must still wait for the refresh it started.
 func TestTokenSourceWaitCoversALeftFlight(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
+	srv := newTokenServer(t, 3600)
+	srv.HoldTokenRequests()
 	ts, _, clock := newSource(t, srv, time.Hour)
 	ts.Token() // Initial loaded
 	clock.Advance(2 * time.Hour)
@@ -536,9 +529,9 @@ func TestTokenSourceWaitCoversALeftFlight(t *testing.T) {
 		t.Error("Wait returned while the refresh the caller left was under way")
 	default:
 	}
-	close(srv.gate)
+	srv.ReleaseTokenRequests()
 	<-waited
-	if n := srv.n.Load(); n != 1 {
+	if n := srv.TotalTokenRequests(); n != 1 {
 		t.Errorf("%d refreshes, want 1", n)
 	}
 }
@@ -547,7 +540,7 @@ func TestTokenSourceWaitCoversALeftFlight(t *testing.T) {
 // refresh, Refresh does not make a second one.
 func TestTokenSourceRefreshOnFirstUse(t *testing.T) {
 	t.Parallel()
-	ts, mt, clock := newSource(t, &tokenServer{expiresIn: 3600}, time.Hour)
+	ts, mt, clock := newSource(t, newTokenServer(t, 3600), time.Hour)
 	clock.Advance(2 * time.Hour)
 	if _, err := ts.Refresh(context.Background()); err != nil {
 		t.Fatal(err)

@@ -92,9 +92,9 @@ func TestTokenEndpointUnsendableAccessToken(t *testing.T) {
 // its refresh token gets a new one.
 func TestUnsendableStoredTokenIsRefreshed(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	mt := httpmock.NewMockTransport()
-	mt.RegisterResponder("POST", TokenURL, srv.responder())
+	mt.RegisterResponder("POST", TokenURL, srv.RoundTrip)
 	clock := newAutoClock()
 	store := &memStore{tok: &oauth2.Token{AccessToken: "at\r\nX: 1", RefreshToken: testRefresh, Expiry: clock.Now().Add(time.Hour)}}
 	ts := &TokenSource{Config: testConfig(mt), Store: store, clk: &clockRef{clock}}
@@ -172,7 +172,7 @@ func TestTokenSourceBadResponses(t *testing.T) {
 func TestTokenSourceKeepsRefreshTokenWhenOmitted(t *testing.T) {
 	t.Parallel()
 	store := &memStore{}
-	ts, _, clock := newSource(t, &tokenServer{expiresIn: 3600, noRotate: true}, time.Hour)
+	ts, _, clock := newSource(t, newTokenServer(t, 3600, keepRefreshToken), time.Hour)
 	ts.Store = store
 	clock.Advance(2 * time.Hour)
 	tok, err := ts.Token()

@@ -17,7 +17,7 @@ import (
 )
 
 func TestTokenSourceHotPath(t *testing.T) {
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, mt, _ := newSource(t, srv, time.Hour)
 	first, err := ts.Token()
 	if err != nil {
@@ -49,7 +49,7 @@ func TestTokenSourceHotPath(t *testing.T) {
 
 func TestTokenSourceZeroExpiryNeverRefreshes(t *testing.T) {
 	t.Parallel()
-	ts, mt, clock := newSource(t, &tokenServer{}, 0)
+	ts, mt, clock := newSource(t, newTokenServer(t, 0), 0)
 	clock.Advance(10 * 365 * 24 * time.Hour)
 	tok, err := ts.Token()
 	if err != nil || tok.AccessToken != testAccess {
@@ -78,7 +78,7 @@ func TestTokenSourceShortLivedTokenWindow(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			ts, mt, clock := newSource(t, &tokenServer{expiresIn: int(tc.lifetime / time.Second)}, tc.lifetime)
+			ts, mt, clock := newSource(t, newTokenServer(t, int(tc.lifetime/time.Second)), tc.lifetime)
 			ts.EarlyRefresh = tc.early
 			clock.Advance(tc.at)
 			tok, err := ts.Token()
@@ -105,7 +105,7 @@ func TestTokenSourceShortLivedTokenWindow(t *testing.T) {
 
 func TestTokenSourceBlocksOnlyNearExpiry(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, _, clock := newSource(t, srv, 10*time.Minute)
 	// Within blockingSkew of expiry the old token is no longer served.
 	clock.Advance(10*time.Minute - blockingSkew + time.Second)
@@ -117,7 +117,7 @@ func TestTokenSourceBlocksOnlyNearExpiry(t *testing.T) {
 
 func TestTokenSourceNoSecretInStrings(t *testing.T) {
 	t.Parallel()
-	ts, _, _ := newSource(t, &tokenServer{}, time.Hour)
+	ts, _, _ := newSource(t, newTokenServer(t, 0), time.Hour)
 	ts.Token()
 	conf := *ts.Config
 	for _, s := range []string{
@@ -131,7 +131,7 @@ func TestTokenSourceNoSecretInStrings(t *testing.T) {
 
 func TestTokenSourceNoSecretInLogsOrJSON(t *testing.T) {
 	t.Parallel()
-	ts, _, _ := newSource(t, &tokenServer{}, time.Hour)
+	ts, _, _ := newSource(t, newTokenServer(t, 0), time.Hour)
 	ts.Token()
 	var buf syncBuffer
 	logger := slog.New(slog.NewJSONHandler(&buf, nil))
@@ -152,7 +152,7 @@ func TestTokenSourceNoSecretInLogsOrJSON(t *testing.T) {
 
 func TestTokenSourceInitialFirst(t *testing.T) {
 	t.Parallel()
-	ts, mt, _ := newSource(t, &tokenServer{}, time.Hour)
+	ts, mt, _ := newSource(t, newTokenServer(t, 0), time.Hour)
 	store := &memStore{tok: &oauth2.Token{AccessToken: "at-SECRET-stored", Expiry: time.Now().Add(time.Hour)}}
 	ts.Store = store
 	tok, err := ts.Token()
@@ -166,7 +166,7 @@ func TestTokenSourceInitialFirst(t *testing.T) {
 
 func TestTokenSourceEarlyRefreshOff(t *testing.T) {
 	t.Parallel()
-	ts, mt, clock := newSource(t, &tokenServer{expiresIn: 3600}, time.Hour)
+	ts, mt, clock := newSource(t, newTokenServer(t, 3600), time.Hour)
 	ts.EarlyRefresh = -1
 	clock.Advance(time.Hour - blockingSkew - time.Second)
 	if tok, _ := ts.Token(); tok.AccessToken != testAccess {
@@ -177,8 +177,8 @@ func TestTokenSourceEarlyRefreshOff(t *testing.T) {
 		t.Errorf("%d POSTs with early refresh off, want 0", n)
 	}
 	clock.Advance(2 * time.Second)
-	if tok, _ := ts.Token(); tok.AccessToken != "at-SECRET-1" {
-		t.Error("want a new token at expiry")
+	if tok, err := ts.Token(); err != nil || tok.AccessToken != "at-SECRET-1" {
+		t.Errorf("%v, %v; want a new token at expiry", tok, err)
 	}
 }
 
@@ -202,7 +202,7 @@ func TestTokenSourceFarFutureExpiry(t *testing.T) {
 // token that lives less than twice blockingSkew is still usable at once.
 func TestTokenSourceEarlyRefreshOffShortToken(t *testing.T) {
 	t.Parallel()
-	ts, mt, clock := newSource(t, &tokenServer{expiresIn: 5}, time.Hour)
+	ts, mt, clock := newSource(t, newTokenServer(t, 5), time.Hour)
 	ts.EarlyRefresh = -1
 	clock.Advance(2 * time.Hour)
 	for range 5 {
@@ -221,7 +221,7 @@ func TestTokenSourceEarlyRefreshOffShortToken(t *testing.T) {
 // reports such copies in code; reflect makes one here.)
 func TestTokenSourceCopiedByValueLeaksNothing(t *testing.T) {
 	t.Parallel()
-	ts, _, _ := newSource(t, &tokenServer{}, time.Hour)
+	ts, _, _ := newSource(t, newTokenServer(t, 0), time.Hour)
 	ts.Token()
 	copied := reflect.ValueOf(ts).Elem().Interface() // a TokenSource, not a *TokenSource
 	b, err := json.Marshal(copied)
@@ -245,7 +245,7 @@ func TestTokenSourceCopiedByValueLeaksNothing(t *testing.T) {
 // the bytes of the header sent.
 func TestRefreshedTokenIsCompact(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, _, clock := newSource(t, srv, time.Hour)
 	clock.Advance(2 * time.Hour)
 	tok, err := ts.Token()

@@ -16,6 +16,8 @@ import (
 
 	"github.com/jarcoal/httpmock"
 	"golang.org/x/oauth2"
+
+	"github.com/gopandadoc/pandadocauth/internal/fakepandadoc"
 )
 
 // apiResponder answers 200 to requests whose Bearer token is accepted
@@ -63,7 +65,7 @@ func (errSource) Token() (*oauth2.Token, error) { return nil, errors.New("no tok
 
 func TestTransportSetsBearerAndLeavesRequestAlone(t *testing.T) {
 	t.Parallel()
-	ts, mt, _ := newSource(t, &tokenServer{}, time.Hour)
+	ts, mt, _ := newSource(t, newTokenServer(t, 0), time.Hour)
 	api := &apiResponder{accept: func(string) bool { return true }}
 	mt.RegisterResponder("GET", apiURL, api.responder())
 	req, _ := http.NewRequest("GET", apiURL, nil)
@@ -239,7 +241,7 @@ func TestTransportNoTokenOnCrossHostRedirect(t *testing.T) {
 
 func TestTransport401RefreshesAndRetriesOnce(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, mt, _ := newSource(t, srv, time.Hour)
 	api := &apiResponder{accept: func(tok string) bool { return tok != testAccess }}
 	mt.RegisterResponder("POST", apiURL, api.responder())
@@ -267,8 +269,8 @@ func TestTransport401RefreshesAndRetriesOnce(t *testing.T) {
 func TestTransportRefreshTokenOnlyRefreshesFirst(t *testing.T) {
 	t.Parallel()
 	mt := httpmock.NewMockTransport()
-	srv := &tokenServer{expiresIn: 3600}
-	mt.RegisterResponder("POST", TokenURL, srv.responder())
+	srv := newTokenServer(t, 3600)
+	mt.RegisterResponder("POST", TokenURL, srv.RoundTrip)
 	api := &apiResponder{accept: func(tok string) bool { return tok == "at-SECRET-1" }}
 	mt.RegisterResponder("GET", apiURL, api.responder())
 	src := testConfig(mt).TokenSource(&oauth2.Token{RefreshToken: testRefresh})
@@ -284,7 +286,7 @@ func TestTransportRefreshTokenOnlyRefreshesFirst(t *testing.T) {
 
 func TestTransport401NeverRetriesTwice(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, mt, _ := newSource(t, srv, time.Hour)
 	api := &apiResponder{accept: func(string) bool { return false }}
 	mt.RegisterResponder("GET", apiURL, api.responder())
@@ -304,7 +306,7 @@ func TestTransport401NeverRetriesTwice(t *testing.T) {
 
 func TestTransport401WithUnreplayableBody(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, mt, _ := newSource(t, srv, time.Hour)
 	api := &apiResponder{accept: func(tok string) bool { return tok != testAccess }}
 	mt.RegisterResponder("POST", apiURL, api.responder())
@@ -337,7 +339,8 @@ func TestTransport401WithUnreplayableBody(t *testing.T) {
 
 func TestTransport401StormRefreshesOnce(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
+	srv := newTokenServer(t, 3600)
+	srv.HoldTokenRequests()
 	ts, mt, _ := newSource(t, srv, time.Hour)
 	api := &apiResponder{accept: func(tok string) bool { return tok != testAccess }}
 	mt.RegisterResponder("GET", apiURL, api.responder())
@@ -359,8 +362,8 @@ func TestTransport401StormRefreshesOnce(t *testing.T) {
 			statuses[i] = resp.StatusCode
 		}()
 	}
-	srv.waitArrived(1)
-	close(srv.gate)
+	waitPosts(t, srv, 1)
+	srv.ReleaseTokenRequests()
 	wg.Wait()
 	for i, s := range statuses {
 		if s != 200 {
@@ -374,7 +377,7 @@ func TestTransport401StormRefreshesOnce(t *testing.T) {
 
 func TestTransportLate401KeepsNewerToken(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, mt, _ := newSource(t, srv, time.Hour)
 	// The API holds the first request until the token has been replaced,
 	// then rejects the old token.
@@ -476,9 +479,10 @@ func TestTransport401RefreshFails(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			var srv *tokenServer
+			var srv *fakepandadoc.Server
 			if tc.cancel {
-				srv = &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
+				srv = newTokenServer(t, 3600)
+				srv.HoldTokenRequests()
 			}
 			ts, mt, _ := newSource(t, srv, time.Hour)
 			if tc.endpoint != nil {
@@ -493,14 +497,14 @@ func TestTransport401RefreshFails(t *testing.T) {
 			defer cancel()
 			if tc.cancel {
 				go func() {
-					srv.waitArrived(1)
+					waitPosts(t, srv, 1)
 					cancel()
 				}()
 			}
 			req, _ := http.NewRequestWithContext(ctx, "GET", apiURL, nil)
 			resp, err := tr.RoundTrip(req)
 			if tc.cancel {
-				close(srv.gate)
+				srv.ReleaseTokenRequests()
 			}
 			if resp != nil || err == nil {
 				t.Fatalf("%v, %v; want the refresh's error", resp, err)
@@ -559,7 +563,8 @@ func TestTransport401RefreshFailsThroughWrapper(t *testing.T) {
 
 func TestTransportCallerContextLeavesDuringRefresh(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600, gate: make(chan struct{})}
+	srv := newTokenServer(t, 3600)
+	srv.HoldTokenRequests()
 	ts, mt, clock := newSource(t, srv, time.Hour)
 	mt.RegisterResponder("GET", apiURL, httpmock.NewStringResponder(200, "{}"))
 	clock.Advance(2 * time.Hour)
@@ -570,7 +575,7 @@ func TestTransportCallerContextLeavesDuringRefresh(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("%v, want context.DeadlineExceeded", err)
 	}
-	close(srv.gate)
+	srv.ReleaseTokenRequests()
 	// The refresh went on: the next request gets the new token.
 	tok, err := ts.Token()
 	if err != nil || tok.AccessToken != "at-SECRET-1" {
@@ -582,7 +587,7 @@ func TestTransportCallerContextLeavesDuringRefresh(t *testing.T) {
 }
 
 func TestTransportAllocations(t *testing.T) {
-	ts, _, _ := newSource(t, &tokenServer{}, time.Hour)
+	ts, _, _ := newSource(t, newTokenServer(t, 0), time.Hour)
 	tr := &Transport{Source: ts, Base: noopTransport{}}
 	req, _ := http.NewRequest("GET", apiURL, nil)
 	req.Header.Set("Accept", "application/json")
@@ -684,7 +689,7 @@ func TestTransport401Contract(t *testing.T) {
 			t.Parallel()
 			ts, mt, _ := newSource(t, nil, time.Hour)
 			if tc.refreshOK {
-				mt.RegisterResponder("POST", TokenURL, (&tokenServer{expiresIn: 3600}).responder())
+				mt.RegisterResponder("POST", TokenURL, newTokenServer(t, 3600).RoundTrip)
 			} else {
 				mt.RegisterResponder("POST", TokenURL, httpmock.NewStringResponder(400, `{"error":"invalid_grant"}`))
 			}
@@ -803,7 +808,7 @@ func TestTransportRedirectChains(t *testing.T) {
 
 func TestTransportPersistent401BacksOff(t *testing.T) {
 	t.Parallel()
-	srv := &tokenServer{expiresIn: 3600}
+	srv := newTokenServer(t, 3600)
 	ts, mt, clock := newSource(t, srv, time.Hour)
 	accept := atomic.Bool{}
 	api := &apiResponder{accept: func(string) bool { return accept.Load() }}
@@ -860,7 +865,7 @@ func TestTransportMalformedRequests(t *testing.T) {
 	ok := httpmock.NewMockTransport()
 	ok.RegisterNoResponder(httpmock.NewStringResponder(200, ""))
 	nilResp := roundTripFunc(func(*http.Request) (*http.Response, error) { return nil, nil })
-	ts, mt, _ := newSource(t, &tokenServer{}, time.Hour)
+	ts, mt, _ := newSource(t, newTokenServer(t, 0), time.Hour)
 	_ = mt
 	transports := map[string]func(base http.RoundTripper) http.RoundTripper{
 		"Transport with a *TokenSource": func(b http.RoundTripper) http.RoundTripper { return &Transport{Source: ts, Base: b} },
@@ -939,7 +944,7 @@ func TestTransport401ThroughWrappers(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			srv := &tokenServer{expiresIn: 3600}
+			srv := newTokenServer(t, 3600)
 			ts, mt, _ := newSource(t, srv, 0)
 			api := &apiResponder{accept: func(tok string) bool { return tok != testAccess }}
 			mt.RegisterResponder("GET", apiURL, api.responder())
@@ -991,7 +996,7 @@ func TestTransport401NilBody(t *testing.T) {
 				t.Parallel()
 				ts, mt, _ := newSource(t, nil, time.Hour)
 				if refreshOK {
-					mt.RegisterResponder("POST", TokenURL, (&tokenServer{expiresIn: 3600}).responder())
+					mt.RegisterResponder("POST", TokenURL, newTokenServer(t, 3600).RoundTrip)
 				} else {
 					mt.RegisterResponder("POST", TokenURL, httpmock.NewStringResponder(400, `{"error":"invalid_grant"}`))
 				}
@@ -1052,11 +1057,11 @@ func TestTransportOneAuthorization(t *testing.T) {
 		ctx  context.Context
 	}{
 		{"*TokenSource", func(t *testing.T, b http.RoundTripper) http.RoundTripper {
-			ts, _, _ := newSource(t, &tokenServer{}, time.Hour)
+			ts, _, _ := newSource(t, newTokenServer(t, 0), time.Hour)
 			return &Transport{Source: ts, Base: b}
 		}, "Bearer " + testAccess, context.Background()},
 		{"*TokenSource, replay after a 401", func(t *testing.T, b http.RoundTripper) http.RoundTripper {
-			ts, _, _ := newSource(t, &tokenServer{expiresIn: 3600}, time.Hour)
+			ts, _, _ := newSource(t, newTokenServer(t, 3600), time.Hour)
 			return &Transport{Source: ts, Base: roundTripFunc(func(req *http.Request) (*http.Response, error) {
 				if req.Header.Get("Authorization") == "Bearer "+testAccess {
 					return httpmock.NewStringResponse(401, ""), nil

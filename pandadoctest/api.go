@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gopandadoc/pandadocauth/internal/fakepandadoc"
 )
 
 // maxDocumentBytes bounds the body of a document creation.
@@ -78,7 +80,7 @@ func (s *Server) authenticated(h string) bool {
 	}
 	switch {
 	case strings.EqualFold(scheme, "Bearer"):
-		return s.validAccessToken(cred)
+		return s.eng.ValidAccessToken(cred)
 	case strings.EqualFold(scheme, "API-Key"):
 		return s.apiKey != "" && subtle.ConstantTimeCompare([]byte(cred), []byte(s.apiKey)) == 1
 	}
@@ -126,7 +128,7 @@ func (s *Server) createDocument(w http.ResponseWriter, r *http.Request) {
 // apiJSON counts the request and answers status with v as JSON.
 func (s *Server) apiJSON(w http.ResponseWriter, status int, v any) {
 	s.countAPI(status)
-	writeJSON(w, status, v)
+	fakepandadoc.WriteJSON(w, status, v)
 }
 
 // countAPI counts an API request answered with status. It is called

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/gopandadoc/pandadocauth/internal/fakepandadoc"
 )
 
 // A FaultKind says what a Fault makes the token endpoint do.
@@ -188,5 +190,17 @@ func Oversized(n int) Fault {
 	return Fault{Kind: KindOversized, Size: n}
 }
 
-// defaultOversize is the body size of a KindOversized fault with no Size.
-const defaultOversize = 10 << 20
+// engine returns f as the engine's Fault, whose kinds and fields are
+// the same.
+func (f Fault) engine() fakepandadoc.Fault {
+	return fakepandadoc.Fault{
+		Kind:        fakepandadoc.FaultKind(f.Kind),
+		Status:      f.Status,
+		ContentType: f.ContentType,
+		Header:      f.Header,
+		Body:        f.Body,
+		Size:        f.Size,
+		Delay:       f.Delay,
+		AfterGrant:  f.AfterGrant,
+	}
+}

@@ -28,37 +28,26 @@ var ErrClosed = errors.New("pandadoctest: server closed")
 //
 // Calling HoldTokenRequests while the gate is closed does nothing.
 func (s *Server) HoldTokenRequests() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.gate == nil {
-		s.gate = make(chan struct{})
-	}
+	s.eng.HoldTokenRequests()
 }
 
 // ReleaseTokenRequests opens the token endpoint's gate: the token POSTs
 // that wait at it go on, and those that arrive afterwards are not held.
 // Calling it while the gate is open does nothing.
 func (s *Server) ReleaseTokenRequests() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.gate != nil {
-		close(s.gate)
-		s.gate = nil
-	}
+	s.eng.ReleaseTokenRequests()
 }
 
 // HeldTokenRequests returns how many token POSTs wait at the gate now.
 func (s *Server) HeldTokenRequests() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.held
+	return s.eng.HeldTokenRequests()
 }
 
 // WaitHeldTokenRequests blocks until at least n token POSTs wait at the
 // gate that HoldTokenRequests closed. It returns ctx.Err() if ctx ends
 // first, and ErrClosed if the server is closed.
 func (s *Server) WaitHeldTokenRequests(ctx context.Context, n int) error {
-	return s.waitUntil(ctx, func() bool { return s.held >= n })
+	return closedError(s.eng.WaitHeldTokenRequests(ctx, n))
 }
 
 // WaitTokenRequests blocks until the token endpoint has received at least
@@ -68,7 +57,7 @@ func (s *Server) WaitHeldTokenRequests(ctx context.Context, n int) error {
 // returns ctx.Err() if ctx ends first, and ErrClosed if the server is
 // closed.
 func (s *Server) WaitTokenRequests(ctx context.Context, n int) error {
-	return s.waitUntil(ctx, func() bool { return s.tokenTotal >= n })
+	return closedError(s.eng.WaitTokenRequests(ctx, n))
 }
 
 // WaitAPIRequests blocks until at least n requests to /public/v1/ have
@@ -86,12 +75,7 @@ func (s *Server) WaitAPIRequests(ctx context.Context, n int) error {
 // server never issued. Each grant (IssueToken, or an authorization code
 // exchanged) is counted apart, so one server can serve many grants.
 func (s *Server) GrantTokenRequests(refreshToken string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if g := s.grants[refreshToken]; g != nil {
-		return g.tokenRequests
-	}
-	return 0
+	return s.eng.GrantTokenRequests(refreshToken)
 }
 
 // LiveRefreshToken returns the refresh token that works now for the grant
@@ -99,33 +83,11 @@ func (s *Server) GrantTokenRequests(refreshToken string) int {
 // newest one with it), or false if the server never issued refreshToken
 // or the grant's live refresh token was revoked.
 func (s *Server) LiveRefreshToken(refreshToken string) (string, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if g := s.grants[refreshToken]; g != nil && g.live != "" {
-		return g.live, true
-	}
-	return "", false
+	return s.eng.LiveRefreshToken(refreshToken)
 }
 
-// passGate waits at gate, where arrive counted the request as held. It
-// reports false if the request or the server ended first.
-func (s *Server) passGate(ctx context.Context, gate chan struct{}) bool {
-	passed := false
-	select {
-	case <-gate:
-		passed = true
-	case <-ctx.Done():
-	case <-s.closing.Done():
-	}
-	s.mu.Lock()
-	s.held--
-	s.notifyLocked()
-	s.mu.Unlock()
-	return passed
-}
-
-// notifyLocked wakes the Wait methods up, after a change of the counters
-// or of held. s.mu must be held.
+// notifyLocked wakes WaitAPIRequests up, after a change of the API
+// counters. s.mu must be held.
 func (s *Server) notifyLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})

@@ -30,32 +30,32 @@ func WithTLS() Option {
 
 // WithClient sets the only client ID and secret the server accepts.
 func WithClient(id, secret string) Option {
-	return func(s *Server) { s.clientID, s.clientSecret = id, secret }
+	return func(s *Server) { s.opts.ClientID, s.opts.ClientSecret = id, secret }
 }
 
 // WithRedirectURL sets the only redirect URI the server accepts.
 func WithRedirectURL(u string) Option {
-	return func(s *Server) { s.redirectURL = u }
+	return func(s *Server) { s.opts.RedirectURL = u }
 }
 
 // WithExpiresIn sets the lifetime, in seconds, of the access tokens the
 // server issues. 0 or less issues tokens that are already expired; see
 // Server.SetExpiresIn.
 func WithExpiresIn(seconds int) Option {
-	return func(s *Server) { s.expiresIn = seconds }
+	return func(s *Server) { s.opts.ExpiresIn = seconds }
 }
 
 // WithRotation turns refresh-token rotation on or off; it is off by
 // default. See Server.SetRotation.
 func WithRotation(on bool) Option {
-	return func(s *Server) { s.rotation = on }
+	return func(s *Server) { s.opts.Rotation = on }
 }
 
 // WithReuseDetection makes the token endpoint revoke a grant when a
 // refresh token that rotation replaced is presented again, as OAuth 2.1
 // recommends: its live refresh token stops working too. It acts with
 // rotation on (WithRotation). See Server.ReusedRefreshTokens.
-func WithReuseDetection() Option { return func(s *Server) { s.reuse.on = true } }
+func WithReuseDetection() Option { return func(s *Server) { s.opts.ReuseDetection = true } }
 
 // WithAPIKey makes the API routes accept "Authorization: API-Key key" as
 // well as Bearer access tokens. An empty key accepts no API key, which is
@@ -67,7 +67,7 @@ func WithAPIKey(key string) Option {
 // WithDenyConsent makes the authorization endpoint deny consent. See
 // Server.SetDenyConsent.
 func WithDenyConsent() Option {
-	return func(s *Server) { s.denyConsent = true }
+	return func(s *Server) { s.opts.DenyConsent = true }
 }
 
 // WithClock makes the server read the time from now instead of

@@ -16,34 +16,10 @@ package pandadoctest
 // Revoke and IssueToken are not affected. ReusedRefreshTokens counts
 // the reuses.
 
-// reuseDetection is a Server's reuse detection; the Server's lock
-// guards it.
-type reuseDetection struct {
-	on     bool
-	reuses int // refresh tokens presented after rotation replaced them
-}
-
-// reusedLocked handles rt, a refresh token presented that does not work:
-// if rotation replaced it, the grant is revoked. s.mu must be held.
-func (s *Server) reusedLocked(rt string) {
-	g := s.grants[rt]
-	if !s.reuse.on || g == nil || g.live == "" || g.live == rt {
-		return // unknown, revoked already, or not replaced
-	}
-	if _, live := s.refresh[g.live]; !live {
-		return
-	}
-	s.reuse.reuses++
-	delete(s.refresh, g.live)
-	g.live = ""
-}
-
 // ReusedRefreshTokens returns how many times a refresh token that
 // rotation had replaced was presented to the token endpoint, with reuse
 // detection on, while its grant still worked: how many grants reuse
 // detection revoked.
 func (s *Server) ReusedRefreshTokens() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.reuse.reuses
+	return s.eng.ReusedRefreshTokens()
 }

@@ -103,7 +103,7 @@ type throttle struct {
 
 // throttleKey names a log: a user and a class.
 type throttleKey struct {
-	user  any // a *grant, or apiKeyUser
+	user  any // a grant of the engine (UserOf), or apiKeyUser
 	class pandadocauth.Class
 }
 
@@ -243,10 +243,8 @@ func (s *Server) userOf(h string) any {
 	if strings.EqualFold(scheme, "API-Key") {
 		return apiKeyUser{}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if g := s.access[strings.TrimSpace(cred)]; g != nil && g.user != nil {
-		return g.user
+	if g, ok := s.eng.UserOf(strings.TrimSpace(cred)); ok {
+		return g
 	}
 	return apiKeyUser{}
 }

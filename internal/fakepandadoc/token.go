@@ -1,4 +1,4 @@
-package pandadoctest
+package fakepandadoc
 
 import (
 	"context"
@@ -24,7 +24,7 @@ const maxFormBytes = 1 << 20
 // once, as if the user had clicked, and redirects to the redirect URI.
 func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	if q.Get("client_id") != s.clientID {
+	if q.Get("client_id") != s.opts.ClientID {
 		http.Error(w, "Invalid client_id.", http.StatusBadRequest)
 		return
 	}
@@ -82,10 +82,10 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 // is an http URL on a loopback IP address, the same URL on any port, as
 // RFC 8252 section 7.3 requires for native applications.
 func (s *Server) redirectAllowed(redirect string) bool {
-	if redirect == s.redirectURL {
+	if redirect == s.opts.RedirectURL {
 		return true
 	}
-	reg, err := url.Parse(s.redirectURL)
+	reg, err := url.Parse(s.opts.RedirectURL)
 	if err != nil || reg.Scheme != "http" || !isLoopbackIP(reg.Hostname()) {
 		return false
 	}
@@ -140,7 +140,8 @@ func (ac *authCode) pkceVerified(verifier string) bool {
 // either answers the grant or misbehaves.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	form, problem := readForm(w, r)
-	f, gate := s.arrive(form)
+	f, gate := s.arrive(form, r.Header)
+	defer s.depart()
 	if gate != nil {
 		if !s.passGate(r.Context(), gate) {
 			panic(http.ErrAbortHandler)
@@ -164,10 +165,10 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	if f.Kind == KindSuccess {
 		resp, terr := s.grant(form, problem)
 		if terr != nil {
-			writeJSON(w, terr.status, terr)
+			WriteJSON(w, terr.status, terr)
 			return
 		}
-		writeJSON(w, http.StatusOK, resp)
+		WriteJSON(w, http.StatusOK, resp)
 		return
 	}
 	if f.AfterGrant {
@@ -195,17 +196,19 @@ func readForm(w http.ResponseWriter, r *http.Request) (form url.Values, problem 
 	return r.PostForm, ""
 }
 
-// arrive counts a token request, by its grant_type and, for the
+// arrive records and counts a token request, by its grant_type and, for the
 // refresh_token grant, by the grant of its refresh token. If the gate is
 // closed, it returns the gate, at which the request is now held, and the
 // request takes its fault once past it; otherwise it takes its fault
 // now, so that a request that has arrived has its fault.
-func (s *Server) arrive(form url.Values) (Fault, chan struct{}) {
+func (s *Server) arrive(form url.Values, h http.Header) (Fault, chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	grantType := form.Get("grant_type")
 	s.tokenRequests[grantType]++
-	s.tokenTotal++
+	s.posts = append(s.posts, TokenPost{Form: cloneValues(form), Header: h.Clone(), At: s.now()})
+	s.inFlight++
+	s.maxInFlight = max(s.maxInFlight, s.inFlight)
 	if grantType == "refresh_token" {
 		if g := s.grants[form.Get("refresh_token")]; g != nil {
 			g.tokenRequests++
@@ -217,6 +220,14 @@ func (s *Server) arrive(form url.Values) (Fault, chan struct{}) {
 		return Fault{}, s.gate
 	}
 	return s.takeFaultLocked(), nil
+}
+
+// depart counts a token request as answered, or given up.
+func (s *Server) depart() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inFlight--
+	s.notifyLocked()
 }
 
 // takeFault returns the fault a token request must suffer: the next
@@ -279,8 +290,8 @@ func (s *Server) grant(form url.Values, problem string) (*tokenResponse, *tokenE
 	if id == "" && secret == "" {
 		return nil, invalidClient("Client credentials must be sent as client_id and client_secret in the request body.")
 	}
-	if subtle.ConstantTimeCompare([]byte(id), []byte(s.clientID)) != 1 ||
-		subtle.ConstantTimeCompare([]byte(secret), []byte(s.clientSecret)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(id), []byte(s.opts.ClientID)) != 1 ||
+		subtle.ConstantTimeCompare([]byte(secret), []byte(s.opts.ClientSecret)) != 1 {
 		return nil, invalidClient("Client authentication failed.")
 	}
 
@@ -313,15 +324,7 @@ func (s *Server) grant(form url.Values, problem string) (*tokenResponse, *tokenE
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if _, ok := s.refresh[rt]; !ok {
-			s.reusedLocked(rt)
-			return nil, invalidGrant("The refresh token is invalid or revoked.")
-		}
-		if s.rotation {
-			delete(s.refresh, rt)
-			return s.mintLocked(s.newRefreshLocked(s.grants[rt]), s.now()), nil
-		}
-		return s.mintLocked(rt, s.now()), nil
+		return s.refreshLocked(rt, s.now())
 	}
 	return nil, &tokenError{http.StatusBadRequest, "unsupported_grant_type", "The grant type is not supported."}
 }
@@ -355,7 +358,7 @@ func (s *Server) misbehave(w http.ResponseWriter, r *http.Request, f Fault) {
 		full, _ := json.Marshal(&tokenResponse{
 			AccessToken:  randomToken(),
 			TokenType:    "Bearer",
-			ExpiresIn:    DefaultExpiresIn,
+			ExpiresIn:    pandaDocExpiresIn,
 			Scope:        scope,
 			RefreshToken: randomToken(),
 		})
@@ -417,11 +420,11 @@ func (s *Server) writeOversized(w http.ResponseWriter, r *http.Request, n int) {
 	io.WriteString(w, "}")
 }
 
-// writeJSON answers status with v as JSON, never cached.
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// WriteJSON answers status with v as JSON, never cached.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
-		panic("pandadoctest: " + err.Error())
+		panic("fakepandadoc: " + err.Error())
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
@@ -429,4 +432,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	h.Set("Pragma", "no-cache")
 	w.WriteHeader(status)
 	w.Write(body)
+}
+
+// authCode is the authorization request an unused code answers.
+type authCode struct {
+	redirect        string // redirect_uri it was issued for
+	challenge       string // PKCE code_challenge, "" without PKCE
+	challengeMethod string // "S256" or "plain"
 }
