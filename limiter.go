@@ -271,7 +271,7 @@ func isTokenEndpoint(req *http.Request) bool {
 // hasIdempotencyKey reports whether h has a header that makes net/http
 // replay a request on its own (net/http's Request.isReplayable).
 func hasIdempotencyKey(h http.Header) bool {
-	if h == nil {
+	if len(h) == 0 {
 		return false
 	}
 	_, a := h["Idempotency-Key"]
