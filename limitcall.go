@@ -27,26 +27,34 @@ type limitCall struct {
 	retried   int // network errors and 5xx retried
 }
 
-// take reserves the slot of the next attempt and waits for it.
-func (c *limitCall) take() error {
-	if err := c.reserve(); err != nil {
-		return err
-	}
-	if c.res.Wait > 0 {
-		return c.wait()
-	}
-	return nil
-}
-
 // reserve reserves the slot of the next attempt, applying c.op.Reported.
 // It fails with a *RateLimitError when the slot is too far away; the
 // report is applied either way.
 func (c *limitCall) reserve() error {
-	mw, byMax := c.l.maxWait(c.ctx)
+	dl, ok := c.ctx.Deadline()
+	return c.reserveBy(dl, ok)
+}
+
+// reserveBy is reserve for a context whose deadline is dl, if ok.
+func (c *limitCall) reserveBy(dl time.Time, ok bool) error {
+	// The longest the request may wait now, and whether MaxWait rather
+	// than the deadline sets it.
+	l := c.l
+	mw, byMax := maxDuration, false
+	if l.MaxWait > 0 {
+		mw, byMax = l.MaxWait, true
+	}
+	if ok {
+		// The deadline is on the real clock, like the context's timer.
+		// A slot at the deadline is too late.
+		if d := time.Until(dl) - 1; d < mw {
+			mw, byMax = d, false
+		}
+	}
 	if mw < 0 {
 		// The deadline has passed: not a matter of rate.
 		if c.op.Reported.Outcome != SlotNone {
-			c.l.report(c.ctx, &c.op, c.res.local)
+			l.report(c.ctx, &c.op, c.res.local)
 		}
 		if err := c.ctx.Err(); err != nil {
 			return err
@@ -54,10 +62,10 @@ func (c *limitCall) reserve() error {
 		return context.DeadlineExceeded
 	}
 	c.op.MaxWait = mw
-	if c.l.Store == nil {
-		c.res = reservation{c.l.local.reserve(c.l.mono(), &c.op), true}
+	if l.Store == nil {
+		c.res.LimitSlot, c.res.local = l.local.reserve(l.mono(), &c.op), true
 	} else {
-		c.res = c.l.reserve(c.ctx, &c.op, c.res.local)
+		c.res = l.reserve(c.ctx, &c.op, c.res.local)
 	}
 	c.op.Reported, c.op.After = LimitReport{}, 0
 	if !c.res.OK {
@@ -98,9 +106,9 @@ func (c *limitCall) wait() error {
 	return nil
 }
 
-// run sends out, the first attempt, whose slot has come, and retries
-// what may be retried. Base closes the body of every attempt sent; run
-// closes those it does not send.
+// run sends out, whose slot has come, and retries what may be retried.
+// Base closes the body of every attempt sent; run closes those it does
+// not send.
 func (c *limitCall) run(out *http.Request) (*http.Response, error) {
 	for {
 		c.attempt++
@@ -112,22 +120,28 @@ func (c *limitCall) run(out *http.Request) (*http.Response, error) {
 			out = out.WithContext(httptrace.WithClientTrace(out.Context(), tr.hooks()))
 		}
 		resp, err := send(c.l.base(), out)
-		var next *http.Request
-		switch {
-		case err != nil:
-			next, err = c.afterError(err, tr)
-		case resp.StatusCode == http.StatusTooManyRequests:
-			next, resp, err = c.afterThrottled(resp)
-		case retryableStatus(resp.StatusCode) && idempotent(c.req.Method):
-			next, resp, err = c.afterStatus(resp)
-		default:
-			return resp, nil
-		}
+		next, resp, err := c.after(resp, err, tr)
 		if next == nil {
 			return resp, err
 		}
 		out = next
 	}
+}
+
+// after decides on what an attempt got, an answer or an error: it
+// returns the next attempt, whose slot has come, or what to return. tr is
+// the attempt's trace, nil for an idempotent request.
+func (c *limitCall) after(resp *http.Response, err error, tr *sendTrace) (*http.Request, *http.Response, error) {
+	switch {
+	case err != nil:
+		next, err := c.afterError(err, tr)
+		return next, resp, err
+	case resp.StatusCode == http.StatusTooManyRequests:
+		return c.afterThrottled(resp)
+	case retryableStatus(resp.StatusCode) && idempotent(c.req.Method):
+		return c.afterStatus(resp)
+	}
+	return nil, resp, nil
 }
 
 // retry returns the next attempt: the request with body.

@@ -195,26 +195,23 @@ func ClassOf(req *http.Request) Class {
 	if n := len(p); n > 1 && p[n-1] == '/' {
 		p = p[:n-1]
 	}
-	// "/public/v1/" or "/public/v2/", and something after it.
-	const prefix = "/public/v"
-	if len(p) <= len(prefix)+2 || p[:len(prefix)] != prefix || p[len(prefix)+1] != '/' {
-		return ClassOther
-	}
-	rest := p[len(prefix)+2:]
-	switch p[len(prefix)] {
-	case '2':
-		if rest == "notary/notarization-requests" && req.Method == http.MethodPost {
+	// "/public/v1/", and something after it.
+	const v1 = "/public/v1/"
+	if len(p) <= len(v1) || p[:len(v1)] != v1 {
+		if p == "/public/v2/notary/notarization-requests" && req.Method == http.MethodPost {
 			return ClassNotarization
 		}
 		return ClassOther
-	case '1':
-	default:
-		return ClassOther
 	}
+	rest := p[len(v1):]
 	get := req.Method == http.MethodGet || req.Method == "" || req.Method == http.MethodHead
 	// The kinds are compared as constants, which the compiler writes
 	// out inline.
 	const documents, templates, items = "documents", "templates", "content-library-items"
+	if rest == documents && get {
+		// The list, the most frequent request of all.
+		return ClassListStatusDelete
+	}
 	var tail string
 	var ok bool
 	switch {

@@ -196,10 +196,43 @@ func (l *Limiter) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	ctx := req.Context()
 	c := limitCall{l: l, req: req, ctx: ctx}
-	c.op = LimitOp{Key: l.key(ctx), Class: classFor(req), Window: l.window()}
+	if l.Key != nil {
+		c.op.Key = l.Key(ctx)
+	} else {
+		// GrantFromContext, written out: a call costs more than it.
+		c.op.Key, _ = ctx.Value(grantCtxKey{}).(string)
+	}
+	if classSet.Load() {
+		c.op.Class = classFor(req)
+	} else {
+		c.op.Class = ClassOf(req)
+	}
+	c.op.Window = l.window()
 	c.op.Limit = l.limit(c.op.Class)
-	if err := c.take(); err != nil {
-		return nil, err
+	if dl, ok := ctx.Deadline(); ok || l.Store != nil || l.MaxWait > 0 {
+		if err := c.reserveBy(dl, ok); err != nil {
+			return nil, err
+		}
+	} else {
+		// limitCall.reserve, written out for its most frequent case:
+		// nothing bounds the wait, no slot to report, the log in this
+		// process.
+		c.op.MaxWait = maxDuration
+		var now time.Duration // l.mono(), which is not inlined
+		if l.clk == nil {
+			now = time.Since(monoBase)
+		} else {
+			now = l.clk.Mono()
+		}
+		c.res.LimitSlot, c.res.local = l.local.reserve(now, &c.op), true
+		if !c.res.OK {
+			return nil, &RateLimitError{Grant: c.op.Key, Class: c.op.Class, Wait: c.res.Wait, Err: context.DeadlineExceeded}
+		}
+	}
+	if c.res.Wait > 0 {
+		if err := c.wait(); err != nil {
+			return nil, err
+		}
 	}
 	out := req
 	if hasIdempotencyKey(req.Header) {
@@ -207,7 +240,25 @@ func (l *Limiter) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	// req.Body is closed by Base from here on.
 	reqBodyClosed = true
-	return c.run(out)
+	if m := req.Method; m != http.MethodGet && m != "" {
+		return c.run(out)
+	}
+	// The first attempt of a GET, written out: it needs no trace (see
+	// run), and most answers need nothing more.
+	c.attempt = 1
+	base := l.base()
+	resp, err := base.RoundTrip(out)
+	if err == nil && resp != nil && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
+		return resp, nil
+	}
+	if resp == nil && err == nil {
+		err = noResponse(base)
+	}
+	next, resp, err := c.after(resp, err, nil)
+	if next == nil {
+		return resp, err
+	}
+	return c.run(next)
 }
 
 // isTokenEndpoint reports whether req goes to PandaDoc's OAuth 2.0
@@ -220,7 +271,7 @@ func isTokenEndpoint(req *http.Request) bool {
 // hasIdempotencyKey reports whether h has a header that makes net/http
 // replay a request on its own (net/http's Request.isReplayable).
 func hasIdempotencyKey(h http.Header) bool {
-	if h == nil {
+	if len(h) == 0 {
 		return false
 	}
 	_, a := h["Idempotency-Key"]
@@ -272,14 +323,6 @@ func (l *Limiter) limit(c Class) int {
 	return max(n, 0)
 }
 
-func (l *Limiter) key(ctx context.Context) string {
-	if l.Key != nil {
-		return l.Key(ctx)
-	}
-	key, _ := GrantFromContext(ctx)
-	return key
-}
-
 func (l *Limiter) retries() int {
 	switch {
 	case l.Retries > 0:
@@ -302,23 +345,6 @@ func (l *Limiter) mono() time.Duration {
 		return l.clk.Mono()
 	}
 	return time.Since(monoBase)
-}
-
-// maxWait returns the longest a request of ctx may wait now, and whether
-// MaxWait rather than the deadline sets it.
-func (l *Limiter) maxWait(ctx context.Context) (time.Duration, bool) {
-	mw, byMax := maxDuration, false
-	if l.MaxWait > 0 {
-		mw, byMax = l.MaxWait, true
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		// The deadline is on the real clock, like the context's timer.
-		// A slot at the deadline is too late.
-		if d := time.Until(dl) - 1; d < mw {
-			return d, false
-		}
-	}
-	return mw, byMax
 }
 
 // reservation is a slot and the store it came from.

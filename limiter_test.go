@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -773,6 +774,41 @@ func TestLimiterRetries(t *testing.T) {
 				if waits[i] < d/2 || waits[i] > d {
 					t.Errorf("back-off %d = %v, want within [%v, %v]", i, waits[i], d/2, d)
 				}
+			}
+		})
+	}
+}
+
+// TestLimiterNoResponse: a Base that returns neither a response nor an
+// error gets an error for it, which is retried as a network error is:
+// a GET, Retries times; a POST, which may have been sent, never.
+func TestLimiterNoResponse(t *testing.T) {
+	tests := []struct {
+		method   string
+		attempts int
+	}{
+		{method: http.MethodGet, attempts: 1 + DefaultRetries},
+		{method: "", attempts: 1 + DefaultRetries},
+		{method: http.MethodPost, attempts: 1},
+	}
+	for _, tt := range tests {
+		t.Run("method="+tt.method, func(t *testing.T) {
+			var calls atomic.Int32
+			base := roundTripFunc(func(*http.Request) (*http.Response, error) {
+				calls.Add(1)
+				return nil, nil
+			})
+			lim := testLimiter(newAutoClock(), base, nil)
+			req, err := http.NewRequestWithContext(WithGrant(context.Background(), "acme"), tt.method, apiURL, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := lim.RoundTrip(req)
+			if resp != nil || err == nil || !strings.Contains(err.Error(), "returned neither a response nor an error") {
+				t.Errorf("got %v, %v; want the error for no response", resp, err)
+			}
+			if n := calls.Load(); int(n) != tt.attempts {
+				t.Errorf("%d attempts, want %d", n, tt.attempts)
 			}
 		})
 	}
