@@ -10,6 +10,7 @@ import "time"
 //	one flight, all attempts                 1 min            a flight's own deadline
 //	retry base between attempts              250 ms, doubling the token POST's transient failures
 //	transient failure remembered             1 s              (or Retry-After) callers fail fast
+//	the token endpoint's Retry-After         up to 1 h        longer is read as 1 h
 //	permanent failure remembered             5 s              invalid_grant and the like
 //	429 without Retry-After remembered       5 s .. 1 min     doubling while 429s go on
 //	background refresh after a failure       5 s .. 2 min     doubling
@@ -40,6 +41,9 @@ const (
 	// failed transiently is remembered (calls fail fast meanwhile),
 	// unless Retry-After says longer.
 	transientFailureBackoff = time.Second
+
+	// maxRetryAfter caps the Retry-After of a token-endpoint answer.
+	maxRetryAfter = time.Hour
 
 	// permanentFailureBackoff is how long a permanent refresh failure
 	// (invalid_grant, invalid_client, a malformed answer) is remembered:

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -363,24 +362,4 @@ func bodyHint(b []byte) (time.Duration, bool) {
 		return 0, false
 	}
 	return time.Duration(s * float64(time.Second)), true
-}
-
-// retryAfter reads a Retry-After header: delay-seconds, or an HTTP date
-// relative to now. A date in the past is 0.
-func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
-	v := strings.TrimSpace(h.Get("Retry-After"))
-	if v == "" {
-		return 0, false
-	}
-	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if s < 0 {
-			return 0, false
-		}
-		return time.Duration(min(s, 1<<32)) * time.Second, true
-	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0, false
-	}
-	return max(t.Sub(now), 0), true
 }

@@ -251,7 +251,8 @@ func rejection(resp *http.Response, body []byte, secrets []string, now time.Time
 		throttled: status == http.StatusTooManyRequests,
 	}
 	if ae.transient {
-		ae.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now)
+		ra, _ := retryAfter(resp.Header, now)
+		ae.retryAfter = min(ra, maxRetryAfter)
 	}
 	return ae
 }
@@ -421,30 +422,6 @@ func parseExpiresIn(raw json.RawMessage) (int64, error) {
 	}
 	// A fraction of a second still expires: round up.
 	return int64(math.Ceil(f)), nil
-}
-
-// parseRetryAfter reads a Retry-After header: delay-seconds or an
-// HTTP-date. It returns 0 when absent or unreadable.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if n <= 0 {
-			return 0
-		}
-		if n > 3600 {
-			n = 3600
-		}
-		return time.Duration(n) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := t.Sub(now); d > 0 {
-			return min(d, time.Hour)
-		}
-	}
-	return 0
 }
 
 // redact replaces every secret in b.
