@@ -172,7 +172,7 @@ func (c *limitCall) afterError(err error, tr *sendTrace) (*http.Request, error) 
 	if unsent {
 		reason = RetryUnsent
 	}
-	c.op.After = c.backoff()
+	c.op.After = c.retryWait()
 	if rerr := c.reserve(); rerr != nil {
 		closeBody(body)
 		return nil, err // the real failure, not the reason it was not retried
@@ -241,7 +241,7 @@ func (c *limitCall) afterStatus(resp *http.Response) (*http.Request, *http.Respo
 	if !ok {
 		return nil, resp, nil
 	}
-	c.op.After = max(c.backoff(), ra)
+	c.op.After = max(c.retryWait(), ra)
 	if c.reserve() != nil {
 		closeBody(body)
 		return nil, resp, nil
@@ -262,9 +262,9 @@ func (c *limitCall) retriedEvent(reason RetryReason, status int, err error) {
 	}
 }
 
-// backoff is the wait before the next retry of a network error or a
+// retryWait is the wait before the next retry of a network error or a
 // 5xx: 1 s, 2 s, then 4 s, each between half and all of it at random.
-func (c *limitCall) backoff() time.Duration {
+func (c *limitCall) retryWait() time.Duration {
 	d := time.Second << min(c.retried, 2)
 	return d/2 + rand.N(d/2+1)
 }

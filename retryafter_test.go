@@ -1,6 +1,7 @@
 package pandadocauth
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"strings"
@@ -60,7 +61,7 @@ func TestTokenEndpointRetryAfterCapped(t *testing.T) {
 			Header:     http.Header{"Retry-After": {tt.value}},
 			Body:       io.NopCloser(strings.NewReader("")),
 		}
-		_, aerr := readTokenResponse(t.Context(), resp, []string{"client-secret", "rt-1"}, now)
+		_, aerr := readTokenResponse(context.Background(), resp, []string{"client-secret", "rt-1"}, now)
 		if aerr == nil || !aerr.transient {
 			t.Fatalf("Retry-After %q: %+v, want a transient failure", tt.value, aerr)
 		}
