@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"time"
 
 	"golang.org/x/oauth2"
 )
@@ -229,7 +230,7 @@ func (s *TokenSource) unlock(c *flightCall) {
 func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, newer *oauth2.Token) (got, error) {
 	p := &s.store
 	if cur != nil && cur.tok.RefreshToken != newer.RefreshToken {
-		if cur.from == fromInitial && p.synced == nil && !newer.Expiry.IsZero() && newer.Expiry.Before(cur.tok.Expiry) {
+		if cur.from == fromInitial && p.synced == nil && olderLeftover(newer, cur.tok) {
 			// The Store, never read before, holds a token issued before
 			// Initial: an older grant's leftover rather than a successor
 			// of Initial, which would have been issued after it.
@@ -266,6 +267,29 @@ func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, n
 	// finds it in the Store again, rather than falling back to the
 	// refresh token in memory, which newer has rotated away.
 	return s.refresh(ctx, c, cur, newer.RefreshToken)
+}
+
+// leftoverSkew is how far apart the clocks of processes sharing a Store
+// may be (the tolerance Kerberos allows by default). A successor of
+// Initial stored by a process whose clock is behind may look issued
+// before Initial by up to that much.
+const leftoverSkew = 5 * time.Minute
+
+// olderLeftover reports whether stored, found in a Store never read
+// before, was issued before initial by more than leftoverSkew: an older
+// grant's leftover, not a successor of initial that another process
+// stored. It compares issue times (Expiry less expires_in) when both
+// tokens carry their lifetime, expiries otherwise.
+func olderLeftover(stored, initial *oauth2.Token) bool {
+	if stored.Expiry.IsZero() || initial.Expiry.IsZero() {
+		return false
+	}
+	a, b := stored.Expiry, initial.Expiry
+	if stored.ExpiresIn > 0 && initial.ExpiresIn > 0 {
+		a = a.Add(-time.Duration(stored.ExpiresIn) * time.Second)
+		b = b.Add(-time.Duration(initial.ExpiresIn) * time.Second)
+	}
+	return a.Add(leftoverSkew).Before(b)
 }
 
 // refresh obtains a new token with the refresh token rt and saves it;
