@@ -281,3 +281,44 @@ func TestEarlyRefreshRefusedWithRotatedTokenKeepsServing(t *testing.T) {
 		t.Errorf("%d spent refresh tokens presented", r)
 	}
 }
+
+// TestWaitSavesKeptRefreshTokenWithoutRefreshing: the refresh token kept
+// from a refused answer, alone (the access token served had expired) and
+// unsaved, is saved by the Save retries without a refresh: a retry whose
+// Save fails ends there, instead of refreshing a token no caller asked
+// for, so that a refresh that hangs cannot use up Wait's time.
+func TestWaitSavesKeptRefreshTokenWithoutRefreshing(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newPumpedClock(t)
+	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
+	store.mem.saveErrs = 2 // the kept token's Save and its first retry fail
+	ts := replica(t, store, srv, clock)
+	srv.answerNext(func() *http.Response {
+		rt := srv.rotateLocked("g").RefreshToken // rotated, then refused
+		return httpmock.NewStringResponse(200, `{"error":"server_error","refresh_token":"`+rt+`"}`)
+	})
+	if _, err := ts.Token(); err == nil {
+		t.Fatal("want the refused answer's error")
+	}
+	ts.Wait()
+	if s := store.mem.stored(); s.RefreshToken != srv.newest("g") {
+		t.Errorf("after Wait the Store holds %q, want the kept %q", s.RefreshToken, srv.newest("g"))
+	}
+	if n := srv.postCount(); n != 1 {
+		t.Errorf("%d POSTs, want the refused refresh's 1: the Save retries refreshed", n)
+	}
+	if n := store.mem.saveCount(); n != 3 {
+		t.Errorf("%d Saves, want 3 (the kept token's, a failed retry, the retry that saved it)", n)
+	}
+	if ts.busy() {
+		t.Error("saved, yet the retry timer or the lock is kept")
+	}
+	clock.Advance(time.Minute) // past the back-off
+	if tok, err := ts.Token(); err != nil || tok.RefreshToken != srv.newest("g") {
+		t.Fatalf("%v, %v; want a token from the kept refresh token", tok, err)
+	}
+	if r := srv.reuses(); r != 0 {
+		t.Errorf("%d spent refresh tokens presented", r)
+	}
+}
