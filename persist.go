@@ -20,6 +20,13 @@ type persister struct {
 	// since, and is newer, whatever the clocks say.
 	synced *oauth2.Token
 
+	// fenced is a token just obtained from the endpoint whose every Save
+	// the Store refused for a lost lock: fenced writes, not applied. The
+	// Store never held it, so no other process refreshed it, and a
+	// stored token with another refresh token than it, other than the
+	// one it replaced, is no successor of it: the Store went back.
+	fenced *oauth2.Token
+
 	// fallback is the token served from Initial when the Store, never
 	// read before, held another token: a grant fresh from
 	// Config.Exchange may sit next to an older grant's leftover in the
@@ -401,7 +408,8 @@ func isInvalidGrant(err error) bool {
 // process stored it since this source last read or wrote the Store, and
 // it is neither cur's token nor one whose refresh token was rotated away;
 // stale reports a stored token whose refresh token this source has seen
-// rotated away (a Store that went back).
+// rotated away, or one stored in place of cur, whose Save the Store
+// fenced (a Store that went back).
 func (s *TokenSource) loadNewer(ctx context.Context, cur *snapshot) (newer *oauth2.Token, stale bool, err error) {
 	if s.Store == nil {
 		return nil, false, nil
@@ -421,6 +429,8 @@ func (s *TokenSource) loadNewer(ctx context.Context, cur *snapshot) (newer *oaut
 		return nil, false, nil
 	case p.isSpent(stored.RefreshToken):
 		return nil, true, nil
+	case cur != nil && p.fenced == cur.tok && stored.RefreshToken != cur.tok.RefreshToken:
+		return nil, true, nil
 	}
 	return stored, false, nil
 }
@@ -434,9 +444,14 @@ func (s *TokenSource) saveToken(ctx context.Context, c *flightCall, t *oauth2.To
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
 	defer cancel()
 	err := s.Store.Save(sctx, t)
+	fenced := s.store.fenced == t || !retry // every Save of t so far was fenced
+	s.store.fenced = nil
 	if err != nil {
 		if errors.Is(err, ErrLockLost) {
 			s.unlock(c) // taken again before the next try
+			if fenced {
+				s.store.fenced = t
+			}
 		}
 		if o := s.Observer; o != nil && o.SaveFailed != nil {
 			o.SaveFailed(c.ctx, SaveFailedInfo{Grant: s.grantName(), Retry: retry, Err: err})

@@ -322,3 +322,43 @@ func TestWaitSavesKeptRefreshTokenWithoutRefreshing(t *testing.T) {
 		t.Errorf("%d spent refresh tokens presented", r)
 	}
 }
+
+// TestFencedTokenOutlivesRollback: a token whose Save the Store refused
+// for a lost lock was never in the Store, so no other process can have
+// refreshed it. When the Store meanwhile went back to a token this
+// process never saw (an older one, from before it first read the
+// Store), that token is no successor of it: the Save retry saves the
+// newest token over it, rather than adopting it and presenting its
+// spent refresh token.
+func TestFencedTokenOutlivesRollback(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newPumpedClock(t)
+	older := expiredToken(clock, "g-rt-SECRET-0")
+	stored := srv.rotate("g") // another process refreshed it and stored this
+	stored.Expiry = clock.Now().Add(-time.Minute)
+	store := newSharedStore(stored)
+	store.saveErr = fmt.Errorf("store: %w", ErrLockLost)
+	ts := replica(t, store, srv, clock)
+	srv.answerNext(func() *http.Response {
+		tok := srv.rotateLocked("g")
+		store.mem.mu.Lock()
+		store.mem.tok = older // the Store goes back while the refresh is under way
+		store.mem.mu.Unlock()
+		resp, _ := httpmock.NewJsonResponse(200, map[string]any{"access_token": tok.AccessToken, "refresh_token": tok.RefreshToken, "expires_in": 3600})
+		return resp
+	})
+	if tok, err := ts.Token(); err != nil || tok.RefreshToken != srv.newest("g") {
+		t.Fatalf("%v, %v", tok, err)
+	}
+	ts.Wait()
+	if s := store.mem.stored(); s.RefreshToken != srv.newest("g") {
+		t.Errorf("after Wait the Store holds %q, want the newest %q", s.RefreshToken, srv.newest("g"))
+	}
+	if n, r := srv.postCount(), srv.reuses(); n != 1 || r != 0 {
+		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
+	}
+	if tok, err := ts.Token(); err != nil || tok.RefreshToken != srv.newest("g") {
+		t.Errorf("%v, %v; want the newest token still served", tok, err)
+	}
+}
