@@ -42,6 +42,13 @@ type persister struct {
 	// presented again: a server that detects reuse would revoke the
 	// grant.
 	spent [4]uint64
+
+	// refused is the digest of the last refresh token the endpoint
+	// refused with invalid_grant. It is worth nothing to save: it never
+	// replaces a stored token, even one that carries a refresh token seen
+	// rotated away (the Store may hold the live one, taken for spent
+	// after a rollback).
+	refused uint64
 }
 
 // spentSeed keys the digests of spent refresh tokens.
@@ -153,6 +160,11 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 	}
 	if cur == nil {
 		return got{}, fmt.Errorf("pandadocauth: %w", ErrNoToken)
+	}
+	if stale && s.store.refused == digest(cur.tok.RefreshToken) {
+		// Neither is worth presenting or saving: the refresh token in
+		// memory was refused, and the Store's was seen rotated away.
+		return got{}, errSpent
 	}
 	if saveDue || stale {
 		// The Store holds an older token than the one served: its Save
@@ -356,7 +368,11 @@ func (s *TokenSource) present(ctx context.Context, c *flightCall, rt string, g *
 	if s.store.isSpent(rt) {
 		return nil, errSpent
 	}
-	return s.refreshWithRetries(ctx, c, rt, g)
+	tok, err := s.refreshWithRetries(ctx, c, rt, g)
+	if isInvalidGrant(err) && g.rotated == "" {
+		s.store.refused = digest(rt)
+	}
+	return tok, err
 }
 
 // keepRotated keeps the refresh token found in a refused answer to a

@@ -362,3 +362,44 @@ func TestFencedTokenOutlivesRollback(t *testing.T) {
 		t.Errorf("%v, %v; want the newest token still served", tok, err)
 	}
 }
+
+// TestRefusedTokenNeverRepairsTheStore: a process that first read the
+// Store after another process's refresh takes a rollback to the token
+// before (which it never saw) for news, as it must: it cannot tell the
+// two apart. The rolled-back refresh token is refused. When the Store
+// holds the newer token again (another process saved it back), the
+// refused token is not saved over it as a repair, nor presented again.
+func TestRefusedTokenNeverRepairsTheStore(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	older := expiredToken(clock, "g-rt-SECRET-0")
+	newer := srv.rotate("g") // another process refreshed it and stored this
+	newer.Expiry = clock.Now().Add(time.Hour)
+	store := newSharedStore(newer)
+	ts := replica(t, store, srv, clock)
+	if tok, err := ts.Token(); err != nil || tok.RefreshToken != newer.RefreshToken {
+		t.Fatalf("%v, %v", tok, err)
+	}
+	store.mem.mu.Lock()
+	store.mem.tok = older // rolled back
+	store.mem.mu.Unlock()
+	clock.Advance(2 * time.Hour)
+	if _, err := ts.Token(); !isInvalidGrant(err) {
+		t.Fatalf("got %v, want invalid_grant for the rolled-back refresh token", err)
+	}
+	back := *newer
+	store.mem.mu.Lock()
+	store.mem.tok = &back // saved back by the process that knows it is newer
+	store.mem.mu.Unlock()
+	clock.Advance(permanentFailureBackoff)
+	if _, err := ts.Token(); err == nil {
+		t.Fatal("want an error: no refresh token worth presenting")
+	}
+	if s := store.mem.stored(); s.RefreshToken != newer.RefreshToken {
+		t.Errorf("the Store holds %q, want %q still: the refused token was saved over it", s.RefreshToken, newer.RefreshToken)
+	}
+	if n := srv.postCount(); n != 1 {
+		t.Errorf("%d POSTs, want 1: the refused refresh token was presented again", n)
+	}
+}
