@@ -164,6 +164,9 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 	if stale && s.store.refused == digest(cur.tok.RefreshToken) {
 		// Neither is worth presenting or saving: the refresh token in
 		// memory was refused, and the Store's was seen rotated away.
+		// The Store has moved on from the refused one: it is not asked
+		// about again, even when the Store goes back to it.
+		s.store.spend(cur.tok.RefreshToken)
 		return got{}, errSpent
 	}
 	if saveDue || stale {

@@ -368,7 +368,8 @@ func TestFencedTokenOutlivesRollback(t *testing.T) {
 // before (which it never saw) for news, as it must: it cannot tell the
 // two apart. The rolled-back refresh token is refused. When the Store
 // holds the newer token again (another process saved it back), the
-// refused token is not saved over it as a repair, nor presented again.
+// refused token is not saved over it as a repair, nor presented again,
+// not even when the Store goes back to it once more.
 func TestRefusedTokenNeverRepairsTheStore(t *testing.T) {
 	t.Parallel()
 	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
@@ -401,5 +402,18 @@ func TestRefusedTokenNeverRepairsTheStore(t *testing.T) {
 	}
 	if n := srv.postCount(); n != 1 {
 		t.Errorf("%d POSTs, want 1: the refused refresh token was presented again", n)
+	}
+	// The Store goes back once more: the refused token, which it has
+	// moved on from since, is not asked about again.
+	again := *older
+	store.mem.mu.Lock()
+	store.mem.tok = &again
+	store.mem.mu.Unlock()
+	clock.Advance(permanentFailureBackoff)
+	if _, err := ts.Token(); err == nil {
+		t.Fatal("want an error: no refresh token worth presenting")
+	}
+	if n := srv.postCount(); n != 1 {
+		t.Errorf("%d POSTs, want 1: the refused refresh token was presented again after a second rollback", n)
 	}
 }
