@@ -94,7 +94,7 @@ type got struct {
 	from    origin        // where tok came from
 	invalid bool          // tok is served only for its refresh token
 	saveErr error         // tok's Save failed (or cur's, retried)
-	saved   bool          // the unsaved token served was saved
+	saved   bool          // the unsaved token served was saved, or is not worth saving
 	outcome RefreshOutcome
 	tries   int    // token-endpoint requests made
 	rotated string // a refresh token found in a refused answer
@@ -161,13 +161,14 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 	if cur == nil {
 		return got{}, fmt.Errorf("pandadocauth: %w", ErrNoToken)
 	}
-	if stale && s.store.refused == digest(cur.tok.RefreshToken) {
+	if stale && (s.store.refused == digest(cur.tok.RefreshToken) || s.store.isSpent(cur.tok.RefreshToken)) {
 		// Neither is worth presenting or saving: the refresh token in
-		// memory was refused, and the Store's was seen rotated away.
-		// The Store has moved on from the refused one: it is not asked
-		// about again, even when the Store goes back to it.
+		// memory was refused or seen rotated away, and so was the
+		// Store's. The Store has moved on from a refused one: it is not
+		// asked about again, even when the Store goes back to it. An
+		// unsaved token is not worth saving either: its Save retries end.
 		s.store.spend(cur.tok.RefreshToken)
-		return got{}, errSpent
+		return got{saved: cur.unsaved}, errSpent
 	}
 	if saveDue || stale {
 		// The Store holds an older token than the one served: its Save
@@ -427,8 +428,8 @@ func isInvalidGrant(err error) bool {
 // process stored it since this source last read or wrote the Store, and
 // it is neither cur's token nor one whose refresh token was rotated away;
 // stale reports a stored token whose refresh token this source has seen
-// rotated away, or one stored in place of cur, whose Save the Store
-// fenced (a Store that went back).
+// rotated away or refused, or one stored in place of cur, whose Save the
+// Store fenced (a Store that went back).
 func (s *TokenSource) loadNewer(ctx context.Context, cur *snapshot) (newer *oauth2.Token, stale bool, err error) {
 	if s.Store == nil {
 		return nil, false, nil
@@ -446,7 +447,7 @@ func (s *TokenSource) loadNewer(ctx context.Context, cur *snapshot) (newer *oaut
 	case cur != nil && same(stored, cur.tok):
 		p.synced = stored
 		return nil, false, nil
-	case p.isSpent(stored.RefreshToken):
+	case p.isSpent(stored.RefreshToken) || p.refused != 0 && digest(stored.RefreshToken) == p.refused:
 		return nil, true, nil
 	case cur != nil && p.fenced == cur.tok && stored.RefreshToken != cur.tok.RefreshToken:
 		return nil, true, nil

@@ -417,3 +417,44 @@ func TestRefusedTokenNeverRepairsTheStore(t *testing.T) {
 		t.Errorf("%d POSTs, want 1: the refused refresh token was presented again after a second rollback", n)
 	}
 }
+
+// TestRefusedStoredTokenIsStale: a token another process stored is
+// adopted, and its refresh token refused (the grant was revoked, or the
+// Store went back). While the token in memory, still valid, is served,
+// the Store keeps the refused token: the next refresh neither presents
+// the refused refresh token again nor saves the token in memory, whose
+// refresh token the stored one replaced, over it.
+func TestRefusedStoredTokenIsStale(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	mine := srv.rotate("g")
+	mine.Expiry = clock.Now().Add(time.Hour)
+	store := newSharedStore(mine)
+	ts := replica(t, store, srv, clock)
+	if tok, err := ts.Token(); err != nil || tok.RefreshToken != mine.RefreshToken {
+		t.Fatalf("%v, %v", tok, err)
+	}
+	theirs := srv.rotate("g") // another process refreshed and stored this
+	theirs.Expiry = clock.Now().Add(-time.Minute)
+	store.mem.mu.Lock()
+	store.mem.tok = theirs
+	store.mem.mu.Unlock()
+	srv.answerNext(func() *http.Response {
+		srv.live["g"] = "" // revoked
+		return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`)
+	})
+	if _, err := ts.Refresh(context.Background()); !isInvalidGrant(err) {
+		t.Fatalf("got %v, want invalid_grant for the stored refresh token", err)
+	}
+	clock.Advance(permanentFailureBackoff)
+	if _, err := ts.Refresh(context.Background()); err == nil {
+		t.Fatal("want an error: no refresh token worth presenting")
+	}
+	if s := store.mem.stored(); s.RefreshToken != theirs.RefreshToken {
+		t.Errorf("the Store holds %q, want %q: the older token was saved over it", s.RefreshToken, theirs.RefreshToken)
+	}
+	if n, r := srv.postCount(), srv.reuses(); n != 1 || r != 0 {
+		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
+	}
+}
