@@ -450,6 +450,7 @@ func (s *TokenSource) loadNewer(ctx context.Context, cur *snapshot) (newer *oaut
 	case p.isSpent(stored.RefreshToken) || p.refused != 0 && digest(stored.RefreshToken) == p.refused:
 		return nil, true, nil
 	case cur != nil && p.fenced == cur.tok && stored.RefreshToken != cur.tok.RefreshToken:
+		p.spend(stored.RefreshToken) // older than cur: never presented, even when the Store goes back to it again
 		return nil, true, nil
 	}
 	return stored, false, nil

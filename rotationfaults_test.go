@@ -329,7 +329,7 @@ func TestWaitSavesKeptRefreshTokenWithoutRefreshing(t *testing.T) {
 // process never saw (an older one, from before it first read the
 // Store), that token is no successor of it: the Save retry saves the
 // newest token over it, rather than adopting it and presenting its
-// spent refresh token.
+// spent refresh token, then or when the Store goes back to it again.
 func TestFencedTokenOutlivesRollback(t *testing.T) {
 	t.Parallel()
 	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
@@ -360,6 +360,19 @@ func TestFencedTokenOutlivesRollback(t *testing.T) {
 	}
 	if tok, err := ts.Token(); err != nil || tok.RefreshToken != srv.newest("g") {
 		t.Errorf("%v, %v; want the newest token still served", tok, err)
+	}
+	// The Store goes back to the same token once more: it is known
+	// older now, and its refresh token is not presented.
+	again := *older
+	store.mem.mu.Lock()
+	store.mem.tok = &again
+	store.mem.mu.Unlock()
+	clock.Advance(2 * time.Hour)
+	if tok, err := ts.Token(); err != nil || tok.RefreshToken != srv.newest("g") {
+		t.Errorf("after a second rollback: %v, %v; want a token from the newest refresh token", tok, err)
+	}
+	if r := srv.reuses(); r != 0 {
+		t.Errorf("%d spent refresh tokens presented", r)
 	}
 }
 
