@@ -124,8 +124,11 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 	if c.recheck {
 		// A permanent failure is remembered: only a token stored since
 		// (the customer connected again) is worth a refresh.
-		newer, _, err := s.loadNewer(ctx, cur)
+		newer, stale, err := s.loadNewer(ctx, cur)
 		if err != nil || newer == nil {
+			if stale && cur != nil && s.store.refused == digest(cur.tok.RefreshToken) {
+				s.store.spend(cur.tok.RefreshToken) // refused, and the Store has moved on from it
+			}
 			return got{}, c.remind
 		}
 		if cur != nil && newer.RefreshToken != cur.tok.RefreshToken {

@@ -471,3 +471,46 @@ func TestRefusedStoredTokenIsStale(t *testing.T) {
 		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
 	}
 }
+
+// TestRecheckRemembersRefusedTokenLeftBehind: as in
+// TestRefusedTokenNeverRepairsTheStore, but the Store holds the newer
+// token again only while the refusal is remembered, so that only the
+// flight that rechecks the Store sees it. The Store has moved on from
+// the refused refresh token all the same: when it goes back to it, it is
+// not presented again.
+func TestRecheckRemembersRefusedTokenLeftBehind(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	older := expiredToken(clock, "g-rt-SECRET-0")
+	newer := srv.rotate("g")
+	newer.Expiry = clock.Now().Add(time.Hour)
+	store := newSharedStore(newer)
+	ts := replica(t, store, srv, clock)
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	setStored := func(tok *oauth2.Token) {
+		c := *tok
+		store.mem.mu.Lock()
+		store.mem.tok = &c
+		store.mem.mu.Unlock()
+	}
+	setStored(older) // rolled back
+	clock.Advance(2 * time.Hour)
+	if _, err := ts.Token(); !isInvalidGrant(err) {
+		t.Fatalf("got %v, want invalid_grant for the rolled-back refresh token", err)
+	}
+	setStored(newer) // saved back, seen by the recheck within the back-off
+	if _, err := ts.Token(); !isInvalidGrant(err) {
+		t.Fatalf("got %v, want the remembered invalid_grant", err)
+	}
+	setStored(older) // and rolled back again
+	clock.Advance(permanentFailureBackoff)
+	if _, err := ts.Token(); err == nil {
+		t.Fatal("want an error: no refresh token worth presenting")
+	}
+	if n := srv.postCount(); n != 1 {
+		t.Errorf("%d POSTs, want 1: the refused refresh token was presented again", n)
+	}
+}
