@@ -104,6 +104,10 @@ type got struct {
 // ErrLockLost means a Locker's lock was lost while held (a lease that
 // expired, a session that was closed): another process may hold it now.
 // Stores wrap it, so errors.Is(err, ErrLockLost) holds for their errors.
+// A Save that fails with it must have stored nothing (a fenced write):
+// a new token whose every Save failed so is taken to be in no Store, and
+// a token with another refresh token found in the Store in its place is
+// taken for a Store that went back.
 var ErrLockLost = errors.New("lock lost")
 
 // errSpent is the failure of a step that would have presented a refresh
