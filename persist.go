@@ -22,6 +22,13 @@ type persister struct {
 	// since, and is newer, whatever the clocks say.
 	synced *oauth2.Token
 
+	// fenced is a token just obtained from the endpoint whose every Save
+	// the Store refused for a lost lock: fenced writes, not applied. The
+	// Store never held it, so no other process refreshed it, and a
+	// stored token with another refresh token than it, other than the
+	// one it replaced, is no successor of it: the Store went back.
+	fenced *oauth2.Token
+
 	// fallback is the token served from Initial when the Store, never
 	// read before, held another token: a grant fresh from
 	// Config.Exchange may sit next to an older grant's leftover in the
@@ -37,6 +44,13 @@ type persister struct {
 	// presented again: a server that detects reuse would revoke the
 	// grant.
 	spent [4]uint64
+
+	// refused is the digest of the last refresh token the endpoint
+	// refused with invalid_grant. It is worth nothing to save: it never
+	// replaces a stored token, even one that carries a refresh token seen
+	// rotated away (the Store may hold the live one, taken for spent
+	// after a rollback).
+	refused uint64
 }
 
 // spentSeed keys the digests of spent refresh tokens.
@@ -82,7 +96,7 @@ type got struct {
 	from    origin        // where tok came from
 	invalid bool          // tok is served only for its refresh token
 	saveErr error         // tok's Save failed (or cur's, retried)
-	saved   bool          // the unsaved token served was saved
+	saved   bool          // the unsaved token served was saved, or is not worth saving
 	outcome RefreshOutcome
 	tries   int    // token-endpoint requests made
 	rotated string // a refresh token found in a refused answer
@@ -92,6 +106,10 @@ type got struct {
 // ErrLockLost means a Locker's lock was lost while held (a lease that
 // expired, a session that was closed): another process may hold it now.
 // Stores wrap it, so errors.Is(err, ErrLockLost) holds for their errors.
+// A Save that fails with it must have stored nothing (a fenced write):
+// a new token whose every Save failed so is taken to be in no Store, and
+// a token with another refresh token found in the Store in its place is
+// taken for a Store that went back.
 var ErrLockLost = errors.New("lock lost")
 
 // errSpent is the failure of a step that would have presented a refresh
@@ -112,8 +130,11 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 	if c.recheck {
 		// A permanent failure is remembered: only a token stored since
 		// (the customer connected again) is worth a refresh.
-		newer, _, err := s.loadNewer(ctx, cur)
+		newer, stale, err := s.loadNewer(ctx, cur)
 		if err != nil || newer == nil {
+			if stale && cur != nil && s.store.refused == digest(cur.tok.RefreshToken) {
+				s.store.spend(cur.tok.RefreshToken) // refused, and the Store has moved on from it
+			}
 			return got{}, c.remind
 		}
 		if cur != nil && newer.RefreshToken != cur.tok.RefreshToken {
@@ -148,6 +169,15 @@ func (s *TokenSource) advance(ctx context.Context, c *flightCall, cur *snapshot,
 	}
 	if cur == nil {
 		return got{}, fmt.Errorf("pandadocauth: %w", ErrNoToken)
+	}
+	if stale && (s.store.refused == digest(cur.tok.RefreshToken) || s.store.isSpent(cur.tok.RefreshToken)) {
+		// Neither is worth presenting or saving: the refresh token in
+		// memory was refused or seen rotated away, and so was the
+		// Store's. The Store has moved on from a refused one: it is not
+		// asked about again, even when the Store goes back to it. An
+		// unsaved token is not worth saving either: its Save retries end.
+		s.store.spend(cur.tok.RefreshToken)
+		return got{saved: cur.unsaved}, errSpent
 	}
 	if saveDue || stale {
 		// The Store holds an older token than the one served: its Save
@@ -232,7 +262,7 @@ func (s *TokenSource) unlock(c *flightCall) {
 func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, newer *oauth2.Token) (got, error) {
 	p := &s.store
 	if cur != nil && cur.tok.RefreshToken != newer.RefreshToken {
-		if cur.from == fromInitial && p.synced == nil && !newer.Expiry.IsZero() && newer.Expiry.Before(cur.tok.Expiry) {
+		if cur.from == fromInitial && p.synced == nil && olderLeftover(newer, cur.tok) {
 			// The Store, never read before, holds a token issued before
 			// Initial: an older grant's leftover rather than a successor
 			// of Initial, which would have been issued after it.
@@ -269,6 +299,29 @@ func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, n
 	// finds it in the Store again, rather than falling back to the
 	// refresh token in memory, which newer has rotated away.
 	return s.refresh(ctx, c, cur, newer.RefreshToken)
+}
+
+// leftoverSkew is how far apart the clocks of processes sharing a Store
+// may be (the tolerance Kerberos allows by default). A successor of
+// Initial stored by a process whose clock is behind may look issued
+// before Initial by up to that much.
+const leftoverSkew = 5 * time.Minute
+
+// olderLeftover reports whether stored, found in a Store never read
+// before, was issued before initial by more than leftoverSkew: an older
+// grant's leftover, not a successor of initial that another process
+// stored. It compares issue times (Expiry less expires_in) when both
+// tokens carry their lifetime, expiries otherwise.
+func olderLeftover(stored, initial *oauth2.Token) bool {
+	if stored.Expiry.IsZero() || initial.Expiry.IsZero() {
+		return false
+	}
+	a, b := stored.Expiry, initial.Expiry
+	if stored.ExpiresIn > 0 && initial.ExpiresIn > 0 {
+		a = a.Add(-time.Duration(stored.ExpiresIn) * time.Second)
+		b = b.Add(-time.Duration(initial.ExpiresIn) * time.Second)
+	}
+	return a.Add(leftoverSkew).Before(b)
 }
 
 // refresh obtains a new token with the refresh token rt and saves it;
@@ -328,7 +381,11 @@ func (s *TokenSource) present(ctx context.Context, c *flightCall, rt string, g *
 	if s.store.isSpent(rt) {
 		return nil, errSpent
 	}
-	return s.refreshWithRetries(ctx, c, rt, g)
+	tok, err := s.refreshWithRetries(ctx, c, rt, g)
+	if isInvalidGrant(err) && g.rotated == "" {
+		s.store.refused = digest(rt)
+	}
+	return tok, err
 }
 
 // keepRotated keeps the refresh token found in a refused answer to a
@@ -380,7 +437,8 @@ func isInvalidGrant(err error) bool {
 // process stored it since this source last read or wrote the Store, and
 // it is neither cur's token nor one whose refresh token was rotated away;
 // stale reports a stored token whose refresh token this source has seen
-// rotated away (a Store that went back).
+// rotated away or refused, or one stored in place of cur, whose Save the
+// Store fenced (a Store that went back).
 func (s *TokenSource) loadNewer(ctx context.Context, cur *snapshot) (newer *oauth2.Token, stale bool, err error) {
 	if s.Store == nil {
 		return nil, false, nil
@@ -398,7 +456,10 @@ func (s *TokenSource) loadNewer(ctx context.Context, cur *snapshot) (newer *oaut
 	case cur != nil && same(stored, cur.tok):
 		p.synced = stored
 		return nil, false, nil
-	case p.isSpent(stored.RefreshToken):
+	case p.isSpent(stored.RefreshToken) || p.refused != 0 && digest(stored.RefreshToken) == p.refused:
+		return nil, true, nil
+	case cur != nil && p.fenced == cur.tok && stored.RefreshToken != cur.tok.RefreshToken:
+		p.spend(stored.RefreshToken) // older than cur: never presented, even when the Store goes back to it again
 		return nil, true, nil
 	}
 	return stored, false, nil
@@ -413,9 +474,14 @@ func (s *TokenSource) saveToken(ctx context.Context, c *flightCall, t *oauth2.To
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
 	defer cancel()
 	err := s.Store.Save(sctx, t)
+	fenced := s.store.fenced == t || !retry // every Save of t so far was fenced
+	s.store.fenced = nil
 	if err != nil {
 		if errors.Is(err, ErrLockLost) {
 			s.unlock(c) // taken again before the next try
+			if fenced {
+				s.store.fenced = t
+			}
 		}
 		if o := s.Observer; o != nil && o.SaveFailed != nil {
 			o.SaveFailed(c.ctx, SaveFailedInfo{Grant: s.grantName(), Retry: retry, Err: err})

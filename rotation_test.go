@@ -450,25 +450,41 @@ func TestRepairSaveLosingLockStops(t *testing.T) {
 // that holds a token issued after Initial holds its successor, not an
 // older grant's leftover: when that token's refresh is refused,
 // Initial's refresh token, spent by the process that stored it, is not
-// tried.
+// tried. That holds when the process that stored it had its clock
+// behind, and when the successor lives shorter than Initial, so that
+// it expires first.
 func TestInitialFallbackOnlyForOlderLeftover(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
-	clock := newFakeClock()
-	initial := expiredToken(clock, "g-rt-SECRET-0")
-	successor := srv.rotate("g") // another process refreshed Initial's
-	successor.Expiry = initial.Expiry.Add(30 * time.Second)
-	store := newSharedStore(successor)
-	ts := replica(t, store, srv, clock)
-	ts.Initial = initial
-	srv.answerNext(func() *http.Response {
-		return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`)
-	})
-	if _, err := ts.Token(); !isInvalidGrant(err) {
-		t.Fatalf("got %v, want invalid_grant", err)
-	}
-	if n, r := srv.postCount(), srv.reuses(); n != 1 || r != 0 {
-		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
+	for _, tc := range []struct {
+		name      string
+		expiry    time.Duration // the successor's Expiry less Initial's
+		expiresIn int64         // the successor's lifetime
+	}{
+		{"issued after", 30 * time.Second, 3600},
+		{"stored with a clock 20s behind", -20 * time.Second, 3600},
+		{"shorter-lived", -30*time.Minute + 10*time.Second, 1800},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+			clock := newFakeClock()
+			initial := expiredToken(clock, "g-rt-SECRET-0")
+			successor := srv.rotate("g") // another process refreshed Initial's
+			successor.Expiry = initial.Expiry.Add(tc.expiry)
+			successor.ExpiresIn = tc.expiresIn
+			store := newSharedStore(successor)
+			ts := replica(t, store, srv, clock)
+			ts.Initial = initial
+			srv.answerNext(func() *http.Response {
+				return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`)
+			})
+			if _, err := ts.Token(); !isInvalidGrant(err) {
+				t.Fatalf("got %v, want invalid_grant", err)
+			}
+			if n, r := srv.postCount(), srv.reuses(); n != 1 || r != 0 {
+				t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
+			}
+		})
 	}
 }
 

@@ -281,3 +281,236 @@ func TestEarlyRefreshRefusedWithRotatedTokenKeepsServing(t *testing.T) {
 		t.Errorf("%d spent refresh tokens presented", r)
 	}
 }
+
+// TestWaitSavesKeptRefreshTokenWithoutRefreshing: the refresh token kept
+// from a refused answer, alone (the access token served had expired) and
+// unsaved, is saved by the Save retries without a refresh: a retry whose
+// Save fails ends there, instead of refreshing a token no caller asked
+// for, so that a refresh that hangs cannot use up Wait's time.
+func TestWaitSavesKeptRefreshTokenWithoutRefreshing(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newPumpedClock(t)
+	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
+	store.mem.saveErrs = 2 // the kept token's Save and its first retry fail
+	ts := replica(t, store, srv, clock)
+	srv.answerNext(func() *http.Response {
+		rt := srv.rotateLocked("g").RefreshToken // rotated, then refused
+		return httpmock.NewStringResponse(200, `{"error":"server_error","refresh_token":"`+rt+`"}`)
+	})
+	if _, err := ts.Token(); err == nil {
+		t.Fatal("want the refused answer's error")
+	}
+	ts.Wait()
+	if s := store.mem.stored(); s.RefreshToken != srv.newest("g") {
+		t.Errorf("after Wait the Store holds %q, want the kept %q", s.RefreshToken, srv.newest("g"))
+	}
+	if n := srv.postCount(); n != 1 {
+		t.Errorf("%d POSTs, want the refused refresh's 1: the Save retries refreshed", n)
+	}
+	if n := store.mem.saveCount(); n != 3 {
+		t.Errorf("%d Saves, want 3 (the kept token's, a failed retry, the retry that saved it)", n)
+	}
+	if ts.busy() {
+		t.Error("saved, yet the retry timer or the lock is kept")
+	}
+	clock.Advance(time.Minute) // past the back-off
+	if tok, err := ts.Token(); err != nil || tok.RefreshToken != srv.newest("g") {
+		t.Fatalf("%v, %v; want a token from the kept refresh token", tok, err)
+	}
+	if r := srv.reuses(); r != 0 {
+		t.Errorf("%d spent refresh tokens presented", r)
+	}
+}
+
+// TestFencedTokenOutlivesRollback: a token whose Save the Store refused
+// for a lost lock was never in the Store, so no other process can have
+// refreshed it. When the Store meanwhile went back to a token this
+// process never saw (an older one, from before it first read the
+// Store), that token is no successor of it: the Save retry saves the
+// newest token over it, rather than adopting it and presenting its
+// spent refresh token, then or when the Store goes back to it again.
+func TestFencedTokenOutlivesRollback(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newPumpedClock(t)
+	older := expiredToken(clock, "g-rt-SECRET-0")
+	stored := srv.rotate("g") // another process refreshed it and stored this
+	stored.Expiry = clock.Now().Add(-time.Minute)
+	store := newSharedStore(stored)
+	store.saveErr = fmt.Errorf("store: %w", ErrLockLost)
+	ts := replica(t, store, srv, clock)
+	srv.answerNext(func() *http.Response {
+		tok := srv.rotateLocked("g")
+		store.mem.mu.Lock()
+		store.mem.tok = older // the Store goes back while the refresh is under way
+		store.mem.mu.Unlock()
+		resp, _ := httpmock.NewJsonResponse(200, map[string]any{"access_token": tok.AccessToken, "refresh_token": tok.RefreshToken, "expires_in": 3600})
+		return resp
+	})
+	if tok, err := ts.Token(); err != nil || tok.RefreshToken != srv.newest("g") {
+		t.Fatalf("%v, %v", tok, err)
+	}
+	ts.Wait()
+	if s := store.mem.stored(); s.RefreshToken != srv.newest("g") {
+		t.Errorf("after Wait the Store holds %q, want the newest %q", s.RefreshToken, srv.newest("g"))
+	}
+	if n, r := srv.postCount(), srv.reuses(); n != 1 || r != 0 {
+		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
+	}
+	if tok, err := ts.Token(); err != nil || tok.RefreshToken != srv.newest("g") {
+		t.Errorf("%v, %v; want the newest token still served", tok, err)
+	}
+	// The Store goes back to the same token once more: it is known
+	// older now, and its refresh token is not presented.
+	again := *older
+	store.mem.mu.Lock()
+	store.mem.tok = &again
+	store.mem.mu.Unlock()
+	clock.Advance(2 * time.Hour)
+	if tok, err := ts.Token(); err != nil || tok.RefreshToken != srv.newest("g") {
+		t.Errorf("after a second rollback: %v, %v; want a token from the newest refresh token", tok, err)
+	}
+	if r := srv.reuses(); r != 0 {
+		t.Errorf("%d spent refresh tokens presented", r)
+	}
+}
+
+// TestRefusedTokenNeverRepairsTheStore: a process that first read the
+// Store after another process's refresh takes a rollback to the token
+// before (which it never saw) for news, as it must: it cannot tell the
+// two apart. The rolled-back refresh token is refused. When the Store
+// holds the newer token again (another process saved it back), the
+// refused token is not saved over it as a repair, nor presented again,
+// not even when the Store goes back to it once more.
+func TestRefusedTokenNeverRepairsTheStore(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	older := expiredToken(clock, "g-rt-SECRET-0")
+	newer := srv.rotate("g") // another process refreshed it and stored this
+	newer.Expiry = clock.Now().Add(time.Hour)
+	store := newSharedStore(newer)
+	ts := replica(t, store, srv, clock)
+	if tok, err := ts.Token(); err != nil || tok.RefreshToken != newer.RefreshToken {
+		t.Fatalf("%v, %v", tok, err)
+	}
+	store.mem.mu.Lock()
+	store.mem.tok = older // rolled back
+	store.mem.mu.Unlock()
+	clock.Advance(2 * time.Hour)
+	if _, err := ts.Token(); !isInvalidGrant(err) {
+		t.Fatalf("got %v, want invalid_grant for the rolled-back refresh token", err)
+	}
+	back := *newer
+	store.mem.mu.Lock()
+	store.mem.tok = &back // saved back by the process that knows it is newer
+	store.mem.mu.Unlock()
+	clock.Advance(permanentFailureBackoff)
+	if _, err := ts.Token(); err == nil {
+		t.Fatal("want an error: no refresh token worth presenting")
+	}
+	if s := store.mem.stored(); s.RefreshToken != newer.RefreshToken {
+		t.Errorf("the Store holds %q, want %q still: the refused token was saved over it", s.RefreshToken, newer.RefreshToken)
+	}
+	if n := srv.postCount(); n != 1 {
+		t.Errorf("%d POSTs, want 1: the refused refresh token was presented again", n)
+	}
+	// The Store goes back once more: the refused token, which it has
+	// moved on from since, is not asked about again.
+	again := *older
+	store.mem.mu.Lock()
+	store.mem.tok = &again
+	store.mem.mu.Unlock()
+	clock.Advance(permanentFailureBackoff)
+	if _, err := ts.Token(); err == nil {
+		t.Fatal("want an error: no refresh token worth presenting")
+	}
+	if n := srv.postCount(); n != 1 {
+		t.Errorf("%d POSTs, want 1: the refused refresh token was presented again after a second rollback", n)
+	}
+}
+
+// TestRefusedStoredTokenIsStale: a token another process stored is
+// adopted, and its refresh token refused (the grant was revoked, or the
+// Store went back). While the token in memory, still valid, is served,
+// the Store keeps the refused token: the next refresh neither presents
+// the refused refresh token again nor saves the token in memory, whose
+// refresh token the stored one replaced, over it.
+func TestRefusedStoredTokenIsStale(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	mine := srv.rotate("g")
+	mine.Expiry = clock.Now().Add(time.Hour)
+	store := newSharedStore(mine)
+	ts := replica(t, store, srv, clock)
+	if tok, err := ts.Token(); err != nil || tok.RefreshToken != mine.RefreshToken {
+		t.Fatalf("%v, %v", tok, err)
+	}
+	theirs := srv.rotate("g") // another process refreshed and stored this
+	theirs.Expiry = clock.Now().Add(-time.Minute)
+	store.mem.mu.Lock()
+	store.mem.tok = theirs
+	store.mem.mu.Unlock()
+	srv.answerNext(func() *http.Response {
+		srv.live["g"] = "" // revoked
+		return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`)
+	})
+	if _, err := ts.Refresh(context.Background()); !isInvalidGrant(err) {
+		t.Fatalf("got %v, want invalid_grant for the stored refresh token", err)
+	}
+	clock.Advance(permanentFailureBackoff)
+	if _, err := ts.Refresh(context.Background()); err == nil {
+		t.Fatal("want an error: no refresh token worth presenting")
+	}
+	if s := store.mem.stored(); s.RefreshToken != theirs.RefreshToken {
+		t.Errorf("the Store holds %q, want %q: the older token was saved over it", s.RefreshToken, theirs.RefreshToken)
+	}
+	if n, r := srv.postCount(), srv.reuses(); n != 1 || r != 0 {
+		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
+	}
+}
+
+// TestRecheckRemembersRefusedTokenLeftBehind: as in
+// TestRefusedTokenNeverRepairsTheStore, but the Store holds the newer
+// token again only while the refusal is remembered, so that only the
+// flight that rechecks the Store sees it. The Store has moved on from
+// the refused refresh token all the same: when it goes back to it, it is
+// not presented again.
+func TestRecheckRemembersRefusedTokenLeftBehind(t *testing.T) {
+	t.Parallel()
+	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	older := expiredToken(clock, "g-rt-SECRET-0")
+	newer := srv.rotate("g")
+	newer.Expiry = clock.Now().Add(time.Hour)
+	store := newSharedStore(newer)
+	ts := replica(t, store, srv, clock)
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	setStored := func(tok *oauth2.Token) {
+		c := *tok
+		store.mem.mu.Lock()
+		store.mem.tok = &c
+		store.mem.mu.Unlock()
+	}
+	setStored(older) // rolled back
+	clock.Advance(2 * time.Hour)
+	if _, err := ts.Token(); !isInvalidGrant(err) {
+		t.Fatalf("got %v, want invalid_grant for the rolled-back refresh token", err)
+	}
+	setStored(newer) // saved back, seen by the recheck within the back-off
+	if _, err := ts.Token(); !isInvalidGrant(err) {
+		t.Fatalf("got %v, want the remembered invalid_grant", err)
+	}
+	setStored(older) // and rolled back again
+	clock.Advance(permanentFailureBackoff)
+	if _, err := ts.Token(); err == nil {
+		t.Fatal("want an error: no refresh token worth presenting")
+	}
+	if n := srv.postCount(); n != 1 {
+		t.Errorf("%d POSTs, want 1: the refused refresh token was presented again", n)
+	}
+}

@@ -57,10 +57,10 @@ var simFindings = []simFinding{
 	},
 	{
 		id:    "F6",
-		title: "a Store that rolled back hands back a refresh token this process already spent, and it presents it again (defect 6); still when the newer token was only seen by a permanent failure's recheck, which neither adopts nor remembers it",
-		open:  true,
+		title: "a Store that rolled back hands back a refresh token this process already spent, and it presents it again (defect 6); and when the newer token was seen only by the recheck flight of a remembered refusal, which did not remember that the Store had moved on from the refused refresh token, so that it was presented again when the Store went back to it (the part beyond a finite memory is F25)",
+		open:  false,
 		match: regexp.MustCompile(`which it saw replaced by rt\d+ in .*; the Store rolled back`),
-		seeds: []uint64{2482, 97, 374},
+		seeds: []uint64{2482, 97, 374, 19566},
 	},
 	{
 		id:    "F7",
@@ -76,10 +76,10 @@ var simFindings = []simFinding{
 	},
 	{
 		id:    "F9",
-		title: "after a rollback, the older stored token is taken for news: adopting it marks the newer refresh token spent, a process whose newer token is unsaved drops it (or keeps refreshing with the older one instead of saving its own), and the Store is repaired backwards once it holds the newer one again",
-		open:  true,
+		title: "after a rollback, the older stored token is taken for news: a process whose newer token's every Save was fenced (refused for a lost lock) dropped it for the token the Store went back to, and a refresh token refused since was saved back over the newer token as a repair, or presented again, once the Store held the newer one again (the part no process can tell apart is F24)",
+		open:  false,
 		match: regexp.MustCompile(`overwrote rt\d+/at-?\d+ of \S+ in the Store with the older rt\d+/at-?\d+; the Store rolled back|(not the newest|replaced by) rt\d+ that \S+ got in .*; the Store rolled back|its own refresh that the Store never held.*; the Store rolled back`),
-		seeds: []uint64{159, 5845, 5197},
+		seeds: []uint64{159, 5845, 5197, 5180, 9338, 1147, 12812, 10090, 16743, 8508},
 	},
 	{
 		id:    "F10",
@@ -101,17 +101,31 @@ var simFindings = []simFinding{
 	},
 	{
 		id:    "F22",
-		title: "after a Load showed another process's newer token, an older refresh token is presented (not yet diagnosed; likely the Initial fallback, which is told from a successor by expiry alone, so under clock skew another process's successor passes for an older grant's leftover, and after invalid_grant Initial's rotated-away refresh token is presented)",
-		open:  true,
+		title: "after a Load showed another process's newer token, an older refresh token is presented: the Initial fallback told a stored token from a successor by expiry alone, so a successor stored by a process whose clock is behind (or one that lives shorter) passed for an older grant's leftover, and after invalid_grant Initial's rotated-away refresh token was presented; now only a token issued over 5 minutes before Initial counts as a leftover (a skew beyond that is not told apart)",
+		open:  false,
 		match: regexp.MustCompile(`presents rt\d+ of \S+, which it saw replaced by rt\d+ in a Load at step \d+; this flight presented rt\d+ before`),
 		seeds: []uint64{3002261},
 	},
 	{
 		id:    "F23",
-		title: "a refresh token kept from a refused 200 is still unsaved after Wait (not yet diagnosed)",
-		open:  true,
+		title: "a refresh token kept from a refused 200 is still unsaved after Wait: it was kept alone (the access token had expired), so a Save retry whose Save failed went on to refresh a token no caller asked for, and the refresh, hanging, used up Wait's 30 seconds",
+		open:  false,
 		match: regexp.MustCompile(`after Wait, the Store holds rt\d+ of \S+, not the newest rt\d+ that \S+ got in a 200-error-with-rt answer|after Wait, \S+ still serves a token whose Save failed`),
 		seeds: []uint64{3003551},
+	},
+	{
+		id:    "F24",
+		title: "a Store that goes back to a token this process never saw is taken for another process's newer write: nothing in the tokens tells the two apart without trusting clocks across processes, which the engine does not. So the refresh token it replaced is taken for spent, and until the rolled-back one is refused, the newer token saved back is taken for a rollback and overwritten with the older one; and an unsaved newest token whose Save failed without saying it was not applied (a Save that may have been written, unlike a fenced one) is given up for it",
+		open:  true,
+		match: regexp.MustCompile(`overwrote rt\d+/at-?\d+ of \S+ in the Store with the older rt\d+/at-?\d+; the Store rolled back|(not the newest|replaced by) rt\d+ that \S+ got in .*; the Store rolled back|its own refresh that the Store never held.*; the Store rolled back`),
+		seeds: []uint64{18712, 1343, 9138, 15456},
+	},
+	{
+		id:    "F25",
+		title: "a Store that goes back further than the 4 spent refresh tokens a source remembers (any finite memory is outrun by a rollback deep enough; refused refresh tokens take slots too) hands back one it saw replaced, and it is presented again; so does one whose successor F24's misreading marked spent",
+		open:  true,
+		match: regexp.MustCompile(`which it saw replaced by rt\d+ in .*; the Store rolled back`),
+		seeds: []uint64{11966, 4070, 18532},
 	},
 }
 

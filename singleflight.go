@@ -146,6 +146,9 @@ func (s *TokenSource) await(ctx context.Context, want uint32, reason RefreshReas
 		}
 		remind = t.err
 	}
+	if ct := s.cache.Load(); ct != nil && !ct.usable(now) {
+		want = max(want, ct.next()) // the caller needs a usable token
+	}
 	r.want = max(r.want, want)
 	c := s.join(ctx, reason, true, remind)
 	ch := flights.DoChan(c.key, c.fn)
@@ -282,6 +285,7 @@ func (s *TokenSource) run(c *flightCall) (any, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), refreshTimeout)
 	defer cancel()
 	r := &s.flight
+	saveOnly := false // the last step only retried a Save no caller waits on
 	for step := 0; ; step++ {
 		r.mu.Lock()
 		// Read under the lock, so that a rejection marked before a
@@ -289,7 +293,11 @@ func (s *TokenSource) run(c *flightCall) (any, error) {
 		cur := s.cache.Load()
 		now := s.mono()
 		saveDue := cur != nil && cur.unsaved && r.saveDue(now)
-		if cur.usable(now) && cur.gen >= r.want && !saveDue {
+		// A flight that retried a Save ends then, even if the token it
+		// saved (or failed to) is not usable: no caller waits for a
+		// newer one (each that found it unusable wants its successor),
+		// and the Save retries, Wait's too, must not wait on a refresh.
+		if (cur.usable(now) || saveOnly) && cur.gen >= r.want && !saveDue {
 			if unlock := c.unlock; unlock != nil && !cur.unsaved {
 				// Release the Locker's lock before ending, and look
 				// again: the token may be rejected meanwhile, and the
@@ -323,6 +331,7 @@ func (s *TokenSource) run(c *flightCall) (any, error) {
 			err = fmt.Errorf("pandadocauth: %w: no usable token after %d tries (is it expired on arrival?)", ErrMalformedResponse, maxSteps)
 		}
 		s.record(c, cur, g)
+		saveOnly = saveDue && c.reason == ReasonSave && g.tok == nil
 
 		if err != nil {
 			now := s.mono()
