@@ -264,8 +264,15 @@ func TestKeyedLockedKeysSmallPool(t *testing.T) {
 	}
 
 	terminate(t, holderPID(t, testPool(t, 1), a))
+	// The first Save after the death may have sent its statement before
+	// the client saw the connection close: then it cannot know whether
+	// it was stored, and says so rather than claim a fenced write. Either
+	// way it fails, and the next one is refused unsent.
+	if err := k.Save(lctx, a, &oauth2.Token{AccessToken: "late"}); !errors.Is(err, ErrLockLost) && !errors.Is(err, errWriteUnknown) {
+		t.Errorf("Save of a after its lock connection died: %v; want ErrLockLost or errWriteUnknown", err)
+	}
 	if err := k.Save(lctx, a, &oauth2.Token{AccessToken: "late"}); !errors.Is(err, ErrLockLost) {
-		t.Errorf("Save of a after its lock connection died: %v; want ErrLockLost", err)
+		t.Errorf("second Save of a after its lock connection died: %v; want ErrLockLost", err)
 	}
 	if tok, err := k.Load(lctx, a); !errors.Is(err, ErrLockLost) {
 		t.Errorf("Load of a after its lock connection died = %v, %v; want ErrLockLost", tok, err)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gopandadoc/pandadocauth"
@@ -156,9 +157,10 @@ var ErrLockLost = fmt.Errorf("the lock's connection was closed: %w", pandadocaut
 // here, else on the pool. While the lock is held, f never runs on the
 // pool: it would need a second connection (a pool of one would wait for
 // ever), and it would run without the lock. If the lock's connection is
-// dead, do fails with ErrLockLost. Keys wait only for their own lock's
+// dead, do fails with ErrLockLost; a write whose statement was sent
+// before the connection closed fails with errWriteUnknown instead. Keys wait only for their own lock's
 // connection: a Load of one key never waits for a Save of another.
-func (r rows) do(key string, f func(querier) error) error {
+func (r rows) do(key string, write bool, f func(querier) error) error {
 	h := r.locks.get(key)
 	if h == nil {
 		return f(r.pool)
@@ -174,10 +176,24 @@ func (r rows) do(key string, f func(querier) error) error {
 	}
 	err := f(h.conn)
 	if err != nil && h.conn.Conn().IsClosed() {
+		if write && !pgconn.SafeToRetry(err) {
+			// The statement may have reached PostgreSQL and committed
+			// before the connection closed: that is no fenced write, so
+			// it must not be reported as one (see
+			// pandadocauth.ErrLockLost).
+			return fmt.Errorf("%w: %w", errWriteUnknown, err)
+		}
 		return fmt.Errorf("%w: %w", ErrLockLost, err)
 	}
 	return err
 }
+
+// errWriteUnknown is the error of a write under the lock whose
+// connection closed after the statement was sent: whether it was stored
+// is unknown. It does not wrap ErrLockLost, which promises that nothing
+// was stored; the next write under the lock finds the connection closed
+// and fails with ErrLockLost before it runs.
+var errWriteUnknown = errors.New("the lock's connection closed during the write; whether it was stored is unknown")
 
 // lockID is the advisory-lock number of key: the first 8 bytes of a
 // SHA-256, so that distinct keys practically never share a lock (and if

@@ -526,3 +526,43 @@ func TestErrLockLostIsTheCores(t *testing.T) {
 		t.Fatal("ErrLockLost does not wrap pandadocauth.ErrLockLost")
 	}
 }
+
+// TestLockLostDuringWrite: a write whose statement reached PostgreSQL
+// before the lock's connection closed fails with errWriteUnknown, not
+// ErrLockLost, which promises that nothing was stored (a fenced write);
+// a read that fails so is ErrLockLost, and so is any write after it,
+// which is refused unsent. The statement ends its own backend, so the
+// connection closes while it runs.
+func TestLockLostDuringWrite(t *testing.T) {
+	t.Parallel()
+	for _, write := range []bool{true, false} {
+		t.Run(fmt.Sprintf("write=%v", write), func(t *testing.T) {
+			pool := testPool(t, 0)
+			ctx := testContext(t)
+			s := &Store{Pool: pool, Table: testTable(t, pool), Key: randomName("lock-")}
+			unlock, err := s.Lock(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unlock()
+			r := s.rows()
+			err = r.do(s.Key, write, func(q querier) error {
+				_, err := q.Exec(ctx, `SELECT pg_terminate_backend(pg_backend_pid())`)
+				return err
+			})
+			switch {
+			case write && (!errors.Is(err, errWriteUnknown) || errors.Is(err, ErrLockLost)):
+				t.Errorf("write sent before the connection closed: %v; want errWriteUnknown, not ErrLockLost", err)
+			case !write && !errors.Is(err, ErrLockLost):
+				t.Errorf("read sent before the connection closed: %v; want ErrLockLost", err)
+			}
+			err = r.do(s.Key, true, func(q querier) error {
+				t.Error("a write ran on a closed lock connection")
+				return nil
+			})
+			if !errors.Is(err, ErrLockLost) {
+				t.Errorf("write after the connection closed: %v; want ErrLockLost", err)
+			}
+		})
+	}
+}

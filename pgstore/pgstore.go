@@ -304,7 +304,7 @@ func (r rows) load(ctx context.Context, key string) (*oauth2.Token, error) {
 		expiry                     *time.Time
 		expiresIn                  int64
 	)
-	err = r.do(key, func(q querier) error {
+	err = r.do(key, false, func(q querier) error {
 		return q.QueryRow(ctx,
 			`SELECT access_token, token_type, refresh_token, expiry, expires_in FROM `+table+` WHERE key = $1`,
 			key).Scan(&access, &tokenType, &refresh, &expiry, &expiresIn)
@@ -362,7 +362,7 @@ func (r rows) save(ctx context.Context, key string, t *oauth2.Token) error {
 	if !t.Expiry.IsZero() {
 		expiry = &t.Expiry
 	}
-	err = r.do(key, func(q querier) error {
+	err = r.do(key, true, func(q querier) error {
 		_, err := q.Exec(ctx, `INSERT INTO `+table+` AS t
 	(key, access_token, token_type, refresh_token, expiry, expires_in, updated_at)
 	VALUES ($1, $2, $3, $4, $5, $6, now())
@@ -387,7 +387,7 @@ func (r rows) delete(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	err = r.do(key, func(q querier) error {
+	err = r.do(key, true, func(q querier) error {
 		_, err := q.Exec(ctx, `DELETE FROM `+table+` WHERE key = $1`, key)
 		return err
 	})
