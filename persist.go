@@ -372,6 +372,11 @@ func (s *TokenSource) refresh(ctx context.Context, c *flightCall, cur *snapshot,
 	tok, g.header = compact(tok)
 	g.tok, g.from, g.outcome = tok, fromEndpoint, OutcomeRefreshed
 	s.save(ctx, c, &g, "pandadocauth: saving the new token failed; using it and retrying the save")
+	if tok.RefreshToken == rt && p.fenced == tok {
+		// Not rotated: the Store holds its refresh token already, and
+		// another process may refresh it and store a real successor.
+		p.fenced = nil
+	}
 	s.logInfo("pandadocauth: token refreshed", slog.Time("expiry", tok.Expiry), slog.Int("attempts", g.tries))
 	return g, nil
 }
