@@ -174,6 +174,17 @@ func (r rows) do(key string, write bool, f func(querier) error) error {
 	if h.conn.Conn().IsClosed() {
 		return ErrLockLost
 	}
+	if write {
+		// A ping first, which writes nothing: a session that ended while
+		// idle (the usual lost lock) is found before the write is sent,
+		// and the write is fenced, not of unknown outcome.
+		pctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		perr := h.conn.Ping(pctx)
+		cancel()
+		if perr != nil && h.conn.Conn().IsClosed() {
+			return fmt.Errorf("%w: %w", ErrLockLost, perr)
+		}
+	}
 	err := f(h.conn)
 	if err != nil && h.conn.Conn().IsClosed() {
 		if write && !pgconn.SafeToRetry(err) {
