@@ -570,8 +570,8 @@ func (r *refresher) remember(err error, now time.Duration) (resume time.Duration
 
 // flush is Wait: it waits for the flight under way, ending ones too,
 // and saves an unsaved token, retrying every saveRetryInterval for up to
-// flushTimeout. When it gives up, it stops the Save retries and releases
-// the Locker's lock they kept.
+// flushTimeout. When it gives up, the Save retries and the Locker's lock
+// they keep go on (see Wait).
 func (s *TokenSource) flush() {
 	r := &s.flight
 	clk := s.clock()

@@ -83,7 +83,11 @@
 // lost while the lock is held (PostgreSQL terminated it, a failover), the
 // lock is gone too: Load and Save fail at once with ErrLockLost, instead
 // of running on another connection without the lock, until unlock gives
-// the connection back. The lock's session is idle while the token
+// the connection back. A Save under the lock pings its connection first,
+// so that a session ended while idle fails it with ErrLockLost before
+// anything is sent (a fenced write: nothing was stored); a connection
+// lost after the statement was sent fails it with an error that says
+// whether it was stored is unknown, and does not match ErrLockLost. The lock's session is idle while the token
 // endpoint is called: Lock turns off idle_session_timeout and
 // idle_in_transaction_session_timeout on it, so that a timeout set for
 // the role or the database does not end it, and unlock restores them.
