@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,112 +15,13 @@ import (
 	"github.com/gopandadoc/pandadocauth/internal/fakepandadoc"
 )
 
-// grantServer is a token endpoint with refresh-token rotation that
-// refuses, with invalid_grant, every refresh token but the newest of
-// each grant, as servers that rotate do. Like servers that detect reuse,
-// it revokes a grant whose rotated-away refresh token is presented.
-// The rotation tests script it; the other tests use the engine
-// (newRotatingServer).
-type grantServer struct {
-	expiresIn int
-	mu        sync.Mutex        // guards the fields below
-	live      map[string]string // grant name -> its newest refresh token
-	spent     map[string]string // rotated-away refresh token -> its grant
-	n         int
-	posts     []string // the refresh token of each POST
-	reused    []string // the spent refresh tokens presented
-	next      func() *http.Response
-}
-
-// reuses returns how many spent refresh tokens were presented.
-func (g *grantServer) reuses() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return len(g.reused)
-}
-
-// rotate rotates grant's refresh token as another process's refresh
-// would, and returns the new token.
-func (g *grantServer) rotate(grant string) *oauth2.Token {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.rotateLocked(grant)
-}
-
-func (g *grantServer) rotateLocked(grant string) *oauth2.Token {
-	g.n++
-	if g.spent == nil {
-		g.spent = map[string]string{}
-	}
-	g.spent[g.live[grant]] = grant
-	next := grant + "-rt-SECRET-" + strconv.Itoa(g.n)
-	g.live[grant] = next
-	return &oauth2.Token{AccessToken: grant + "-at-SECRET-" + strconv.Itoa(g.n), RefreshToken: next, ExpiresIn: int64(g.expiresIn)}
-}
-
-// answerNext makes the next POST answer with f's response, after the
-// grant's refresh token is checked (and rotated, if f says so).
-func (g *grantServer) answerNext(f func() *http.Response) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.next = f
-}
-
-func newGrantServer(expiresIn int, grants map[string]string) *grantServer {
-	g := &grantServer{expiresIn: expiresIn, live: map[string]string{}}
-	for k, v := range grants {
-		g.live[k] = v
-	}
-	return g
-}
-
-func (g *grantServer) responder() httpmock.Responder {
-	return func(req *http.Request) (*http.Response, error) {
-		req.ParseForm()
-		rt := req.PostForm.Get("refresh_token")
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		g.posts = append(g.posts, rt)
-		if grant, ok := g.spent[rt]; ok {
-			g.reused = append(g.reused, rt)
-			g.live[grant] = "" // revoked
-			return httpmock.NewStringResponse(400, `{"error":"invalid_grant","error_description":"refresh token reused"}`), nil
-		}
-		if next := g.next; next != nil {
-			g.next = nil
-			return next(), nil
-		}
-		for grant, live := range g.live {
-			if live != "" && live == rt {
-				tok := g.rotateLocked(grant)
-				return httpmock.NewJsonResponse(200, map[string]any{
-					"access_token": tok.AccessToken, "refresh_token": tok.RefreshToken, "expires_in": g.expiresIn,
-				})
-			}
-		}
-		return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`), nil
-	}
-}
-
-func (g *grantServer) postCount() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return len(g.posts)
-}
-
-func (g *grantServer) newest(grant string) string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.live[grant]
-}
-
-// newRotatingServer returns the token endpoint of the Store tests, the
-// fake PandaDoc's engine as newTokenServer sets it up but with reuse
-// detection, as servers that rotate do: it refuses, with invalid_grant,
-// every refresh token but the newest of each grant, and revokes a grant
-// whose rotated-away refresh token is presented. grants maps each
-// grant's name to its refresh token, issue 0; the grant's tokens are then
-// "<name>-at-SECRET-<n>" with "<name>-rt-SECRET-<n>".
+// newRotatingServer returns the token endpoint of the Store and rotation
+// tests, the fake PandaDoc's engine as newTokenServer sets it up but with
+// reuse detection, as servers that rotate do: it refuses, with
+// invalid_grant, every refresh token but the newest of each grant, and
+// revokes a grant whose rotated-away refresh token is presented. grants
+// maps each grant's name to its refresh token, issue 0; the grant's
+// tokens are then "<name>-at-SECRET-<n>" with "<name>-rt-SECRET-<n>".
 func newRotatingServer(t *testing.T, expiresIn int, grants map[string]string) *fakepandadoc.Server {
 	t.Helper()
 	srv := fakepandadoc.New(fakepandadoc.Options{

@@ -3,6 +3,7 @@ package pandadocauth
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,12 +14,15 @@ import (
 
 	"github.com/jarcoal/httpmock"
 	"golang.org/x/oauth2"
+
+	"github.com/gopandadoc/pandadocauth/internal/fakepandadoc"
 )
 
 // The tests of this file hold the promise that a refresh token that may
 // have been rotated is never lost, and one rotated away is never
-// presented again, under the faults that once broke it. Their server
-// revokes a grant whose spent refresh token is presented.
+// presented again, under the faults that once broke it. Their server,
+// newRotatingServer, revokes a grant whose spent refresh token is
+// presented.
 
 // sharedStore is a Store and Locker that replicas share: one token, one
 // lock. Load and Save fail while their error is set.
@@ -95,10 +99,10 @@ func (s *sharedStore) waitFor(cond func(s *sharedStore) bool) {
 
 // replica is one process's TokenSource on store, on clock, a fake clock
 // of its own that moves only when the test advances it.
-func replica(t *testing.T, store Store, srv *grantServer, clock *fakeClock) *TokenSource {
+func replica(t *testing.T, store Store, srv *fakepandadoc.Server, clock *fakeClock) *TokenSource {
 	t.Helper()
 	mt := httpmock.NewMockTransport()
-	mt.RegisterResponder("POST", TokenURL, srv.responder())
+	mt.RegisterResponder("POST", TokenURL, srv.RoundTrip)
 	ts := &TokenSource{Config: testConfig(mt), Store: store, clk: &clockRef{clock}}
 	t.Cleanup(ts.Wait)
 	return ts
@@ -107,9 +111,9 @@ func replica(t *testing.T, store Store, srv *grantServer, clock *fakeClock) *Tok
 // rolledBack returns a replica that refreshed its grant's expired token
 // once, and its Store, rolled back since to the token it replaced: the
 // refresh token the Store holds is one the replica spent.
-func rolledBack(t *testing.T) (*grantServer, *fakeClock, *sharedStore, *TokenSource) {
+func rolledBack(t *testing.T) (*fakepandadoc.Server, *fakeClock, *sharedStore, *TokenSource) {
 	t.Helper()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newFakeClock()
 	old := expiredToken(clock, "g-rt-SECRET-0")
 	store := newSharedStore(old)
@@ -127,13 +131,66 @@ func expiredToken(clock *fakeClock, rt string) *oauth2.Token {
 	return &oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: rt, Expiry: clock.Now().Add(-time.Minute), ExpiresIn: 3600}
 }
 
+// rotate refreshes the grant of rt as another process would, and
+// returns the token that process got, with no Expiry.
+func rotate(t *testing.T, srv *fakepandadoc.Server, rt string) *oauth2.Token {
+	t.Helper()
+	tok, ok := srv.Rotate(newest(srv, rt))
+	if !ok {
+		t.Fatal("another process's refresh was refused: the grant is revoked")
+	}
+	return &oauth2.Token{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, ExpiresIn: tok.ExpiresIn}
+}
+
+// granted returns the token of the grant's answer that a Rewrite fault
+// gets, or nil if the grant was refused.
+func granted(answer fakepandadoc.Fault) *oauth2.Token {
+	var a struct {
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
+		ExpiresIn    int64  `json:"expires_in"`
+	}
+	if answer.Status != http.StatusOK || json.Unmarshal([]byte(answer.Body), &a) != nil {
+		return nil
+	}
+	return &oauth2.Token{AccessToken: a.AccessToken, RefreshToken: a.RefreshToken, ExpiresIn: a.ExpiresIn}
+}
+
+// rotatedThenRefused is a fault that rotates the refresh token presented
+// and answers refusal, given the new refresh token, in place of the
+// token; a refresh token that does not work gets its invalid_grant (and
+// a spent one is a reuse).
+func rotatedThenRefused(refusal func(rt string) fakepandadoc.Fault) fakepandadoc.Fault {
+	return fakepandadoc.Fault{Rewrite: func(answer fakepandadoc.Fault) fakepandadoc.Fault {
+		tok := granted(answer)
+		if tok == nil {
+			return answer
+		}
+		return refusal(tok.RefreshToken)
+	}}
+}
+
+// malformed is an answer refused as malformed (expires_in out of range)
+// that carries rt.
+func malformed(rt string) fakepandadoc.Fault {
+	return fakepandadoc.Body(200, "application/json", `{"access_token":"g-at-SECRET-x","refresh_token":"`+rt+`","expires_in":2147483647}`)
+}
+
+// checked returns f made to answer after the grant is carried out, so
+// that a refresh token presented that does not work is found out (a spent
+// one is a reuse), whatever f answers.
+func checked(f fakepandadoc.Fault) fakepandadoc.Fault {
+	f.AfterGrant = true
+	return f
+}
+
 // TestFailedLoadUnderLockFailsTheRefresh: a Load that fails under the
 // Locker's lock (a lost lock, a wrong key) fails the refresh as
 // transient: nothing is POSTed with the refresh token in memory, which
 // the Store may have replaced.
 func TestFailedLoadUnderLockFailsTheRefresh(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newFakeClock()
 	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
 	ts := replica(t, store, srv, clock)
@@ -148,7 +205,7 @@ func TestFailedLoadUnderLockFailsTheRefresh(t *testing.T) {
 	if err == nil || isPermanent(err) || !strings.Contains(err.Error(), "loading token from store") {
 		t.Fatalf("got %v, want a transient failure to load", err)
 	}
-	if n := srv.postCount(); n != 1 {
+	if n := srv.TotalTokenRequests(); n != 1 {
 		t.Errorf("%d POSTs, want 1 (none after the failed Load)", n)
 	}
 }
@@ -159,7 +216,7 @@ func TestFailedLoadUnderLockFailsTheRefresh(t *testing.T) {
 // then adopts the token once it is saved.
 func TestUnsavedTokenKeepsTheLock(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clockA := newFakeClock()
 	store := newSharedStore(expiredToken(clockA, "g-rt-SECRET-0"))
 	store.mem.saveErrs = 1
@@ -171,7 +228,7 @@ func TestUnsavedTokenKeepsTheLock(t *testing.T) {
 	got := make(chan error, 1)
 	go func() {
 		tok, err := b.Token()
-		if err == nil && tok.RefreshToken != srv.newest("g") {
+		if err == nil && tok.RefreshToken != newest(srv, "g-rt-SECRET-0") {
 			err = errors.New("replica b serves " + tok.RefreshToken)
 		}
 		got <- err
@@ -181,7 +238,7 @@ func TestUnsavedTokenKeepsTheLock(t *testing.T) {
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
-	if n, r := srv.postCount(), srv.reuses(); n != 1 || r != 0 {
+	if n, r := srv.TotalTokenRequests(), srv.ReusedRefreshTokens(); n != 1 || r != 0 {
 		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
 	}
 }
@@ -191,14 +248,14 @@ func TestUnsavedTokenKeepsTheLock(t *testing.T) {
 // kind (here a 200 HTML page) never makes it presented again.
 func TestAdoptedTokenNeverFallsBack(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newFakeClock()
 	store := newSharedStore(&oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600})
 	ts := replica(t, store, srv, clock)
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
-	other := srv.rotate("g") // another replica refreshed and stored
+	other := rotate(t, srv, "g-rt-SECRET-0") // another replica refreshed and stored
 	other.Expiry = clock.Now().Add(time.Hour)
 	store.mem.mu.Lock()
 	store.mem.tok = other
@@ -206,15 +263,11 @@ func TestAdoptedTokenNeverFallsBack(t *testing.T) {
 	if tok, err := ts.Refresh(context.Background()); err != nil || tok.RefreshToken != other.RefreshToken {
 		t.Fatalf("%v, %v; want the stored token adopted", tok, err)
 	}
-	srv.answerNext(func() *http.Response {
-		r := httpmock.NewStringResponse(200, "<html>maintenance</html>")
-		r.Header.Set("Content-Type", "text/html")
-		return r
-	})
+	srv.FailNext(checked(fakepandadoc.Body(200, "text/html", "<html>maintenance</html>")))
 	if _, err := ts.Refresh(context.Background()); !errors.Is(err, ErrMalformedResponse) {
 		t.Fatalf("got %v, want the HTML page's error", err)
 	}
-	if n, r := srv.postCount(), srv.reuses(); n != 1 || r != 0 {
+	if n, r := srv.TotalTokenRequests(), srv.ReusedRefreshTokens(); n != 1 || r != 0 {
 		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
 	}
 }
@@ -224,35 +277,31 @@ func TestAdoptedTokenNeverFallsBack(t *testing.T) {
 // is saved, and the next refresh presents it, not the one it replaced.
 func TestRotatedTokenInRefusedAnswerIsKept(t *testing.T) {
 	t.Parallel()
-	for name, answer := range map[string]func(rt string) *http.Response{
-		"expires_in out of range": func(rt string) *http.Response {
-			return httpmock.NewStringResponse(200, `{"access_token":"g-at-SECRET-x","refresh_token":"`+rt+`","expires_in":2147483647}`)
-		},
-		"500 with a token": func(rt string) *http.Response {
-			return httpmock.NewStringResponse(500, `{"error":"server_error","refresh_token":"`+rt+`"}`)
+	for name, answer := range map[string]func(rt string) fakepandadoc.Fault{
+		"expires_in out of range": malformed,
+		"500 with a token": func(rt string) fakepandadoc.Fault {
+			return fakepandadoc.Body(500, "application/json", `{"error":"server_error","refresh_token":"`+rt+`"}`)
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+			srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 			clock := newFakeClock()
 			store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
 			ts := replica(t, store, srv, clock)
-			srv.answerNext(func() *http.Response {
-				return answer(srv.rotateLocked("g").RefreshToken) // rotated, then refused
-			})
+			srv.FailNext(rotatedThenRefused(answer))
 			if _, err := ts.Token(); err == nil {
 				t.Fatal("want the refused answer's error")
 			}
-			if s := store.mem.stored(); s.RefreshToken != srv.newest("g") || s.AccessToken != "" {
+			if s := store.mem.stored(); s.RefreshToken != newest(srv, "g-rt-SECRET-0") || s.AccessToken != "" {
 				t.Errorf("stored %+v, want the rotated refresh token alone", s)
 			}
 			clock.Advance(time.Minute) // past the back-off
 			tok, err := ts.Token()
-			if err != nil || tok.RefreshToken != srv.newest("g") {
+			if err != nil || tok.RefreshToken != newest(srv, "g-rt-SECRET-0") {
 				t.Fatalf("%v, %v; want a token from the rotated refresh token", tok, err)
 			}
-			if r := srv.reuses(); r != 0 {
+			if r := srv.ReusedRefreshTokens(); r != 0 {
 				t.Errorf("%d spent refresh tokens presented", r)
 			}
 		})
@@ -264,7 +313,7 @@ func TestRotatedTokenInRefusedAnswerIsKept(t *testing.T) {
 // does not keep the only copy of the rotated token.
 func TestFailedSaveRetriedWithoutRequests(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newFakeClock()
 	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
 	store.mem.saveErrs = 2
@@ -278,8 +327,8 @@ func TestFailedSaveRetriedWithoutRequests(t *testing.T) {
 		store.waitFor(func(s *sharedStore) bool { return s.saves == i+2 })
 	}
 	settle(ts)
-	if s := store.mem.stored(); s.RefreshToken != srv.newest("g") {
-		t.Errorf("the Store holds %q, want %q", s.RefreshToken, srv.newest("g"))
+	if s := store.mem.stored(); s.RefreshToken != newest(srv, "g-rt-SECRET-0") {
+		t.Errorf("the Store holds %q, want %q", s.RefreshToken, newest(srv, "g-rt-SECRET-0"))
 	}
 	if ts.busy() {
 		t.Error("saved, yet the retry timer or the lock is kept")
@@ -294,14 +343,14 @@ func TestStoreRollbackIsNotAdopted(t *testing.T) {
 	srv, clock, store, ts := rolledBack(t)
 	clock.Advance(2 * time.Hour)
 	tok, err := ts.Token()
-	if err != nil || tok.RefreshToken != srv.newest("g") {
+	if err != nil || tok.RefreshToken != newest(srv, "g-rt-SECRET-0") {
 		t.Fatalf("%v, %v", tok, err)
 	}
-	if n, r := srv.postCount(), srv.reuses(); n != 2 || r != 0 {
+	if n, r := srv.TotalTokenRequests(), srv.ReusedRefreshTokens(); n != 2 || r != 0 {
 		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 2, 0", n, r)
 	}
-	if s := store.mem.stored(); s.RefreshToken != srv.newest("g") {
-		t.Errorf("the Store holds %q, want %q", s.RefreshToken, srv.newest("g"))
+	if s := store.mem.stored(); s.RefreshToken != newest(srv, "g-rt-SECRET-0") {
+		t.Errorf("the Store holds %q, want %q", s.RefreshToken, newest(srv, "g-rt-SECRET-0"))
 	}
 }
 
@@ -330,13 +379,13 @@ func TestDeadlineFailureIsTransient(t *testing.T) {
 // returns could not be saved.
 func TestRefreshReportsFailedSave(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newFakeClock()
 	store := newSharedStore(&oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600})
 	store.mem.saveErrs = 1
 	ts := replica(t, store, srv, clock)
 	tok, err := ts.Refresh(context.Background())
-	if !errors.Is(err, ErrNotSaved) || tok == nil || tok.RefreshToken != srv.newest("g") {
+	if !errors.Is(err, ErrNotSaved) || tok == nil || tok.RefreshToken != newest(srv, "g-rt-SECRET-0") {
 		t.Fatalf("%v, %v; want the new token and ErrNotSaved", tok, err)
 	}
 	assertNoSecret(t, "error", err.Error())
@@ -378,7 +427,7 @@ func TestErrorBodyRedactedThenCut(t *testing.T) {
 // next request, not refused from memory for the back-off.
 func TestStoredTokenEndsRememberedRevocation(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-live"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-live"})
 	clock := newFakeClock()
 	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-revoked"))
 	ts := replica(t, store, srv, clock)
@@ -388,7 +437,7 @@ func TestStoredTokenEndsRememberedRevocation(t *testing.T) {
 	if _, err := ts.Token(); !isInvalidGrant(err) {
 		t.Fatalf("got %v, want invalid_grant remembered", err)
 	}
-	posts := srv.postCount()
+	posts := srv.TotalTokenRequests()
 	store.mem.mu.Lock()
 	store.mem.tok = &oauth2.Token{AccessToken: "g-at-SECRET-new", RefreshToken: "g-rt-SECRET-live", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600}
 	store.mem.mu.Unlock()
@@ -396,7 +445,7 @@ func TestStoredTokenEndsRememberedRevocation(t *testing.T) {
 	if err != nil || tok.AccessToken != "g-at-SECRET-new" {
 		t.Fatalf("%v, %v; want the newly stored token", tok, err)
 	}
-	if n := srv.postCount(); n != posts {
+	if n := srv.TotalTokenRequests(); n != posts {
 		t.Errorf("%d POSTs after the new token was stored, want none", n-posts)
 	}
 }
@@ -406,7 +455,7 @@ func TestStoredTokenEndsRememberedRevocation(t *testing.T) {
 // never under the lost one.
 func TestLostLockIsTakenAgain(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newFakeClock()
 	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
 	store.saveErr = fmt.Errorf("store: %w", ErrLockLost)
@@ -414,8 +463,8 @@ func TestLostLockIsTakenAgain(t *testing.T) {
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
-	if s := store.mem.stored(); s.RefreshToken != srv.newest("g") {
-		t.Errorf("the Store holds %q, want %q", s.RefreshToken, srv.newest("g"))
+	if s := store.mem.stored(); s.RefreshToken != newest(srv, "g-rt-SECRET-0") {
+		t.Errorf("the Store holds %q, want %q", s.RefreshToken, newest(srv, "g-rt-SECRET-0"))
 	}
 	store.mu.Lock()
 	locks := store.locks
@@ -441,7 +490,7 @@ func TestRepairSaveLosingLockStops(t *testing.T) {
 	if _, err := ts.Token(); !errors.Is(err, ErrLockLost) || isPermanent(err) {
 		t.Fatalf("got %v, want a transient failure for the lost lock", err)
 	}
-	if n, r := srv.postCount(), srv.reuses(); n != 1 || r != 0 {
+	if n, r := srv.TotalTokenRequests(), srv.ReusedRefreshTokens(); n != 1 || r != 0 {
 		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
 	}
 }
@@ -466,22 +515,20 @@ func TestInitialFallbackOnlyForOlderLeftover(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+			srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 			clock := newFakeClock()
 			initial := expiredToken(clock, "g-rt-SECRET-0")
-			successor := srv.rotate("g") // another process refreshed Initial's
+			successor := rotate(t, srv, "g-rt-SECRET-0") // another process refreshed Initial's
 			successor.Expiry = initial.Expiry.Add(tc.expiry)
 			successor.ExpiresIn = tc.expiresIn
 			store := newSharedStore(successor)
 			ts := replica(t, store, srv, clock)
 			ts.Initial = initial
-			srv.answerNext(func() *http.Response {
-				return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`)
-			})
+			srv.FailNext(checked(fakepandadoc.Body(400, "application/json", `{"error":"invalid_grant"}`)))
 			if _, err := ts.Token(); !isInvalidGrant(err) {
 				t.Fatalf("got %v, want invalid_grant", err)
 			}
-			if n, r := srv.postCount(), srv.reuses(); n != 1 || r != 0 {
+			if n, r := srv.TotalTokenRequests(), srv.ReusedRefreshTokens(); n != 1 || r != 0 {
 				t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
 			}
 		})
@@ -509,15 +556,15 @@ func TestFailedRepairKeepsTheLock(t *testing.T) {
 	clock.Advance(saveRetryInterval)
 	store.waitFor(func(s *sharedStore) bool { return s.saves >= 3 }) // the refresh's, the failed one, the retry's (and the refresh after it)
 	settle(ts)
-	if s := store.mem.stored(); s.RefreshToken != srv.newest("g") {
-		t.Fatalf("the Store holds %q after the retry, want %q", s.RefreshToken, srv.newest("g"))
+	if s := store.mem.stored(); s.RefreshToken != newest(srv, "g-rt-SECRET-0") {
+		t.Fatalf("the Store holds %q after the retry, want %q", s.RefreshToken, newest(srv, "g-rt-SECRET-0"))
 	}
 	clock.Advance(time.Minute) // past the back-off
 	tok, err := ts.Token()
-	if err != nil || tok.RefreshToken != srv.newest("g") {
+	if err != nil || tok.RefreshToken != newest(srv, "g-rt-SECRET-0") {
 		t.Fatalf("%v, %v", tok, err)
 	}
-	if n, r := srv.postCount(), srv.reuses(); n != 2 || r != 0 {
+	if n, r := srv.TotalTokenRequests(), srv.ReusedRefreshTokens(); n != 2 || r != 0 {
 		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 2, 0", n, r)
 	}
 }

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"testing"
 	"time"
 
-	"github.com/jarcoal/httpmock"
 	"golang.org/x/oauth2"
+
+	"github.com/gopandadoc/pandadocauth/internal/fakepandadoc"
 )
 
 // TestSaveRetryBacksOffWhileLoadFails: the Save retry of an unsaved
@@ -19,7 +19,7 @@ import (
 // a flight and a Store read after another with no time passing.
 func TestSaveRetryBacksOffWhileLoadFails(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newFakeClock()
 	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
 	store.mem.saveErrs = 1
@@ -55,45 +55,45 @@ func TestSaveRetryBacksOffWhileLoadFails(t *testing.T) {
 // is never presented again.
 func TestRotatedTokenInRefusedAnswerAfterReloadIsKept(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newFakeClock()
 	store := &memStore{tok: expiredToken(clock, "g-rt-SECRET-0")}
-	ts, _ := newStoreSource(t, store, srv.responder())
+	ts, _ := newStoreSource(t, store, srv.RoundTrip)
 	ts.clk = &clockRef{clock}
-	srv.answerNext(func() *http.Response {
-		// Another process's refresh is answered first: it rotates the
-		// refresh token and stores a token that this process's clock
-		// (skewed) finds expired. This process gets a maintenance page.
-		other := srv.rotateLocked("g")
-		other.Expiry = clock.Now().Add(-time.Minute)
-		store.mu.Lock()
-		store.tok = other
-		store.mu.Unlock()
+	srv.FailNext(
+		// The first refresh's rotation is another process's, answered
+		// first: it stores a token that this process's clock (skewed)
+		// finds expired. This process gets a maintenance page.
+		fakepandadoc.Fault{Rewrite: func(answer fakepandadoc.Fault) fakepandadoc.Fault {
+			other := granted(answer)
+			if other == nil {
+				return answer
+			}
+			other.Expiry = clock.Now().Add(-time.Minute)
+			store.mu.Lock()
+			store.tok = other
+			store.mu.Unlock()
+			return fakepandadoc.Body(200, "text/html", "<html>maintenance</html>")
+		}},
 		// The refresh with the other process's refresh token is rotated,
 		// then refused as malformed.
-		srv.next = func() *http.Response {
-			rt := srv.rotateLocked("g").RefreshToken
-			return httpmock.NewStringResponse(200, `{"access_token":"g-at-SECRET-x","refresh_token":"`+rt+`","expires_in":2147483647}`)
-		}
-		r := httpmock.NewStringResponse(200, "<html>maintenance</html>")
-		r.Header.Set("Content-Type", "text/html")
-		return r
-	})
+		rotatedThenRefused(malformed),
+	)
 	if _, err := ts.Token(); !errors.Is(err, ErrMalformedResponse) {
 		t.Fatalf("got %v, want the refused answer's error", err)
 	}
-	if n := srv.postCount(); n != 2 {
+	if n := srv.TotalTokenRequests(); n != 2 {
 		t.Fatalf("%d POSTs, want 2 (the first refresh token, then the stored one)", n)
 	}
-	if s := store.stored(); s.RefreshToken != srv.newest("g") {
-		t.Errorf("the Store holds %q, want the rotated %q from the refused answer", s.RefreshToken, srv.newest("g"))
+	if s := store.stored(); s.RefreshToken != newest(srv, "g-rt-SECRET-0") {
+		t.Errorf("the Store holds %q, want the rotated %q from the refused answer", s.RefreshToken, newest(srv, "g-rt-SECRET-0"))
 	}
 	clock.Advance(time.Minute) // past the back-off
 	tok, err := ts.Token()
-	if err != nil || tok.RefreshToken != srv.newest("g") {
+	if err != nil || tok.RefreshToken != newest(srv, "g-rt-SECRET-0") {
 		t.Errorf("%v, %v; want a token from the rotated refresh token", tok, err)
 	}
-	if r := srv.reuses(); r != 0 {
+	if r := srv.ReusedRefreshTokens(); r != 0 {
 		t.Errorf("%d spent refresh tokens presented; the grant is revoked", r)
 	}
 }
@@ -110,7 +110,7 @@ func TestStoreRollbackIsNotAdoptedAfterRotations(t *testing.T) {
 	for _, rotations := range []int{1, 2, 3, len(persister{}.spent)} {
 		t.Run(fmt.Sprintf("rotations=%d", rotations), func(t *testing.T) {
 			t.Parallel()
-			srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+			srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 			clock := newFakeClock()
 			snap := &oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(time.Hour), ExpiresIn: 3600}
 			store := newSharedStore(snap)
@@ -129,10 +129,10 @@ func TestStoreRollbackIsNotAdoptedAfterRotations(t *testing.T) {
 			store.mem.mu.Unlock()
 			clock.Advance(2 * time.Hour)
 			tok, err := ts.Token()
-			if err != nil || tok.RefreshToken != srv.newest("g") {
+			if err != nil || tok.RefreshToken != newest(srv, "g-rt-SECRET-0") {
 				t.Errorf("%v, %v; want a token from the newest refresh token", tok, err)
 			}
-			if r := srv.reuses(); r != 0 {
+			if r := srv.ReusedRefreshTokens(); r != 0 {
 				t.Errorf("%d spent refresh tokens presented; the grant is revoked", r)
 			}
 		})
@@ -146,7 +146,7 @@ func TestStoreRollbackIsNotAdoptedAfterRotations(t *testing.T) {
 // takes the free lock meanwhile presents it.
 func TestLostLockOnSaveIsTakenAgainAtOnce(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clockA := newFakeClock()
 	store := newSharedStore(expiredToken(clockA, "g-rt-SECRET-0"))
 	store.saveErr = fmt.Errorf("store: %w", ErrLockLost)
@@ -156,10 +156,10 @@ func TestLostLockOnSaveIsTakenAgainAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok, err := b.Token()
-	if err != nil || tok.RefreshToken != srv.newest("g") {
+	if err != nil || tok.RefreshToken != newest(srv, "g-rt-SECRET-0") {
 		t.Errorf("replica b: %v, %v; want the token replica a obtained", tok, err)
 	}
-	if r := srv.reuses(); r != 0 {
+	if r := srv.ReusedRefreshTokens(); r != 0 {
 		t.Errorf("%d spent refresh tokens presented; the grant is revoked", r)
 	}
 }
@@ -170,7 +170,7 @@ func TestLostLockOnSaveIsTakenAgainAtOnce(t *testing.T) {
 // refresh that failed, not of a failed refresh per call.
 func TestRecheckIsNotAReportedRefresh(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-live"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-live"})
 	clock := newFakeClock()
 	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-revoked"))
 	ts := replica(t, store, srv, clock)
@@ -182,7 +182,7 @@ func TestRecheckIsNotAReportedRefresh(t *testing.T) {
 			t.Fatalf("got %v, want invalid_grant", err)
 		}
 	}
-	if n := srv.postCount(); n != 1 {
+	if n := srv.TotalTokenRequests(); n != 1 {
 		t.Errorf("%d POSTs, want 1", n)
 	}
 	rec.mu.Lock()
@@ -221,7 +221,7 @@ func lastWait(clock *fakeClock) time.Duration {
 // free lock and presenting the spent refresh token.
 func TestWaitGivingUpKeepsTheLock(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clockA := newPumpedClock(t)
 	store := newSharedStore(expiredToken(clockA, "g-rt-SECRET-0"))
 	store.mem.saveErrs = 1 << 30 // the Store refuses every Save for now
@@ -235,10 +235,10 @@ func TestWaitGivingUpKeepsTheLock(t *testing.T) {
 	store.mem.saveErrs = 0 // the Store is back
 	store.mem.mu.Unlock()
 	tok, err := b.Token()
-	if err != nil || tok.RefreshToken != srv.newest("g") {
+	if err != nil || tok.RefreshToken != newest(srv, "g-rt-SECRET-0") {
 		t.Errorf("replica b: %v, %v; want the token replica a obtained", tok, err)
 	}
-	if r := srv.reuses(); r != 0 {
+	if r := srv.ReusedRefreshTokens(); r != 0 {
 		t.Errorf("%d spent refresh tokens presented; the grant is revoked", r)
 	}
 }
@@ -250,23 +250,20 @@ func TestWaitGivingUpKeepsTheLock(t *testing.T) {
 // early refresh, and the next refresh presents the new refresh token.
 func TestEarlyRefreshRefusedWithRotatedTokenKeepsServing(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newFakeClock()
 	store := newSharedStore(&oauth2.Token{AccessToken: "g-at-SECRET-0", RefreshToken: "g-rt-SECRET-0", Expiry: clock.Now().Add(10 * time.Minute), ExpiresIn: 3600})
 	ts := replica(t, store, srv, clock)
 	if _, err := ts.Token(); err != nil {
 		t.Fatal(err)
 	}
-	srv.answerNext(func() *http.Response {
-		rt := srv.rotateLocked("g").RefreshToken
-		return httpmock.NewStringResponse(200, `{"access_token":"g-at-SECRET-x","refresh_token":"`+rt+`","expires_in":2147483647}`)
-	})
+	srv.FailNext(rotatedThenRefused(malformed))
 	clock.Advance(6 * time.Minute) // inside the early-refresh window
 	if tok, err := ts.Token(); err != nil || tok.AccessToken != "g-at-SECRET-0" {
 		t.Fatalf("%v, %v", tok, err)
 	}
 	settle(ts) // the early refresh, refused
-	if n := srv.postCount(); n != 1 {
+	if n := srv.TotalTokenRequests(); n != 1 {
 		t.Fatalf("%d POSTs, want the early refresh's 1", n)
 	}
 	if tok, err := ts.Token(); err != nil || tok.AccessToken != "g-at-SECRET-0" {
@@ -274,10 +271,10 @@ func TestEarlyRefreshRefusedWithRotatedTokenKeepsServing(t *testing.T) {
 	}
 	clock.Advance(10 * time.Minute) // it expires
 	tok, err := ts.Token()
-	if err != nil || tok.RefreshToken != srv.newest("g") {
+	if err != nil || tok.RefreshToken != newest(srv, "g-rt-SECRET-0") {
 		t.Errorf("%v, %v; want a token from the rotated refresh token", tok, err)
 	}
-	if r := srv.reuses(); r != 0 {
+	if r := srv.ReusedRefreshTokens(); r != 0 {
 		t.Errorf("%d spent refresh tokens presented", r)
 	}
 }
@@ -289,23 +286,22 @@ func TestEarlyRefreshRefusedWithRotatedTokenKeepsServing(t *testing.T) {
 // for, so that a refresh that hangs cannot use up Wait's time.
 func TestWaitSavesKeptRefreshTokenWithoutRefreshing(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newPumpedClock(t)
 	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
 	store.mem.saveErrs = 2 // the kept token's Save and its first retry fail
 	ts := replica(t, store, srv, clock)
-	srv.answerNext(func() *http.Response {
-		rt := srv.rotateLocked("g").RefreshToken // rotated, then refused
-		return httpmock.NewStringResponse(200, `{"error":"server_error","refresh_token":"`+rt+`"}`)
-	})
+	srv.FailNext(rotatedThenRefused(func(rt string) fakepandadoc.Fault {
+		return fakepandadoc.Body(200, "application/json", `{"error":"server_error","refresh_token":"`+rt+`"}`)
+	}))
 	if _, err := ts.Token(); err == nil {
 		t.Fatal("want the refused answer's error")
 	}
 	ts.Wait()
-	if s := store.mem.stored(); s.RefreshToken != srv.newest("g") {
-		t.Errorf("after Wait the Store holds %q, want the kept %q", s.RefreshToken, srv.newest("g"))
+	if s := store.mem.stored(); s.RefreshToken != newest(srv, "g-rt-SECRET-0") {
+		t.Errorf("after Wait the Store holds %q, want the kept %q", s.RefreshToken, newest(srv, "g-rt-SECRET-0"))
 	}
-	if n := srv.postCount(); n != 1 {
+	if n := srv.TotalTokenRequests(); n != 1 {
 		t.Errorf("%d POSTs, want the refused refresh's 1: the Save retries refreshed", n)
 	}
 	if n := store.mem.saveCount(); n != 3 {
@@ -315,10 +311,10 @@ func TestWaitSavesKeptRefreshTokenWithoutRefreshing(t *testing.T) {
 		t.Error("saved, yet the retry timer or the lock is kept")
 	}
 	clock.Advance(time.Minute) // past the back-off
-	if tok, err := ts.Token(); err != nil || tok.RefreshToken != srv.newest("g") {
+	if tok, err := ts.Token(); err != nil || tok.RefreshToken != newest(srv, "g-rt-SECRET-0") {
 		t.Fatalf("%v, %v; want a token from the kept refresh token", tok, err)
 	}
-	if r := srv.reuses(); r != 0 {
+	if r := srv.ReusedRefreshTokens(); r != 0 {
 		t.Errorf("%d spent refresh tokens presented", r)
 	}
 }
@@ -332,33 +328,31 @@ func TestWaitSavesKeptRefreshTokenWithoutRefreshing(t *testing.T) {
 // spent refresh token, then or when the Store goes back to it again.
 func TestFencedTokenOutlivesRollback(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newPumpedClock(t)
 	older := expiredToken(clock, "g-rt-SECRET-0")
-	stored := srv.rotate("g") // another process refreshed it and stored this
+	stored := rotate(t, srv, "g-rt-SECRET-0") // another process refreshed it and stored this
 	stored.Expiry = clock.Now().Add(-time.Minute)
 	store := newSharedStore(stored)
 	store.saveErr = fmt.Errorf("store: %w", ErrLockLost)
 	ts := replica(t, store, srv, clock)
-	srv.answerNext(func() *http.Response {
-		tok := srv.rotateLocked("g")
+	srv.FailNext(fakepandadoc.Fault{Rewrite: func(answer fakepandadoc.Fault) fakepandadoc.Fault {
 		store.mem.mu.Lock()
 		store.mem.tok = older // the Store goes back while the refresh is under way
 		store.mem.mu.Unlock()
-		resp, _ := httpmock.NewJsonResponse(200, map[string]any{"access_token": tok.AccessToken, "refresh_token": tok.RefreshToken, "expires_in": 3600})
-		return resp
-	})
-	if tok, err := ts.Token(); err != nil || tok.RefreshToken != srv.newest("g") {
+		return fakepandadoc.Fault{} // the grant's answer
+	}})
+	if tok, err := ts.Token(); err != nil || tok.RefreshToken != newest(srv, "g-rt-SECRET-0") {
 		t.Fatalf("%v, %v", tok, err)
 	}
 	ts.Wait()
-	if s := store.mem.stored(); s.RefreshToken != srv.newest("g") {
-		t.Errorf("after Wait the Store holds %q, want the newest %q", s.RefreshToken, srv.newest("g"))
+	if s := store.mem.stored(); s.RefreshToken != newest(srv, "g-rt-SECRET-0") {
+		t.Errorf("after Wait the Store holds %q, want the newest %q", s.RefreshToken, newest(srv, "g-rt-SECRET-0"))
 	}
-	if n, r := srv.postCount(), srv.reuses(); n != 1 || r != 0 {
+	if n, r := srv.TotalTokenRequests(), srv.ReusedRefreshTokens(); n != 1 || r != 0 {
 		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
 	}
-	if tok, err := ts.Token(); err != nil || tok.RefreshToken != srv.newest("g") {
+	if tok, err := ts.Token(); err != nil || tok.RefreshToken != newest(srv, "g-rt-SECRET-0") {
 		t.Errorf("%v, %v; want the newest token still served", tok, err)
 	}
 	// The Store goes back to the same token once more: it is known
@@ -368,10 +362,10 @@ func TestFencedTokenOutlivesRollback(t *testing.T) {
 	store.mem.tok = &again
 	store.mem.mu.Unlock()
 	clock.Advance(2 * time.Hour)
-	if tok, err := ts.Token(); err != nil || tok.RefreshToken != srv.newest("g") {
+	if tok, err := ts.Token(); err != nil || tok.RefreshToken != newest(srv, "g-rt-SECRET-0") {
 		t.Errorf("after a second rollback: %v, %v; want a token from the newest refresh token", tok, err)
 	}
-	if r := srv.reuses(); r != 0 {
+	if r := srv.ReusedRefreshTokens(); r != 0 {
 		t.Errorf("%d spent refresh tokens presented", r)
 	}
 }
@@ -385,10 +379,10 @@ func TestFencedTokenOutlivesRollback(t *testing.T) {
 // not even when the Store goes back to it once more.
 func TestRefusedTokenNeverRepairsTheStore(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newFakeClock()
 	older := expiredToken(clock, "g-rt-SECRET-0")
-	newer := srv.rotate("g") // another process refreshed it and stored this
+	newer := rotate(t, srv, "g-rt-SECRET-0") // another process refreshed it and stored this
 	newer.Expiry = clock.Now().Add(time.Hour)
 	store := newSharedStore(newer)
 	ts := replica(t, store, srv, clock)
@@ -413,7 +407,7 @@ func TestRefusedTokenNeverRepairsTheStore(t *testing.T) {
 	if s := store.mem.stored(); s.RefreshToken != newer.RefreshToken {
 		t.Errorf("the Store holds %q, want %q still: the refused token was saved over it", s.RefreshToken, newer.RefreshToken)
 	}
-	if n := srv.postCount(); n != 1 {
+	if n := srv.TotalTokenRequests(); n != 1 {
 		t.Errorf("%d POSTs, want 1: the refused refresh token was presented again", n)
 	}
 	// The Store goes back once more: the refused token, which it has
@@ -426,7 +420,7 @@ func TestRefusedTokenNeverRepairsTheStore(t *testing.T) {
 	if _, err := ts.Token(); err == nil {
 		t.Fatal("want an error: no refresh token worth presenting")
 	}
-	if n := srv.postCount(); n != 1 {
+	if n := srv.TotalTokenRequests(); n != 1 {
 		t.Errorf("%d POSTs, want 1: the refused refresh token was presented again after a second rollback", n)
 	}
 }
@@ -439,24 +433,28 @@ func TestRefusedTokenNeverRepairsTheStore(t *testing.T) {
 // refresh token the stored one replaced, over it.
 func TestRefusedStoredTokenIsStale(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newFakeClock()
-	mine := srv.rotate("g")
+	mine := rotate(t, srv, "g-rt-SECRET-0")
 	mine.Expiry = clock.Now().Add(time.Hour)
 	store := newSharedStore(mine)
 	ts := replica(t, store, srv, clock)
 	if tok, err := ts.Token(); err != nil || tok.RefreshToken != mine.RefreshToken {
 		t.Fatalf("%v, %v", tok, err)
 	}
-	theirs := srv.rotate("g") // another process refreshed and stored this
+	theirs := rotate(t, srv, "g-rt-SECRET-0") // another process refreshed and stored this
 	theirs.Expiry = clock.Now().Add(-time.Minute)
 	store.mem.mu.Lock()
 	store.mem.tok = theirs
 	store.mem.mu.Unlock()
-	srv.answerNext(func() *http.Response {
-		srv.live["g"] = "" // revoked
-		return httpmock.NewStringResponse(400, `{"error":"invalid_grant"}`)
-	})
+	srv.FailNext(fakepandadoc.Fault{Rewrite: func(answer fakepandadoc.Fault) fakepandadoc.Fault {
+		tok := granted(answer)
+		if tok == nil {
+			return answer
+		}
+		srv.Revoke(tok.RefreshToken) // the grant is revoked as the refresh arrives
+		return fakepandadoc.Body(400, "application/json", `{"error":"invalid_grant"}`)
+	}})
 	if _, err := ts.Refresh(context.Background()); !isInvalidGrant(err) {
 		t.Fatalf("got %v, want invalid_grant for the stored refresh token", err)
 	}
@@ -467,7 +465,7 @@ func TestRefusedStoredTokenIsStale(t *testing.T) {
 	if s := store.mem.stored(); s.RefreshToken != theirs.RefreshToken {
 		t.Errorf("the Store holds %q, want %q: the older token was saved over it", s.RefreshToken, theirs.RefreshToken)
 	}
-	if n, r := srv.postCount(), srv.reuses(); n != 1 || r != 0 {
+	if n, r := srv.TotalTokenRequests(), srv.ReusedRefreshTokens(); n != 1 || r != 0 {
 		t.Errorf("%d POSTs, %d spent refresh tokens presented; want 1, 0", n, r)
 	}
 }
@@ -480,10 +478,10 @@ func TestRefusedStoredTokenIsStale(t *testing.T) {
 // not presented again.
 func TestRecheckRemembersRefusedTokenLeftBehind(t *testing.T) {
 	t.Parallel()
-	srv := newGrantServer(3600, map[string]string{"g": "g-rt-SECRET-0"})
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
 	clock := newFakeClock()
 	older := expiredToken(clock, "g-rt-SECRET-0")
-	newer := srv.rotate("g")
+	newer := rotate(t, srv, "g-rt-SECRET-0")
 	newer.Expiry = clock.Now().Add(time.Hour)
 	store := newSharedStore(newer)
 	ts := replica(t, store, srv, clock)
@@ -510,7 +508,7 @@ func TestRecheckRemembersRefusedTokenLeftBehind(t *testing.T) {
 	if _, err := ts.Token(); err == nil {
 		t.Fatal("want an error: no refresh token worth presenting")
 	}
-	if n := srv.postCount(); n != 1 {
+	if n := srv.TotalTokenRequests(); n != 1 {
 		t.Errorf("%d POSTs, want 1: the refused refresh token was presented again", n)
 	}
 }

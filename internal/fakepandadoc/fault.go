@@ -20,8 +20,8 @@ const (
 )
 
 // A Fault scripts one answer of the token endpoint; see
-// pandadoctest.Fault, whose fields it shares. A Fault other than
-// KindSuccess replaces the grant unless AfterGrant is set.
+// pandadoctest.Fault, whose fields it shares but Rewrite. A Fault other
+// than KindSuccess replaces the grant unless AfterGrant is set.
 type Fault struct {
 	Kind        FaultKind
 	Status      int         // of a KindRespond answer; 0 means 500
@@ -31,6 +31,16 @@ type Fault struct {
 	Size        int         // body size of a KindOversized answer; 0 means 10 MiB
 	Delay       time.Duration
 	AfterGrant  bool
+
+	// Rewrite, if set, replaces the grant's answer: the grant is carried
+	// out (a refresh token rotated, a reuse detected, as without a
+	// fault), then Rewrite gets its answer as a KindRespond Fault (status,
+	// Content-Type, headers, JSON body) and returns the Fault to answer
+	// instead, whose AfterGrant, Delay and Rewrite are ignored; a
+	// returned KindSuccess sends the grant's answer unchanged. Kind and
+	// the fields but Delay are ignored. Rewrite runs without the server's
+	// lock, so it may call the Server's methods.
+	Rewrite func(answer Fault) Fault
 }
 
 // Status returns a Fault that answers code with its status text as a

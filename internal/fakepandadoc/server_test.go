@@ -234,3 +234,57 @@ type closeCounter struct {
 }
 
 func (c *closeCounter) Close() error { c.closed++; return nil }
+
+// TestRewrite: a Rewrite fault carries out the grant, rotating the
+// refresh token and detecting reuse as without a fault, and answers what
+// Rewrite makes of the grant's answer; Rewrite may call the Server's
+// methods, and a returned KindSuccess sends the grant's answer.
+func TestRewrite(t *testing.T) {
+	srv := newServer(t, fakepandadoc.Options{ExpiresIn: 60, Rotation: true, ReuseDetection: true, TokenName: numbered})
+	srv.AddGrant("g", "g-rt-0", 0)
+	var seen []fakepandadoc.Fault
+	refused := func(answer fakepandadoc.Fault) fakepandadoc.Fault {
+		seen = append(seen, answer)
+		live, _ := srv.LiveRefreshToken("g-rt-0") // the Server's lock is free
+		return fakepandadoc.Body(503, "application/json", `{"error":"temporarily_unavailable","refresh_token":"`+live+`"}`)
+	}
+	unchanged := func(answer fakepandadoc.Fault) fakepandadoc.Fault {
+		seen = append(seen, answer)
+		return fakepandadoc.Fault{}
+	}
+	srv.FailNext(fakepandadoc.Fault{Rewrite: refused}, fakepandadoc.Fault{Rewrite: unchanged}, fakepandadoc.Fault{Kind: fakepandadoc.KindReset, Rewrite: unchanged})
+
+	status, a := refresh(t, srv, "g-rt-0")
+	if status != 503 || a.Error != "temporarily_unavailable" || a.RefreshToken == nil || *a.RefreshToken != "g-rt-1" {
+		t.Fatalf("rewritten: %d %+v, want 503 with the rotated g-rt-1", status, a)
+	}
+	var granted answer
+	if err := json.Unmarshal([]byte(seen[0].Body), &granted); err != nil || seen[0].Status != 200 ||
+		seen[0].Kind != fakepandadoc.KindRespond || seen[0].ContentType != "application/json" ||
+		granted.AccessToken != "g-at-1" || granted.RefreshToken == nil || *granted.RefreshToken != "g-rt-1" {
+		t.Errorf("Rewrite got %+v (%v), want the grant's 200 with g-at-1 and g-rt-1", seen[0], err)
+	}
+	if live := srv.RefreshTokens(); len(live) != 1 || live[0] != "g-rt-1" {
+		t.Errorf("live refresh tokens %q, want the rotation carried out: g-rt-1", live)
+	}
+
+	status, a = refresh(t, srv, "g-rt-1")
+	if status != 200 || a.AccessToken != "g-at-2" || a.RefreshToken == nil || *a.RefreshToken != "g-rt-2" {
+		t.Errorf("a returned KindSuccess: %d %+v, want the grant's g-at-2 and g-rt-2", status, a)
+	}
+
+	// Kind is ignored: the spent g-rt-1 is refused, the reuse detected.
+	status, a = refresh(t, srv, "g-rt-1")
+	if status != 400 || a.Error != "invalid_grant" {
+		t.Errorf("a spent token: %d %+v, want the grant's invalid_grant", status, a)
+	}
+	if len(seen) != 3 || seen[2].Status != 400 {
+		t.Errorf("Rewrite saw %+v, want the refusal last", seen)
+	}
+	if n := srv.ReusedRefreshTokens(); n != 1 {
+		t.Errorf("%d grants revoked for reuse, want 1", n)
+	}
+	if n, f := srv.TotalTokenRequests(), srv.PendingFaults(); n != 3 || f != 0 {
+		t.Errorf("%d POSTs, %d faults left; want 3, 0", n, f)
+	}
+}

@@ -162,6 +162,10 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	if f.Rewrite != nil {
+		s.rewrite(w, r, f.Rewrite, form, problem)
+		return
+	}
 	if f.Kind == KindSuccess {
 		resp, terr := s.grant(form, problem)
 		if terr != nil {
@@ -173,6 +177,34 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	if f.AfterGrant {
 		s.grant(form, problem)
+	}
+	s.misbehave(w, r, f)
+}
+
+// rewrite carries out the grant that form asks for and answers what
+// rewrite makes of its answer; see Fault.Rewrite.
+func (s *Server) rewrite(w http.ResponseWriter, r *http.Request, rewrite func(Fault) Fault, form url.Values, problem string) {
+	status, v := http.StatusOK, any(nil)
+	resp, terr := s.grant(form, problem)
+	if terr != nil {
+		status, v = terr.status, terr
+	} else {
+		v = resp
+	}
+	body, err := json.Marshal(v)
+	if err != nil {
+		panic("fakepandadoc: " + err.Error())
+	}
+	answer := Fault{
+		Kind:        KindRespond,
+		Status:      status,
+		ContentType: "application/json",
+		Header:      http.Header{"Cache-Control": {"no-store"}, "Pragma": {"no-cache"}},
+		Body:        string(body),
+	}
+	f := rewrite(answer)
+	if f.Kind == KindSuccess {
+		f = answer
 	}
 	s.misbehave(w, r, f)
 }
