@@ -512,3 +512,51 @@ func TestRecheckRemembersRefusedTokenLeftBehind(t *testing.T) {
 		t.Errorf("%d POSTs, want 1: the refused refresh token was presented again", n)
 	}
 }
+
+// TestFencedUnrotatedRefreshIsNoFence: a refresh answered with the same
+// refresh token (the server did not rotate this time, or left
+// refresh_token out) gives a token whose refresh token the Store holds
+// already. If its Save is fenced, another process that took the lock
+// can refresh that same refresh token and store a real successor. That
+// successor is adopted, not taken for a rollback and overwritten with
+// the token whose refresh token it rotated away.
+func TestFencedUnrotatedRefreshIsNoFence(t *testing.T) {
+	t.Parallel()
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newPumpedClock(t)
+	store := newSharedStore(expiredToken(clock, "g-rt-SECRET-0"))
+	store.saveErr = fmt.Errorf("store: %w", ErrLockLost)
+	ts := replica(t, store, srv, clock)
+	srv.FailNext(fakepandadoc.Fault{Rewrite: func(answer fakepandadoc.Fault) fakepandadoc.Fault {
+		// Meanwhile this process's lock ran out; another process took
+		// it, refreshed the same (still live) refresh token, which the
+		// server rotated, and stored the successor: the grant's answer.
+		theirs := granted(answer)
+		if theirs == nil {
+			t.Error("the first refresh was refused")
+			return answer
+		}
+		theirs.Expiry = clock.Now().Add(time.Hour)
+		store.mem.mu.Lock()
+		store.mem.tok = theirs
+		store.mem.mu.Unlock()
+		// This process is answered as if its refresh was not rotated:
+		// the same refresh token comes back.
+		return fakepandadoc.Body(200, "application/json", `{"access_token":"g-at-SECRET-a","refresh_token":"g-rt-SECRET-0","expires_in":3600}`)
+	}})
+	if _, err := ts.Token(); err != nil {
+		t.Fatal(err)
+	}
+	ts.Wait()
+	want := newest(srv, "g-rt-SECRET-0")
+	if s := store.mem.stored(); s.RefreshToken != want {
+		t.Errorf("after Wait the Store holds %q, want the other process's successor %q", s.RefreshToken, want)
+	}
+	clock.Advance(2 * time.Hour)
+	if tok, err := ts.Token(); err != nil || tok.RefreshToken != newest(srv, "g-rt-SECRET-0") {
+		t.Errorf("%v, %v; want a token from the newest refresh token", tok, err)
+	}
+	if r := srv.ReusedRefreshTokens(); r != 0 {
+		t.Errorf("%d grants revoked for a spent refresh token presented", r)
+	}
+}
