@@ -560,3 +560,36 @@ func TestFencedUnrotatedRefreshIsNoFence(t *testing.T) {
 		t.Errorf("%d grants revoked for a spent refresh token presented", r)
 	}
 }
+
+// TestRolledBackAfterRefusedRotation: a refused answer that carried a
+// new refresh token spent the one presented. When the Store then goes
+// back to the token with the spent refresh token (a rollback), it is
+// not presented: the source remembers it as spent, as it does for its
+// own refreshes.
+func TestRolledBackAfterRefusedRotation(t *testing.T) {
+	t.Parallel()
+	srv := newRotatingServer(t, 3600, map[string]string{"g": "g-rt-SECRET-0"})
+	clock := newFakeClock()
+	older := expiredToken(clock, "g-rt-SECRET-0")
+	store := newSharedStore(older)
+	ts := replica(t, store, srv, clock)
+	srv.FailNext(rotatedThenRefused(malformed))
+	if _, err := ts.Token(); !errors.Is(err, ErrMalformedResponse) {
+		t.Fatalf("got %v, want the refused answer's error", err)
+	}
+	kept := newest(srv, "g-rt-SECRET-0")
+	if s := store.mem.stored(); s.RefreshToken != kept {
+		t.Fatalf("the Store holds %q, want the rotated %q from the refused answer", s.RefreshToken, kept)
+	}
+	again := *older
+	store.mem.mu.Lock()
+	store.mem.tok = &again // rolled back
+	store.mem.mu.Unlock()
+	clock.Advance(time.Minute) // past the back-off
+	if tok, err := ts.Token(); err != nil || tok.RefreshToken != newest(srv, "g-rt-SECRET-0") {
+		t.Errorf("%v, %v; want a token from the kept refresh token", tok, err)
+	}
+	if r := srv.ReusedRefreshTokens(); r != 0 {
+		t.Errorf("%d grants revoked for a spent refresh token presented", r)
+	}
+}
