@@ -18,6 +18,7 @@ import "time"
 //	one Store.Save                           30 s             its own deadline
 //	Wait retrying a failed Save              30 s             then it gives up
 //	401 back-off of never-working tokens     1 s .. 1 min     doubling (reject.go)
+//	clock skew between processes             5 min            an older grant's leftover is issued before Initial by more
 const (
 	// DefaultEarlyRefresh is the early-refresh window used when
 	// TokenSource.EarlyRefresh is 0.
@@ -72,6 +73,12 @@ const (
 
 	// flushTimeout bounds how long Wait retries a failed Save.
 	flushTimeout = 30 * time.Second
+
+	// leftoverSkew is how far apart the clocks of processes sharing a
+	// Store may be (the tolerance Kerberos allows by default). A
+	// successor of Initial stored by a process whose clock is behind may
+	// look issued before Initial by up to that much.
+	leftoverSkew = 5 * time.Minute
 
 	// minRejectionBackoff and maxRejectionBackoff bound how long a token
 	// rejected with 401 without any token ever working is kept.

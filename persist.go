@@ -301,12 +301,6 @@ func (s *TokenSource) adopt(ctx context.Context, c *flightCall, cur *snapshot, n
 	return s.refresh(ctx, c, cur, newer.RefreshToken)
 }
 
-// leftoverSkew is how far apart the clocks of processes sharing a Store
-// may be (the tolerance Kerberos allows by default). A successor of
-// Initial stored by a process whose clock is behind may look issued
-// before Initial by up to that much.
-const leftoverSkew = 5 * time.Minute
-
 // olderLeftover reports whether stored, found in a Store never read
 // before, was issued before initial by more than leftoverSkew: an older
 // grant's leftover, not a successor of initial that another process
