@@ -20,11 +20,11 @@ var ErrDropped = errors.New("fakepandadoc: connection dropped without an answer"
 // request context's error if it has ended, else ErrDropped. It always
 // closes req's body, and never modifies req.
 func (s *Server) RoundTrip(req *http.Request) (resp *http.Response, err error) {
-	r := req.Clone(req.Context())
+	r := req.Clone(req.Context()) // r.Body is req.Body
 	if r.Body == nil {
 		r.Body = http.NoBody
 	}
-	defer req.Body.Close()
+	defer r.Body.Close()
 	rec := httptest.NewRecorder()
 	defer func() {
 		if v := recover(); v != nil {

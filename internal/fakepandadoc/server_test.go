@@ -288,3 +288,16 @@ func TestRewrite(t *testing.T) {
 		t.Errorf("%d POSTs, %d faults left; want 3, 0", n, f)
 	}
 }
+
+// TestRoundTripWithoutBody: a request without a body (a GET) is served,
+// not a panic.
+func TestRoundTripWithoutBody(t *testing.T) {
+	srv := newServer(t, fakepandadoc.Options{})
+	req, _ := http.NewRequest(http.MethodGet, tokenURL, nil)
+	resp, err := srv.RoundTrip(req)
+	if err != nil || resp == nil {
+		t.Fatalf("%v, %v; want an answer", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+}
