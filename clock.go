@@ -140,3 +140,24 @@ const (
 	maxDuration = time.Duration(1<<63 - 1)
 	minDuration = -maxDuration - 1
 )
+
+// clockRef holds an injected clock in one word; a nil *clockRef is the
+// real clock.
+type clockRef struct{ clock }
+
+// get returns the clock r holds, or the real one.
+func (r *clockRef) get() clock {
+	if r != nil {
+		return r.clock
+	}
+	return realClock{}
+}
+
+// mono reads the monotonic clock; for the real clock, without an
+// interface call, as the hot path wants.
+func (r *clockRef) mono() time.Duration {
+	if r != nil {
+		return r.Mono()
+	}
+	return time.Since(monoBase)
+}

@@ -19,9 +19,6 @@ const (
 	fromEndpoint               // returned by the token endpoint
 )
 
-// clockRef holds an injected clock in one word.
-type clockRef struct{ clock }
-
 // snapshot is an immutable view of the token served, with the values
 // requests need computed once, so the hot path computes nothing.
 type snapshot struct {

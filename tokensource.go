@@ -302,21 +302,10 @@ func (s *TokenSource) snapshotWith(t *oauth2.Token, from origin, header string) 
 }
 
 // clock returns s's clock.
-func (s *TokenSource) clock() clock {
-	if s.clk != nil {
-		return s.clk.clock
-	}
-	return realClock{}
-}
+func (s *TokenSource) clock() clock { return s.clk.get() }
 
-// mono reads the monotonic clock; on the hot path it is the one clock
-// read, without an interface call for the real clock.
-func (s *TokenSource) mono() time.Duration {
-	if s.clk != nil {
-		return s.clk.Mono()
-	}
-	return time.Since(monoBase)
-}
+// mono reads the monotonic clock: on the hot path, the one clock read.
+func (s *TokenSource) mono() time.Duration { return s.clk.mono() }
 
 // grant is s's key in its Grants, for the Observer's events; empty for a
 // TokenSource of its own.
