@@ -88,27 +88,10 @@ func (s *Server) LiveRefreshToken(refreshToken string) (string, bool) {
 
 // notifyLocked wakes WaitAPIRequests up, after a change of the API
 // counters. s.mu must be held.
-func (s *Server) notifyLocked() {
-	close(s.changed)
-	s.changed = make(chan struct{})
-}
+func (s *Server) notifyLocked() { s.changed.NotifyLocked() }
 
 // waitUntil blocks until cond, called with s.mu held, reports true, ctx
 // ends or the server is closed.
 func (s *Server) waitUntil(ctx context.Context, cond func() bool) error {
-	for {
-		s.mu.Lock()
-		ok, changed := cond(), s.changed
-		s.mu.Unlock()
-		if ok {
-			return nil
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.closing.Done():
-			return ErrClosed
-		}
-	}
+	return s.changed.Wait(ctx, s.closing, &s.mu, cond, ErrClosed)
 }

@@ -51,7 +51,7 @@ type Server struct {
 	docs        []document  // documents created through the API, oldest first
 	apiRequests map[int]int // API requests by answered status
 	apiTotal    int
-	changed     chan struct{} // closed and replaced when an API counter changes
+	changed     fakepandadoc.Changes // an API counter changed; guarded by mu
 
 	throttle *throttle // the rate limits and their logs; see throttle.go
 }
@@ -69,7 +69,6 @@ func NewServer(opts ...Option) *Server {
 			ExpiresIn:    DefaultExpiresIn,
 		},
 		now:         time.Now,
-		changed:     make(chan struct{}),
 		apiRequests: make(map[int]int),
 	}
 	for _, opt := range opts {

@@ -128,7 +128,7 @@ type Server struct {
 	gate    chan struct{} // closed by ReleaseTokenRequests; nil while token POSTs are not held
 	held    int           // token POSTs waiting at gate
 	pass    chan struct{} // a send lets one held token POST through; read-only field
-	changed chan struct{} // closed and replaced when a counter or held changes
+	changed Changes       // a counter or held changed; guarded by mu
 }
 
 // A grant is one authorization: a chain of refresh tokens, each replacing
@@ -160,7 +160,6 @@ func New(opts Options) *Server {
 		access:        make(map[string]*accessGrant),
 		refresh:       make(map[string]uint64),
 		grants:        make(map[string]*grant),
-		changed:       make(chan struct{}),
 		pass:          make(chan struct{}),
 		tokenRequests: make(map[string]int),
 	}
